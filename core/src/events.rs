@@ -1,0 +1,475 @@
+//! The events of a run's stream. They are the truth: a run's state is a fold over them
+//! ([`crate::state::RunState::apply`]).
+//!
+//! Events are a wire format. Each has a stable type name ([`RunEvent::event_type`]) and a schema
+//! version ([`EVENT_VERSION`]); a change that alters the meaning or shape of a payload bumps the
+//! version and adds an upcaster ([`upcast`]), so every event ever written stays readable.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::WorkflowError;
+
+/// Current schema version of every run event type.
+pub const EVENT_VERSION: &str = "1";
+
+/// Milliseconds since the Unix epoch, as recorded by the runtime. `core` never reads the clock;
+/// times arrive in commands and are kept in events.
+pub type Millis = i64;
+
+/// Identifier of a task activation within a run. Allocated in order by the decider, so replays
+/// allocate the same ids. `0` is the workflow itself.
+pub type FrameId = u64;
+
+/// Which definition a run executes: pinned at start, never changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct DefinitionRef {
+    /// `document.namespace`.
+    pub namespace: String,
+    /// `document.name`.
+    pub name: String,
+    /// `document.version`.
+    pub version: String,
+    /// SHA-256 (hex) of the definition's canonical JSON; the content address of the source.
+    pub hash: String,
+}
+
+/// A resolved side effect, recorded before it is performed. Everything an executor needs is here,
+/// so performing it again after a crash sends exactly the same request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum ActivityCall {
+    /// An HTTP request.
+    Http(HttpRequest),
+    /// A function registered by the embedding application (`call: NAME`).
+    Function {
+        /// The registered name.
+        name: String,
+        /// The evaluated `with` arguments.
+        arguments: Value,
+        /// The task's transformed input.
+        input: Value,
+    },
+}
+
+/// A fully resolved HTTP request of `call: http`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct HttpRequest {
+    /// Upper-case method.
+    pub method: String,
+    /// Absolute URI, templates expanded.
+    pub uri: String,
+    /// Headers.
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+    /// Query parameters (appended to the URI).
+    #[serde(default)]
+    pub query: Vec<(String, String)>,
+    /// JSON body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
+    /// `content`, `response` or `raw`.
+    pub output: crate::dsl::HttpOutputFormat,
+    /// Whether redirects are followed (otherwise a 3xx is an error).
+    #[serde(default)]
+    pub redirect: bool,
+    /// Authentication to apply when sending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<HttpAuth>,
+}
+
+/// Authentication of an HTTP request. Secrets are recorded by name and resolved by the executor,
+/// so their values never enter the event log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(tag = "scheme", rename_all = "camelCase")]
+pub enum HttpAuth {
+    /// HTTP basic with literal credentials.
+    Basic {
+        /// User name.
+        username: String,
+        /// Password.
+        password: String,
+    },
+    /// Bearer with a literal token.
+    Bearer {
+        /// Token.
+        token: String,
+    },
+    /// HTTP basic, credentials from the named secret (`username`, `password`).
+    BasicSecret {
+        /// Secret name.
+        secret: String,
+    },
+    /// Bearer, token from the named secret (`token`).
+    BearerSecret {
+        /// Secret name.
+        secret: String,
+    },
+}
+
+/// Why a timer exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum TimerKind {
+    /// A `wait` task.
+    Wait,
+    /// The delay before a retry of a `try` block.
+    Retry,
+    /// A task's `timeout`.
+    TaskTimeout,
+    /// The workflow's `timeout`.
+    WorkflowTimeout,
+}
+
+/// One event of a run's stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(tag = "type", content = "data")]
+#[non_exhaustive]
+pub enum RunEvent {
+    /// The run was created.
+    RunStarted {
+        /// The run's id.
+        run_id: String,
+        /// The definition it is pinned to.
+        definition: DefinitionRef,
+        /// The raw input.
+        input: Value,
+        /// Recorded start time.
+        at: Millis,
+        /// The parent run and task, for a sub-workflow.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent: Option<ParentRef>,
+    },
+    /// The workflow input was transformed (`input.from`) and the context initialised.
+    WorkflowInputAccepted {
+        /// Transformed input.
+        input: Value,
+    },
+    /// A task activation began.
+    TaskStarted {
+        /// The new activation.
+        id: FrameId,
+        /// Its parent activation.
+        parent: FrameId,
+        /// Index of the task in its parent's list (branch index under a fork).
+        index: usize,
+        /// The task's JSON pointer, e.g. `/do/0/getPet`.
+        position: String,
+        /// The task's name.
+        name: String,
+        /// Raw input.
+        raw_input: Value,
+        /// Transformed input (`input.from`).
+        input: Value,
+        /// Recorded time.
+        at: Millis,
+    },
+    /// A task was skipped because its `if` was false.
+    TaskSkipped {
+        /// Its parent activation.
+        parent: FrameId,
+        /// Index in the parent's list.
+        index: usize,
+        /// JSON pointer.
+        position: String,
+    },
+    /// A `for` task moved to its next item.
+    IterationStarted {
+        /// The `for` activation.
+        id: FrameId,
+        /// The item's index.
+        index: usize,
+        /// The item.
+        item: Value,
+    },
+    /// A side effect is to be performed.
+    ActivityScheduled {
+        /// The `call` activation.
+        id: FrameId,
+        /// The attempt (retry count of the nearest `try`, starting at 0).
+        attempt: u32,
+        /// Sent as the `Idempotency-Key` header; stable across re-executions after a crash.
+        idempotency_key: String,
+        /// What to do.
+        call: ActivityCall,
+    },
+    /// A side effect finished.
+    ActivityCompleted {
+        /// The `call` activation.
+        id: FrameId,
+        /// Its result.
+        result: Value,
+        /// Recorded time.
+        at: Millis,
+    },
+    /// A side effect failed.
+    ActivityFailed {
+        /// The `call` activation.
+        id: FrameId,
+        /// The error.
+        error: WorkflowError,
+        /// Recorded time.
+        at: Millis,
+    },
+    /// A durable timer was set.
+    TimerScheduled {
+        /// Timer id (unique in the run).
+        timer: u64,
+        /// The activation it belongs to.
+        frame: FrameId,
+        /// Why.
+        kind: TimerKind,
+        /// When it is due.
+        due_at: Millis,
+    },
+    /// A durable timer fired.
+    TimerFired {
+        /// Timer id.
+        timer: u64,
+        /// Recorded time.
+        at: Millis,
+    },
+    /// An event was delivered to the run from outside (`cairn signal`).
+    EventReceived {
+        /// The CloudEvent.
+        event: Value,
+        /// Recorded time.
+        at: Millis,
+    },
+    /// A `listen` task consumed events from the run's inbox.
+    EventsConsumed {
+        /// The `listen` activation.
+        id: FrameId,
+        /// Indexes into the inbox.
+        indexes: Vec<usize>,
+    },
+    /// An `emit` task published an event.
+    EventEmitted {
+        /// The `emit` activation.
+        id: FrameId,
+        /// The CloudEvent, with `id`, `time` and `specversion` filled in.
+        event: Value,
+    },
+    /// A `try` block failed with an error the catch retries: a retry is scheduled.
+    RetryScheduled {
+        /// The `try` activation.
+        id: FrameId,
+        /// The attempt about to start (1 for the first retry).
+        attempt: u32,
+        /// The delay chosen, jitter included.
+        delay_ms: u64,
+        /// The error being retried.
+        error: WorkflowError,
+    },
+    /// A `try` block restarted after its retry delay.
+    TaskRetried {
+        /// The `try` activation.
+        id: FrameId,
+        /// The attempt now running.
+        attempt: u32,
+    },
+    /// A `try` caught an error and runs its `catch.do`.
+    ErrorCaught {
+        /// The `try` activation.
+        id: FrameId,
+        /// The caught error.
+        error: WorkflowError,
+    },
+    /// A sub-workflow run was requested.
+    ChildRunRequested {
+        /// The `run: workflow` activation.
+        id: FrameId,
+        /// The child run's id.
+        child_run_id: String,
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// Version, or `latest`.
+        version: String,
+        /// Input.
+        input: Value,
+    },
+    /// A sub-workflow run ended.
+    ChildRunFinished {
+        /// The `run: workflow` activation.
+        id: FrameId,
+        /// Output, or the error it faulted with.
+        result: Result<Value, WorkflowError>,
+    },
+    /// A task activation completed.
+    TaskCompleted {
+        /// The activation.
+        id: FrameId,
+        /// Transformed output (`output.as`).
+        output: Value,
+        /// The new `$context`, when the task exported one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        context: Option<Value>,
+        /// The flow directive taken (`then`, or the matching switch case).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        then: Option<String>,
+        /// Recorded time.
+        at: Millis,
+    },
+    /// A task activation faulted.
+    TaskFaulted {
+        /// The activation.
+        id: FrameId,
+        /// The error.
+        error: WorkflowError,
+        /// Recorded time.
+        at: Millis,
+    },
+    /// A task activation was cancelled (a losing fork branch, a cancelled run).
+    TaskCancelled {
+        /// The activation.
+        id: FrameId,
+    },
+    /// The run was suspended by an operator.
+    RunSuspended {
+        /// Recorded time.
+        at: Millis,
+    },
+    /// The run was resumed by an operator.
+    RunResumed {
+        /// Recorded time.
+        at: Millis,
+    },
+    /// The run completed.
+    RunCompleted {
+        /// The workflow output (`output.as` applied).
+        output: Value,
+        /// Recorded time.
+        at: Millis,
+    },
+    /// The run faulted.
+    RunFaulted {
+        /// The uncaught error.
+        error: WorkflowError,
+        /// Recorded time.
+        at: Millis,
+    },
+    /// The run was cancelled.
+    RunCancelled {
+        /// Why.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// Recorded time.
+        at: Millis,
+    },
+}
+
+/// The parent of a sub-workflow run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ParentRef {
+    /// Parent run id.
+    pub run_id: String,
+    /// The parent's `run: workflow` activation.
+    pub frame: FrameId,
+}
+
+impl RunEvent {
+    /// Stable type name, stored beside the payload.
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            RunEvent::RunStarted { .. } => "RunStarted",
+            RunEvent::WorkflowInputAccepted { .. } => "WorkflowInputAccepted",
+            RunEvent::TaskStarted { .. } => "TaskStarted",
+            RunEvent::TaskSkipped { .. } => "TaskSkipped",
+            RunEvent::IterationStarted { .. } => "IterationStarted",
+            RunEvent::ActivityScheduled { .. } => "ActivityScheduled",
+            RunEvent::ActivityCompleted { .. } => "ActivityCompleted",
+            RunEvent::ActivityFailed { .. } => "ActivityFailed",
+            RunEvent::TimerScheduled { .. } => "TimerScheduled",
+            RunEvent::TimerFired { .. } => "TimerFired",
+            RunEvent::EventReceived { .. } => "EventReceived",
+            RunEvent::EventsConsumed { .. } => "EventsConsumed",
+            RunEvent::EventEmitted { .. } => "EventEmitted",
+            RunEvent::RetryScheduled { .. } => "RetryScheduled",
+            RunEvent::TaskRetried { .. } => "TaskRetried",
+            RunEvent::ErrorCaught { .. } => "ErrorCaught",
+            RunEvent::ChildRunRequested { .. } => "ChildRunRequested",
+            RunEvent::ChildRunFinished { .. } => "ChildRunFinished",
+            RunEvent::TaskCompleted { .. } => "TaskCompleted",
+            RunEvent::TaskFaulted { .. } => "TaskFaulted",
+            RunEvent::TaskCancelled { .. } => "TaskCancelled",
+            RunEvent::RunSuspended { .. } => "RunSuspended",
+            RunEvent::RunResumed { .. } => "RunResumed",
+            RunEvent::RunCompleted { .. } => "RunCompleted",
+            RunEvent::RunFaulted { .. } => "RunFaulted",
+            RunEvent::RunCancelled { .. } => "RunCancelled",
+        }
+    }
+
+    /// The payload alone (without the type tag), as stored in the `payload` column.
+    pub fn payload(&self) -> Value {
+        match serde_json::to_value(self) {
+            Ok(Value::Object(mut o)) => o.remove("data").unwrap_or(Value::Null),
+            _ => Value::Null,
+        }
+    }
+
+    /// Rebuilds an event from its stored type, version and payload, upcasting old versions.
+    pub fn from_stored(
+        event_type: &str,
+        version: &str,
+        payload: Value,
+    ) -> Result<RunEvent, EventDecodeError> {
+        let payload = upcast(event_type, version, payload)?;
+        let mut o = serde_json::Map::new();
+        o.insert("type".into(), Value::String(event_type.to_string()));
+        o.insert("data".into(), payload);
+        serde_json::from_value(Value::Object(o)).map_err(|e| EventDecodeError::Payload {
+            event_type: event_type.to_string(),
+            version: version.to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Whether this event ends the run.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            RunEvent::RunCompleted { .. } | RunEvent::RunFaulted { .. } | RunEvent::RunCancelled { .. }
+        )
+    }
+}
+
+/// A stored event could not be read back.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EventDecodeError {
+    /// The version is newer than this build knows.
+    #[error("event {event_type} has version {version}, which this build of cairn does not know")]
+    UnknownVersion {
+        /// Type name.
+        event_type: String,
+        /// Version found.
+        version: String,
+    },
+    /// The payload does not match the type.
+    #[error("event {event_type} v{version} has a malformed payload: {message}")]
+    Payload {
+        /// Type name.
+        event_type: String,
+        /// Version.
+        version: String,
+        /// What serde said.
+        message: String,
+    },
+}
+
+/// Brings a stored payload of any released version up to [`EVENT_VERSION`].
+///
+/// Version 1 is the first released version, so there is nothing to convert yet; the function is
+/// the one place where a future `2` learns to read `1`.
+pub fn upcast(event_type: &str, version: &str, payload: Value) -> Result<Value, EventDecodeError> {
+    match version {
+        EVENT_VERSION => Ok(payload),
+        other => Err(EventDecodeError::UnknownVersion {
+            event_type: event_type.to_string(),
+            version: other.to_string(),
+        }),
+    }
+}

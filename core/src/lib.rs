@@ -1,0 +1,25 @@
+//! # cairn-core
+//!
+//! The pure heart of Cairn. It does no I/O, never reads the clock and draws no random numbers:
+//! everything non-deterministic reaches it through the events and inputs it is given.
+//!
+//! - [`dsl`]: the Serverless Workflow DSL 1.0.3 model ([`dsl::Workflow`]), loading and validation.
+//! - [`expr`]: jq runtime expressions (jaq) with the spec's arguments bound.
+//! - [`events`]: the versioned events of a run's stream ([`events::RunEvent`]).
+//! - [`state`]: a run's state as a fold over its events ([`state::RunState`]).
+//! - [`decider`]: `(definition, state, inputs) -> next events`, the only place where workflow
+//!   semantics live.
+//! - [`error`]: workflow errors in the DSL's RFC 7807 shape ([`error::WorkflowError`]).
+
+pub mod activity;
+pub mod decider;
+pub mod duration;
+pub mod dsl;
+pub mod error;
+pub mod events;
+pub mod expr;
+pub mod lifecycle;
+pub mod state;
+
+pub use error::{ErrorKind, WorkflowError};
+pub use events::RunEvent;

@@ -1,0 +1,1 @@
+//! A run's state as a fold over its events.

@@ -1,0 +1,207 @@
+//! Event stores: the append-only log of every run and definition.
+//!
+//! One trait, [`EventStore`], with two implementations: SQLite (the embedded default, one file,
+//! WAL) and PostgreSQL. Both keep the table shape of cqrs-es's `sqlite-es`/`postgres-es`
+//! (`aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata`) and add
+//! what those crates lack: a global `position` that readers can resume from with no gap and no
+//! duplicate, appends of many streams in one transaction (group commit), and a `runs` index kept
+//! in the same transaction as the events it summarises.
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+pub mod postgres;
+pub mod sqlite;
+
+/// Result alias of this module.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The aggregate type of run streams (cqrs-es `aggregate_type`).
+pub const RUN_AGGREGATE: &str = "run";
+/// The aggregate type of definition streams.
+pub const DEFINITION_AGGREGATE: &str = "definition";
+
+/// What can go wrong in a store. Concurrency conflicts are kept apart from infrastructure
+/// failures: the first is a normal outcome of two writers racing, the second is not.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Another writer extended the stream first: `expected` was not the stream's last sequence.
+    #[error("concurrency conflict on {stream}: expected sequence {expected}, found {actual}")]
+    Conflict {
+        /// The stream.
+        stream: String,
+        /// The sequence the caller expected to extend.
+        expected: u64,
+        /// The stream's real last sequence.
+        actual: u64,
+    },
+    /// The store URL is malformed or names an unknown scheme.
+    #[error("invalid store url `{url}`: {message}")]
+    InvalidUrl {
+        /// The URL given.
+        url: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The database could not be reached or failed.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data could not be decoded.
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+}
+
+/// An event about to be appended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// Stable type name.
+    pub event_type: String,
+    /// Schema version of the payload.
+    pub event_version: String,
+    /// Payload.
+    pub payload: Value,
+    /// Metadata: recorded time, actor, correlation and causation ids, worker.
+    pub metadata: Value,
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    /// Global position: strictly increasing in commit order across all streams.
+    pub position: u64,
+    /// `run` or `definition`.
+    pub aggregate_type: String,
+    /// The stream id (a run id, or `namespace/name` of a definition).
+    pub stream: String,
+    /// 1-based sequence within the stream.
+    pub sequence: u64,
+    /// Stable type name.
+    pub event_type: String,
+    /// Schema version of the payload.
+    pub event_version: String,
+    /// Payload.
+    pub payload: Value,
+    /// Metadata.
+    pub metadata: Value,
+}
+
+/// One stream's part of an append: the events go after `expected_sequence` (0 for a new stream).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppendRequest {
+    /// `run` or `definition`.
+    pub aggregate_type: String,
+    /// Stream id.
+    pub stream: String,
+    /// The sequence of the stream's last event as the writer knows it.
+    pub expected_sequence: u64,
+    /// The events, in order.
+    pub events: Vec<NewEvent>,
+    /// The run summary to upsert in the same transaction (for run streams).
+    pub run_summary: Option<RunSummary>,
+}
+
+/// What a successful append produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The stream's new last sequence.
+    pub last_sequence: u64,
+    /// Global position of the last event written.
+    pub last_position: u64,
+}
+
+/// The `runs` index: one row per run, kept in step with its events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSummary {
+    /// Run id.
+    pub run_id: String,
+    /// Definition namespace.
+    pub namespace: String,
+    /// Definition name.
+    pub name: String,
+    /// Definition version.
+    pub version: String,
+    /// `running`, `waiting`, `suspended`, `completed`, `faulted` or `cancelled`.
+    pub status: String,
+    /// Creation time (ms since epoch).
+    pub created_at: i64,
+    /// Last change (ms since epoch).
+    pub updated_at: i64,
+    /// Earliest due time of a pending timer, if any (ms since epoch).
+    pub next_timer_at: Option<i64>,
+}
+
+/// Filter of [`EventStore::list_runs`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunFilter {
+    /// Only runs in these statuses (all when empty).
+    pub statuses: Vec<String>,
+    /// At most this many rows (newest first); `None` for all.
+    pub limit: Option<u64>,
+}
+
+/// A stored definition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredDefinition {
+    /// `document.namespace`.
+    pub namespace: String,
+    /// `document.name`.
+    pub name: String,
+    /// `document.version`.
+    pub version: String,
+    /// Content hash (SHA-256 hex of canonical JSON).
+    pub hash: String,
+    /// The definition as canonical JSON.
+    pub source: Value,
+}
+
+/// The event log.
+///
+/// Invariants every implementation keeps (checked by the store-conformance suite):
+/// - an append either writes all of its requests or none, and fails with
+///   [`StoreError::Conflict`] when any stream's `expected_sequence` is stale;
+/// - positions strictly increase in commit order, so [`EventStore::read_all`] after position `p`
+///   never skips an event that commits later with a smaller position;
+/// - nothing is ever updated or deleted.
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends to one or more streams atomically.
+    async fn append(&self, requests: Vec<AppendRequest>) -> Result<Vec<Appended>>;
+
+    /// A stream's events after `after_sequence` (0 for all), in order.
+    async fn load(&self, aggregate_type: &str, stream: &str, after_sequence: u64)
+        -> Result<Vec<StoredEvent>>;
+
+    /// Events of all streams after `after_position`, in position order, at most `limit`.
+    async fn read_all(&self, after_position: u64, limit: u64) -> Result<Vec<StoredEvent>>;
+
+    /// Runs from the `runs` index.
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>>;
+
+    /// One run's summary.
+    async fn get_run(&self, run_id: &str) -> Result<Option<RunSummary>>;
+
+    /// Records a definition (idempotent on its hash).
+    async fn put_definition(&self, def: &StoredDefinition) -> Result<()>;
+
+    /// A definition by content hash.
+    async fn definition_by_hash(&self, hash: &str) -> Result<Option<StoredDefinition>>;
+
+    /// A definition by namespace, name and version; `latest` picks the highest semantic version.
+    async fn find_definition(&self, namespace: &str, name: &str, version: &str)
+        -> Result<Option<StoredDefinition>>;
+}
+
+/// Opens a store from a URL: `sqlite://PATH` (created if missing) or `postgres://...`.
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn EventStore>> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        Ok(std::sync::Arc::new(sqlite::SqliteStore::open(path).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(postgres::PostgresStore::connect(url).await?))
+    } else {
+        Err(StoreError::InvalidUrl {
+            url: url.to_string(),
+            message: "expected sqlite://PATH or postgres://...".into(),
+        })
+    }
+}
