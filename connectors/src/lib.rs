@@ -1,1 +1,37 @@
-//! placeholder
+//! # cairn-connectors
+//!
+//! The side effects of a workflow. The decider in `cairn-core` resolves a task into a recorded
+//! [`ActivityCall`](cairn_core::events::ActivityCall); a connector performs it and returns a JSON
+//! value or a [`WorkflowError`](cairn_core::WorkflowError), which the runtime records in turn.
+//!
+//! - [`HttpConnector`]: `call: http`. Built once from [`HttpOptions`] and a secret source, it
+//!   holds pooled [`reqwest`] clients and implements
+//!   [`ActivityHandler`](cairn_core::activity::ActivityHandler).
+//! - [`Error`]: why a connector could not be *built*. Failures of a call are workflow errors,
+//!   because a workflow can catch and retry them.
+//!
+//! Architecture invariants:
+//!
+//! - Connectors never touch the event store; they take a fully resolved request and return its
+//!   result. Everything a retry after a crash needs is in the recorded request, so sending it
+//!   again is the same request (plus the same `Idempotency-Key`).
+//! - Secret values are resolved here, at send time, and never appear in a result or an error.
+
+pub mod http;
+
+pub use http::{HttpConnector, HttpOptions, IDEMPOTENCY_KEY_HEADER};
+
+/// Why a connector could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configured user agent is not a valid header value.
+    #[error("invalid user agent {0:?}: it must be visible ASCII")]
+    InvalidUserAgent(String),
+    /// The HTTP client could not be initialised (for instance the TLS backend).
+    #[error("cannot build the http client")]
+    Client(#[source] reqwest::Error),
+}
+
+/// Result of building a connector.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -29,7 +29,11 @@ pub struct ActivityContext {
 #[async_trait::async_trait]
 pub trait ActivityHandler: Send + Sync + 'static {
     /// Performs `call` and returns its raw result.
-    async fn call(&self, ctx: &ActivityContext, call: &ActivityCall) -> Result<Value, WorkflowError>;
+    async fn call(
+        &self,
+        ctx: &ActivityContext,
+        call: &ActivityCall,
+    ) -> Result<Value, WorkflowError>;
 }
 
 /// Where secrets (`use.secrets`, `$secrets`, secret-based authentication) come from.

@@ -157,6 +157,8 @@ pub enum RunEvent {
         position: String,
         /// The task's name.
         name: String,
+        /// The task's kind keyword (`call`, `do`, `for`, ...).
+        kind: String,
         /// Raw input.
         raw_input: Value,
         /// Transformed input (`input.from`).
@@ -431,7 +433,9 @@ impl RunEvent {
     pub fn is_terminal(&self) -> bool {
         matches!(
             self,
-            RunEvent::RunCompleted { .. } | RunEvent::RunFaulted { .. } | RunEvent::RunCancelled { .. }
+            RunEvent::RunCompleted { .. }
+                | RunEvent::RunFaulted { .. }
+                | RunEvent::RunCancelled { .. }
         )
     }
 }

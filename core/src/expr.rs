@@ -2,10 +2,23 @@
 //! (`$context`, `$input`, `$output`, `$secrets`, `$task`, `$workflow`, `$runtime`,
 //! `$authorization`) and user-named ones (`$item`, `$index`, `$error`, ...) bound.
 //!
-//! STUB: the interface is fixed; the implementation is being written.
+//! Compiled programs are cached process-wide by source text and declared variable names, so a
+//! definition's expressions are compiled once. Values cross between `serde_json` and jaq as
+//! faithfully as jq allows: integers stay integers (a float with an integral value, such as the
+//! result of `10 / 2`, comes back as an integer, as jq prints it), NaN becomes `null` and
+//! infinities the largest finite numbers, as in jq.
+//!
+//! Two jaq natives are replaced because the core does no I/O: `env` yields `{}` (it would expose
+//! the process environment) and `stderr` writes nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
+use jaq_core::compile::Undefined;
+use jaq_core::data::JustLut;
+use jaq_core::load::{lex, Arena, Error as LoadError, File, Loader};
+use jaq_core::{Compiler, Ctx, Exn};
+use jaq_json::{Num, Val};
 use serde_json::Value;
 
 use crate::error::{ErrorKind, WorkflowError};
@@ -48,8 +61,18 @@ pub fn strip(s: &str) -> &str {
 /// Evaluates the jq program `src` (no `${ }`) on `input` with `vars` bound; the first output,
 /// or `null` when the program yields nothing.
 pub fn eval(src: &str, input: &Value, vars: &Vars) -> Result<Value, ExprError> {
-    let _ = (input, vars);
-    Err(ExprError { expression: src.to_string(), message: "not implemented".into() })
+    let err = |message: String| ExprError {
+        expression: src.to_string(),
+        message,
+    };
+    let (filter, values) = prepare(src, vars).map_err(err)?;
+    let ctx = Ctx::<JustLut<Val>>::new(&filter.lut, jaq_core::Vars::new(values));
+    let first = filter.id.run((ctx, to_val(input))).next();
+    match first {
+        None => Ok(Value::Null),
+        Some(Ok(v)) => from_val(&v, 0).map_err(err),
+        Some(Err(exn)) => Err(err(exception_message(exn))),
+    }
 }
 
 /// Evaluates a field that is always an expression (`input.from`, `output.as`, `when`, `in`, ...):
@@ -73,7 +96,11 @@ pub fn eval_string(s: &str, input: &Value, vars: &Vars) -> Result<Value, ExprErr
 pub fn eval_value(v: &Value, input: &Value, vars: &Vars) -> Result<Value, ExprError> {
     match v {
         Value::String(s) => eval_string(s, input, vars),
-        Value::Array(a) => a.iter().map(|x| eval_value(x, input, vars)).collect::<Result<_, _>>().map(Value::Array),
+        Value::Array(a) => a
+            .iter()
+            .map(|x| eval_value(x, input, vars))
+            .collect::<Result<_, _>>()
+            .map(Value::Array),
         Value::Object(o) => {
             let mut out = serde_json::Map::new();
             for (k, x) in o {
@@ -88,13 +115,632 @@ pub fn eval_value(v: &Value, input: &Value, vars: &Vars) -> Result<Value, ExprEr
 /// Evaluates a condition: true when the expression yields `true` (jq truthiness otherwise:
 /// anything but `false` and `null`).
 pub fn eval_condition(s: &str, input: &Value, vars: &Vars) -> Result<bool, ExprError> {
-    Ok(!matches!(eval_bare(s, input, vars)?, Value::Null | Value::Bool(false)))
+    Ok(!matches!(
+        eval_bare(s, input, vars)?,
+        Value::Null | Value::Bool(false)
+    ))
 }
 
-/// Compiles `src` (no `${ }`) with the given variable names declared, to report syntax errors
-/// before anything runs.
+/// Compiles `src` (no `${ }`) with the given variable names declared (without the `$`), to
+/// report syntax errors and undeclared variables before anything runs.
 pub fn check(src: &str, var_names: &[&str]) -> Result<(), ExprError> {
-    let _ = var_names;
-    let _ = src;
-    Ok(())
+    let mut names: Vec<String> = var_names.iter().map(|n| bare_name(n).to_string()).collect();
+    names.sort();
+    names.dedup();
+    compiled(src, names).map(drop).map_err(|message| ExprError {
+        expression: src.to_string(),
+        message,
+    })
+}
+
+/// Evaluates `src` like [`eval`] but yields every output, in order, as jq would print them.
+pub fn eval_all(src: &str, input: &Value, vars: &Vars) -> Result<Vec<Value>, ExprError> {
+    let err = |message: String| ExprError {
+        expression: src.to_string(),
+        message,
+    };
+    let (filter, values) = prepare(src, vars).map_err(err)?;
+    let ctx = Ctx::<JustLut<Val>>::new(&filter.lut, jaq_core::Vars::new(values));
+    filter
+        .id
+        .run((ctx, to_val(input)))
+        .map(|r| match r {
+            Ok(v) => from_val(&v, 0).map_err(err),
+            Err(exn) => Err(err(exception_message(exn))),
+        })
+        .collect()
+}
+
+type Filter = jaq_core::Filter<JustLut<Val>>;
+
+/// Compiled filters by source text and declared names (sorted, without `$`).
+type Cache = HashMap<(String, Vec<String>), Arc<Filter>>;
+
+/// How many compiled filters the cache keeps. Each holds its own copy of the compiled standard
+/// library (about 100 KiB), so this bounds the cache near 100 MiB. Definitions hold a bounded
+/// number of distinct expressions; programs built at run time are what reaches the limit.
+const CACHE_CAPACITY: usize = 1024;
+
+/// The deepest nesting of arrays and objects an expression may return: serde_json refuses to
+/// parse deeper documents, and results are written to (and read back from) the event log.
+pub const MAX_DEPTH: usize = 127;
+
+/// Definitions that replace jaq natives which would reach outside the pure core: `env` would
+/// leak the process environment (credentials included) into workflow data, and `stderr`
+/// would write to the terminal.
+const CAIRN_DEFS: &str = "def env: {}; def stderr_empty: empty;";
+
+/// Natives left out in favour of [`CAIRN_DEFS`].
+const WITHHELD_NATIVES: [&str; 2] = ["env", "stderr_empty"];
+
+fn cache() -> &'static Mutex<Cache> {
+    static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
+    CACHE.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// A variable name without its `$`, should a caller have written one.
+fn bare_name(name: &str) -> &str {
+    name.strip_prefix('$').unwrap_or(name)
+}
+
+/// The filter for `src` with `vars` declared, and the variables' values in the order the
+/// filter declares them.
+fn prepare(src: &str, vars: &Vars) -> Result<(Arc<Filter>, Vec<Val>), String> {
+    let mut bound: Vec<(&str, &Value)> = vars.iter().map(|(k, v)| (bare_name(k), v)).collect();
+    // Already sorted unless a caller wrote some names with `$`; then `x` and `$x` would be one
+    // variable, and the first (`$x`) wins.
+    bound.sort_by(|a, b| a.0.cmp(b.0));
+    bound.dedup_by(|later, earlier| later.0 == earlier.0);
+    let names = bound.iter().map(|(n, _)| n.to_string()).collect();
+    let filter = compiled(src, names)?;
+    Ok((filter, bound.into_iter().map(|(_, v)| to_val(v)).collect()))
+}
+
+/// The compiled filter for `src` with `names` (sorted, unique, without `$`) declared, from the
+/// cache when it was compiled before.
+fn compiled(src: &str, names: Vec<String>) -> Result<Arc<Filter>, String> {
+    let key = (src.to_string(), names);
+    // A panic while the lock was held cannot leave the map half-updated, so poisoning is ignored.
+    if let Some(f) = cache()
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&key)
+    {
+        return Ok(Arc::clone(f));
+    }
+    // Compile without holding the lock: two threads may compile the same filter at once, which
+    // costs time but never correctness.
+    let filter = Arc::new(compile(src, &key.1)?);
+    let mut cache = cache().lock().unwrap_or_else(PoisonError::into_inner);
+    if cache.len() >= CACHE_CAPACITY {
+        // Evict an arbitrary entry (hash order): cheap, and unlike clearing everything it does
+        // not make every hot expression recompile at once.
+        if let Some(victim) = cache.keys().next().cloned() {
+            cache.remove(&victim);
+        }
+    }
+    cache.insert(key, Arc::clone(&filter));
+    Ok(filter)
+}
+
+fn compile(src: &str, names: &[String]) -> Result<Filter, String> {
+    let globals: Vec<String> = names.iter().map(|n| format!("${n}")).collect();
+    let cairn_defs = jaq_core::load::parse(CAIRN_DEFS, |p| p.defs())
+        .into_iter()
+        .flatten();
+    let defs = jaq_core::defs()
+        .chain(cairn_defs)
+        .chain(jaq_std::defs())
+        .chain(jaq_json::defs());
+    let funs = jaq_core::funs()
+        .chain(jaq_std::funs())
+        .chain(jaq_json::funs())
+        .filter(|(name, _, _)| !WITHHELD_NATIVES.contains(name));
+    let arena = Arena::default();
+    let modules = Loader::new(defs)
+        .load(
+            &arena,
+            File {
+                code: src,
+                path: (),
+            },
+        )
+        .map_err(|errs| load_errors(src, errs))?;
+    Compiler::default()
+        .with_funs(funs)
+        .with_global_vars(globals.iter().map(String::as_str))
+        .compile(modules)
+        .map_err(|errs| {
+            let msgs: Vec<String> = errs
+                .into_iter()
+                .flat_map(|(_, es)| es)
+                .map(|(name, undefined)| match undefined {
+                    Undefined::Filter(arity) => format!("undefined filter `{name}/{arity}`"),
+                    other => format!("undefined {} `{name}`", other.as_str()),
+                })
+                .collect();
+            msgs.join("; ")
+        })
+}
+
+fn load_errors(src: &str, errs: jaq_core::load::Errors<&str, ()>) -> String {
+    let at = |part: &str| {
+        let start = (part.as_ptr() as usize).checked_sub(src.as_ptr() as usize);
+        match start.filter(|s| *s <= src.len()) {
+            Some(s) if s < src.len() => format!("at offset {s}"),
+            _ => "at end of input".to_string(),
+        }
+    };
+    let mut msgs = Vec::new();
+    for (_, e) in errs {
+        match e {
+            LoadError::Lex(es) => msgs.extend(es.into_iter().map(|(expect, rest)| {
+                let what = match expect {
+                    // `as_str` panics on delimiters it does not know; name them here instead.
+                    lex::Expect::Delim(open) => match open.chars().next() {
+                        Some('(') => "closing parenthesis",
+                        Some('[') => "closing bracket",
+                        Some('{') => "closing brace",
+                        Some('"') => "closing quote",
+                        _ => "closing delimiter",
+                    },
+                    other => other.as_str(),
+                };
+                format!("syntax error: expected {what} {}", at(rest))
+            })),
+            LoadError::Parse(es) => msgs.extend(es.into_iter().map(|(expect, found)| {
+                let expected = expect.as_str();
+                if found.is_empty() {
+                    format!("syntax error: expected {expected}, found end of input")
+                } else {
+                    format!(
+                        "syntax error: expected {expected}, found `{found}` {}",
+                        at(found)
+                    )
+                }
+            })),
+            LoadError::Io(es) => msgs.extend(
+                es.into_iter()
+                    .map(|(path, e)| format!("cannot load module `{path}`: {e}")),
+            ),
+        }
+    }
+    msgs.join("; ")
+}
+
+/// The message of a jaq exception: an error raised by the program, or a `halt`.
+fn exception_message(exn: Exn<'_, Val>) -> String {
+    match exn.get_err() {
+        // `error("...")` carries a string: show it as written rather than as JSON.
+        Ok(e) => match e.into_val() {
+            Val::TStr(b) | Val::BStr(b) => String::from_utf8_lossy(&b).into_owned(),
+            other => other.to_string(),
+        },
+        // `jaq_core::unwrap_valr` would exit the process on `halt`; report it instead.
+        Err(exn) => match exn.get_halt() {
+            Ok(code) => format!("program halted with exit code {code}"),
+            Err(_) => "unexpected control flow in program".to_string(),
+        },
+    }
+}
+
+/// A JSON value as a jaq value.
+pub(crate) fn to_val(v: &Value) -> Val {
+    match v {
+        Value::Null => Val::Null,
+        Value::Bool(b) => Val::Bool(*b),
+        Value::Number(n) => Val::Num(if let Some(i) = n.as_i64() {
+            Num::from_integral(i)
+        } else if let Some(u) = n.as_u64() {
+            Num::from_integral(u)
+        } else {
+            Num::Float(n.as_f64().unwrap_or(f64::NAN))
+        }),
+        Value::String(s) => Val::from(s.clone()),
+        Value::Array(a) => a.iter().map(to_val).collect(),
+        Value::Object(o) => Val::obj(
+            o.iter()
+                .map(|(k, x)| (Val::from(k.clone()), to_val(x)))
+                .collect(),
+        ),
+    }
+}
+
+/// A jaq value as a JSON value; `depth` is how deep `v` is nested in the whole result.
+pub(crate) fn from_val(v: &Val, depth: usize) -> Result<Value, String> {
+    Ok(match v {
+        Val::Null => Value::Null,
+        Val::Bool(b) => Value::Bool(*b),
+        Val::Num(n) => num_to_json(n),
+        // jq has no byte strings; jaq makes them with `tobytes`. Text is the closest JSON.
+        Val::TStr(b) | Val::BStr(b) => Value::String(String::from_utf8_lossy(b).into_owned()),
+        Val::Arr(a) => {
+            if depth >= MAX_DEPTH {
+                return Err(too_deep());
+            }
+            Value::Array(
+                a.iter()
+                    .map(|x| from_val(x, depth + 1))
+                    .collect::<Result<_, _>>()?,
+            )
+        }
+        Val::Obj(o) => {
+            if depth >= MAX_DEPTH {
+                return Err(too_deep());
+            }
+            let mut out = serde_json::Map::with_capacity(o.len());
+            for (k, x) in o.iter() {
+                let key = match k {
+                    Val::TStr(b) | Val::BStr(b) => String::from_utf8_lossy(b).into_owned(),
+                    // jaq allows `{(1): 2}`; JSON and jq do not.
+                    other => return Err(format!("object key {other} is not a string")),
+                };
+                out.insert(key, from_val(x, depth + 1)?);
+            }
+            Value::Object(out)
+        }
+    })
+}
+
+fn too_deep() -> String {
+    format!("result is nested deeper than {MAX_DEPTH} levels")
+}
+
+fn num_to_json(n: &Num) -> Value {
+    match n {
+        Num::Int(i) => Value::from(*i),
+        Num::BigInt(b) => int_text_to_json(&b.to_string()),
+        Num::Float(f) => float_to_json(*f),
+        Num::Dec(s) => float_to_json(s.parse().unwrap_or(f64::NAN)),
+    }
+}
+
+fn int_text_to_json(s: &str) -> Value {
+    if let Ok(i) = s.parse::<i64>() {
+        Value::from(i)
+    } else if let Ok(u) = s.parse::<u64>() {
+        Value::from(u)
+    } else {
+        float_to_json(s.parse().unwrap_or(f64::NAN))
+    }
+}
+
+/// Largest magnitude below which every integral `f64` is exact (2^53).
+const EXACT_INT_LIMIT: f64 = 9_007_199_254_740_992.0;
+
+fn float_to_json(f: f64) -> Value {
+    if f.is_nan() {
+        return Value::Null;
+    }
+    let f = f.clamp(f64::MIN, f64::MAX);
+    if f.fract() == 0.0 && f.abs() < EXACT_INT_LIMIT {
+        // Exact: |f| < 2^53, so the cast neither truncates nor saturates.
+        return Value::from(f as i64);
+    }
+    serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn vars(pairs: &[(&str, Value)]) -> Vars {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    }
+
+    fn run(src: &str, input: Value) -> Value {
+        eval(src, &input, &Vars::new()).unwrap()
+    }
+
+    #[test]
+    fn ctk_array_append() {
+        assert_eq!(
+            run(".colors + [\"red\"]", json!({"colors": ["blue"]})),
+            json!(["blue", "red"])
+        );
+        // `null + [..]`: the CTK starts from an empty input
+        assert_eq!(run(".colors + [ \"blue\" ]", json!({})), json!(["blue"]));
+    }
+
+    #[test]
+    fn ctk_for_loop_accumulator() {
+        let src = "{ colors: (.processed.colors + [ $color ]), indexes: (.processed.indexes + [ $index ])}";
+        let v = vars(&[("color", json!("red")), ("index", json!(0))]);
+        let out = eval(src, &json!({}), &v).unwrap();
+        assert_eq!(out, json!({"colors": ["red"], "indexes": [0]}));
+        let v = vars(&[("color", json!("green")), ("index", json!(1))]);
+        let out = eval(src, &json!({"processed": out}), &v).unwrap();
+        assert_eq!(out, json!({"colors": ["red", "green"], "indexes": [0, 1]}));
+    }
+
+    #[test]
+    fn ctk_paths_and_variables() {
+        let input = json!({"user": {"claims": {"subject": "alice"}}});
+        assert_eq!(run(".user.claims.subject", input), json!("alice"));
+        let v = vars(&[("input", json!({"color": "red"})), ("context", json!({}))]);
+        assert_eq!(
+            eval(".colors + [ $input.color ]", &json!({"colors": []}), &v).unwrap(),
+            json!(["red"])
+        );
+        let v = vars(&[("input", json!(7))]);
+        assert_eq!(
+            eval("{ ids: [ $input, .id ] }", &json!({"id": 8}), &v).unwrap(),
+            json!({"ids": [7, 8]})
+        );
+        assert_eq!(
+            run(".color == \"red\"", json!({"color": "red"})),
+            json!(true)
+        );
+        assert_eq!(
+            run(".color == \"red\"", json!({"color": "blue"})),
+            json!(false)
+        );
+    }
+
+    #[test]
+    fn variables_bind_by_name_whatever_the_order() {
+        let v = vars(&[("z", json!(1)), ("a", json!(2)), ("m", json!(3))]);
+        assert_eq!(
+            eval("[$a, $m, $z]", &Value::Null, &v).unwrap(),
+            json!([2, 3, 1])
+        );
+        // the same program declared with other names is compiled separately
+        let v = vars(&[
+            ("a", json!(5)),
+            ("b", json!(6)),
+            ("m", json!(7)),
+            ("z", json!(8)),
+        ]);
+        assert_eq!(
+            eval("[$a, $m, $z]", &Value::Null, &v).unwrap(),
+            json!([5, 7, 8])
+        );
+    }
+
+    #[test]
+    fn names_written_with_a_dollar_still_bind() {
+        let v = vars(&[("$z", json!(1)), ("a", json!(2))]);
+        assert_eq!(eval("[$a, $z]", &Value::Null, &v).unwrap(), json!([2, 1]));
+    }
+
+    #[test]
+    fn string_interpolation() {
+        let input = json!({"user": {"firstName": "John", "lastName": "Doe"}});
+        let src = "\"Hello \\(.user.firstName) \\(.user.lastName)!\"";
+        assert_eq!(run(src, input), json!("Hello John Doe!"));
+        assert_eq!(
+            run("\"n=\\(.n) o=\\(.o)\"", json!({"n": 1, "o": {"a": [1]}})),
+            json!("n=1 o={\"a\":[1]}")
+        );
+    }
+
+    #[test]
+    fn std_and_json_functions() {
+        assert_eq!(run("length", json!([1, 2, 3])), json!(3));
+        assert_eq!(run("length", json!("héllo")), json!(5));
+        assert_eq!(run("@base64", json!("hello")), json!("aGVsbG8="));
+        assert_eq!(run("@base64d", json!("aGVsbG8=")), json!("hello"));
+        assert_eq!(
+            run("tojson", json!({"a": [1, "x"]})),
+            json!("{\"a\":[1,\"x\"]}")
+        );
+        assert_eq!(run("fromjson", json!("{\"a\":1}")), json!({"a": 1}));
+        assert_eq!(run("map(. * 2)", json!([1, 2])), json!([2, 4]));
+        assert_eq!(run("select(.a > 1)", json!({"a": 0})), Value::Null);
+        assert_eq!(
+            run("[.[] | select(startswith(\"a\"))]", json!(["ab", "b"])),
+            json!(["ab"])
+        );
+        assert_eq!(run("test(\"^a.c$\")", json!("abc")), json!(true));
+        assert_eq!(run("gsub(\"-\"; \"_\")", json!("a-b-c")), json!("a_b_c"));
+        assert_eq!(run("split(\",\")", json!("a,b")), json!(["a", "b"]));
+        assert_eq!(
+            run("\"2015-03-05T23:51:47Z\" | fromdateiso8601", Value::Null),
+            json!(1425599507)
+        );
+        assert_eq!(
+            run("1425599507 | todate", Value::Null),
+            json!("2015-03-05T23:51:47Z")
+        );
+        assert_eq!(run("[limit(2; .[])]", json!([1, 2, 3])), json!([1, 2]));
+        assert_eq!(
+            run("getpath([\"a\", \"b\"])", json!({"a": {"b": 4}})),
+            json!(4)
+        );
+        assert_eq!(run("[paths]", json!({"a": [1]})), json!([["a"], ["a", 0]]));
+        assert_eq!(
+            run("to_entries", json!({"k": 1})),
+            json!([{"key": "k", "value": 1}])
+        );
+        assert!(run("now", Value::Null).is_number());
+    }
+
+    #[test]
+    fn process_environment_is_not_exposed() {
+        assert_eq!(run("env", Value::Null), json!({}));
+        assert_eq!(run("env.PATH", Value::Null), Value::Null);
+        assert_eq!(run("1 | stderr", Value::Null), json!(1));
+    }
+
+    #[test]
+    fn first_output_or_null() {
+        assert_eq!(run(".[]", json!([1, 2])), json!(1));
+        assert_eq!(run("empty", json!(1)), Value::Null);
+        assert_eq!(
+            eval_all(".[]", &json!([1, 2]), &Vars::new()).unwrap(),
+            vec![json!(1), json!(2)]
+        );
+    }
+
+    #[test]
+    fn null_input() {
+        assert_eq!(run(".", Value::Null), Value::Null);
+        assert_eq!(run(".a.b", Value::Null), Value::Null);
+        assert_eq!(run(".a + [1]", Value::Null), json!([1]));
+    }
+
+    #[test]
+    fn numbers_keep_their_kind() {
+        assert_eq!(run(".", json!(1)).to_string(), "1");
+        assert_eq!(run(". + 1", json!(1)).to_string(), "2");
+        assert_eq!(run(".", json!(1.5)).to_string(), "1.5");
+        assert_eq!(run(". * 2", json!(0.25)).to_string(), "0.5");
+        assert_eq!(run("10 / 4", Value::Null).to_string(), "2.5");
+        // jq prints integral results without a fraction; durations need integers
+        assert_eq!(run("10 / 2", Value::Null).to_string(), "5");
+        assert_eq!(run("1.5 * 2", Value::Null).to_string(), "3");
+        assert_eq!(run(".", json!(-7)).to_string(), "-7");
+        assert_eq!(run(".", json!(i64::MAX)), json!(i64::MAX));
+        assert_eq!(run(".", json!(u64::MAX)), json!(u64::MAX));
+        assert_eq!(
+            run(". + 1", json!(i64::MAX)),
+            json!(9_223_372_036_854_775_808_u64)
+        );
+        assert_eq!(run(".", json!(1e300)), json!(1e300));
+        assert_eq!(run("100000000000000000000000000", Value::Null), json!(1e26));
+        assert_eq!(run("nan", Value::Null), Value::Null);
+        assert_eq!(run("infinite", Value::Null), json!(f64::MAX));
+    }
+
+    #[test]
+    fn objects_keep_key_order() {
+        let input = json!({"z": 1, "a": 2, "m": {"y": 1, "b": 2}});
+        let out = run(".", input.clone());
+        assert_eq!(
+            serde_json::to_string(&out).unwrap(),
+            serde_json::to_string(&input).unwrap()
+        );
+        let out = run("{z: 1, a: 2} + {b: 3}", Value::Null);
+        assert_eq!(
+            serde_json::to_string(&out).unwrap(),
+            r#"{"z":1,"a":2,"b":3}"#
+        );
+    }
+
+    #[test]
+    fn undeclared_variable_is_a_compile_error() {
+        let e = eval("$missing", &Value::Null, &Vars::new()).unwrap_err();
+        assert_eq!(e.expression, "$missing");
+        assert!(
+            e.message.contains("undefined variable `$missing`"),
+            "{}",
+            e.message
+        );
+        assert!(check("$missing", &["context"]).is_err());
+        assert!(check("$context.a", &["context"]).is_ok());
+        assert!(check("$context.a", &["$context"]).is_ok());
+        let e = check("nosuchfn(1)", &[]).unwrap_err();
+        assert!(
+            e.message.contains("undefined filter `nosuchfn/1`"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn syntax_errors_are_reported() {
+        for src in [
+            "{ a: ",
+            ".a +",
+            "(.a",
+            "[1, 2",
+            "\"abc",
+            ".a ]",
+            "if . then 1",
+        ] {
+            let e = check(src, &[]).unwrap_err();
+            assert!(
+                e.message.starts_with("syntax error: expected"),
+                "{src}: {}",
+                e.message
+            );
+            assert!(eval(src, &Value::Null, &Vars::new()).is_err());
+        }
+        let e = check("(.a", &[]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "expression `(.a`: syntax error: expected closing parenthesis at end of input"
+        );
+    }
+
+    #[test]
+    fn runtime_errors_are_reported() {
+        let e = run_err("1 + \"a\"", Value::Null);
+        assert_eq!(e, "cannot calculate 1 + \"a\"");
+        assert_eq!(run_err("error(\"Boom\")", Value::Null), "Boom");
+        assert_eq!(run_err("error({code: 1})", Value::Null), "{\"code\":1}");
+        assert!(run_err(".a", json!([1])).starts_with("cannot index"));
+        assert_eq!(
+            run_err("halt_error(3)", json!("x")),
+            "program halted with exit code 3"
+        );
+        // an error after the first output is not reached
+        assert_eq!(run("1, error(\"late\")", Value::Null), json!(1));
+        assert_eq!(run("try error(\"x\") catch .", Value::Null), json!("x"));
+    }
+
+    fn run_err(src: &str, input: Value) -> String {
+        eval(src, &input, &Vars::new()).unwrap_err().message
+    }
+
+    #[test]
+    fn results_nested_too_deep_are_refused() {
+        let ok = format!("reduce range({}) as $i (0; [.])", MAX_DEPTH);
+        let v = run(&ok, Value::Null);
+        let text = serde_json::to_string(&v).unwrap();
+        assert!(
+            serde_json::from_str::<Value>(&text).is_ok(),
+            "the event log must read it back"
+        );
+        let deep = format!("reduce range({}) as $i (0; [.])", MAX_DEPTH + 1);
+        assert!(run_err(&deep, Value::Null).contains("nested deeper"));
+    }
+
+    #[test]
+    fn non_string_keys_are_refused() {
+        assert!(run_err("{(1): 2}", Value::Null).contains("is not a string"));
+    }
+
+    #[test]
+    fn dollar_brace_handling() {
+        let input = json!({"petId": 3, "name": "rex"});
+        assert_eq!(
+            eval_string("${ .petId }", &input, &Vars::new()).unwrap(),
+            json!(3)
+        );
+        assert_eq!(
+            eval_string("plain", &input, &Vars::new()).unwrap(),
+            json!("plain")
+        );
+        assert_eq!(
+            eval_bare(".name", &input, &Vars::new()).unwrap(),
+            json!("rex")
+        );
+        assert_eq!(
+            eval_bare("${.name}", &input, &Vars::new()).unwrap(),
+            json!("rex")
+        );
+        let tpl = json!({"id": "${ .petId }", "tag": "pet-${ .petId }", "list": ["${ .name }", 1]});
+        let out = eval_value(&tpl, &input, &Vars::new()).unwrap();
+        assert_eq!(
+            out,
+            json!({"id": 3, "tag": "pet-${ .petId }", "list": ["rex", 1]})
+        );
+        assert!(eval_condition("${ .petId > 2 }", &input, &Vars::new()).unwrap());
+        assert!(!eval_condition(".missing", &input, &Vars::new()).unwrap());
+        assert!(eval_condition(".name", &input, &Vars::new()).unwrap());
+    }
+
+    #[test]
+    fn expression_error_maps_to_workflow_error() {
+        let e: WorkflowError = eval("1 + \"a\"", &Value::Null, &Vars::new())
+            .unwrap_err()
+            .into();
+        assert_eq!(e.status, 400);
+        assert!(e.type_.ends_with("/expression"), "{}", e.type_);
+    }
 }

@@ -13,13 +13,15 @@
 
 pub mod activity;
 pub mod decider;
-pub mod duration;
 pub mod dsl;
+pub mod duration;
 pub mod error;
 pub mod events;
 pub mod expr;
 pub mod lifecycle;
+pub mod schemas;
 pub mod state;
+pub mod uri;
 
 pub use error::{ErrorKind, WorkflowError};
 pub use events::RunEvent;

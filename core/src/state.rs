@@ -1,1 +1,878 @@
 //! A run's state as a fold over its events.
+//!
+//! [`RunState::apply`] is total and pure: it never fails and never evaluates an expression, so a
+//! history that was once accepted always folds to the same state. Decisions (what happens next)
+//! live in [`crate::decider`]; this module only records their consequences.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::WorkflowError;
+use crate::events::{ActivityCall, DefinitionRef, FrameId, Millis, ParentRef, RunEvent, TimerKind};
+use crate::expr::Vars;
+
+/// The root activation: the workflow itself.
+pub const ROOT: FrameId = 0;
+
+/// Where a run is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Recorded, not started yet.
+    #[default]
+    Pending,
+    /// Executing.
+    Running,
+    /// Paused by an operator.
+    Suspended,
+    /// Finished with an output.
+    Completed,
+    /// Finished with an uncaught error.
+    Faulted,
+    /// Cancelled.
+    Cancelled,
+}
+
+impl RunStatus {
+    /// Whether the run has ended.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Completed | RunStatus::Faulted | RunStatus::Cancelled
+        )
+    }
+
+    /// Lowercase name, as stored in the runs index and printed by the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Pending => "pending",
+            RunStatus::Running => "running",
+            RunStatus::Suspended => "suspended",
+            RunStatus::Completed => "completed",
+            RunStatus::Faulted => "faulted",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// A run's state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct RunState {
+    /// The run's id.
+    pub run_id: String,
+    /// The definition it is pinned to (set by `RunStarted`).
+    pub definition: Option<DefinitionRef>,
+    /// The parent, for a sub-workflow run.
+    pub parent: Option<ParentRef>,
+    /// Life-cycle status.
+    pub status: RunStatus,
+    /// Raw workflow input.
+    pub raw_input: Value,
+    /// Transformed workflow input, once accepted.
+    pub input: Option<Value>,
+    /// `$context`.
+    pub context: Value,
+    /// Output, once completed.
+    pub output: Option<Value>,
+    /// Error, once faulted.
+    pub error: Option<WorkflowError>,
+    /// Recorded start time.
+    pub started_at: Millis,
+    /// Time of the last recorded event that carries one.
+    pub updated_at: Millis,
+    /// Live activations, by id. `ROOT` is the workflow.
+    pub frames: BTreeMap<FrameId, Frame>,
+    /// Next activation id to allocate.
+    pub next_frame: FrameId,
+    /// Next timer id to allocate.
+    pub next_timer: u64,
+    /// Timers scheduled and not fired (or dropped with their activation).
+    pub timers: BTreeMap<u64, Timer>,
+    /// Events delivered to the run, in arrival order.
+    pub inbox: Vec<InboxEvent>,
+    /// `source`/`id` of every delivered event, to drop duplicates.
+    pub seen_events: BTreeSet<String>,
+    /// Whether the workflow timeout fired.
+    pub timed_out: bool,
+    /// Number of events folded.
+    pub events_applied: u64,
+}
+
+/// A pending durable timer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timer {
+    /// Its activation.
+    pub frame: FrameId,
+    /// Why it exists.
+    pub kind: TimerKind,
+    /// When it is due.
+    pub due_at: Millis,
+}
+
+/// An event delivered to the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InboxEvent {
+    /// The CloudEvent.
+    pub event: Value,
+    /// When it arrived.
+    pub at: Millis,
+    /// Whether a `listen` task consumed it.
+    pub consumed: bool,
+}
+
+/// One live task activation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Frame {
+    /// Its id.
+    pub id: FrameId,
+    /// Its parent (the root's parent is itself).
+    pub parent: FrameId,
+    /// Its index in the parent's list.
+    pub index: usize,
+    /// JSON pointer of its task (`""` for the root).
+    pub position: String,
+    /// Task name.
+    pub name: String,
+    /// Raw input.
+    pub raw_input: Value,
+    /// Transformed input.
+    pub input: Value,
+    /// Recorded start time.
+    pub started_at: Millis,
+    /// Variables this activation binds for its descendants (`$item`, `$index`, `$error`, ...).
+    pub vars: Vars,
+    /// Whether its `timeout` fired.
+    pub timed_out: bool,
+    /// An error reported by a child, waiting to be handled.
+    pub pending_error: Option<WorkflowError>,
+    /// Kind-specific progress.
+    pub kind: FrameKind,
+}
+
+/// Progress through a list of tasks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Seq {
+    /// JSON pointer of the list (`/do`, `/do/0/retry/try`, ...).
+    pub list: String,
+    /// The running child.
+    pub current: Option<FrameId>,
+    /// Index of the last child started or skipped.
+    pub last_index: Option<usize>,
+    /// Output of the last child (the next child's raw input).
+    pub data: Value,
+    /// Flow directive of the last child.
+    pub then: Option<String>,
+}
+
+/// A branch of a fork.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Branch {
+    /// Running as this activation.
+    Running(FrameId),
+    /// Finished with this output.
+    Done(Value),
+    /// Cancelled (lost the race).
+    Cancelled,
+}
+
+/// Phase of a `try`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TryPhase {
+    /// Running the `try` list.
+    Trying,
+    /// Waiting for the retry delay.
+    RetryWaiting,
+    /// Retry delay elapsed; restart due.
+    RetryDue,
+    /// Running `catch.do`.
+    Catching,
+}
+
+/// Kind-specific progress of an activation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum FrameKind {
+    /// The workflow.
+    Root(Seq),
+    /// `do`.
+    Do(Seq),
+    /// `for`: the current iteration, if one started, and its list.
+    For {
+        /// Index of the current item.
+        iteration: Option<usize>,
+        /// Progress in the body.
+        seq: Seq,
+    },
+    /// `fork`.
+    Fork {
+        /// Branches by index.
+        branches: Vec<Option<Branch>>,
+    },
+    /// `try`.
+    Try {
+        /// Retry attempt (0 for the first run).
+        attempt: u32,
+        /// Phase.
+        phase: TryPhase,
+        /// Progress in the `try` list or `catch.do`.
+        seq: Seq,
+    },
+    /// `call`.
+    Activity {
+        /// The scheduled call, once scheduled.
+        scheduled: Option<ScheduledActivity>,
+        /// Its result, once recorded.
+        result: Option<Result<Value, WorkflowError>>,
+    },
+    /// `wait`.
+    Wait {
+        /// Whether its timer fired.
+        fired: bool,
+    },
+    /// `listen`.
+    Listen {
+        /// Inbox indexes consumed.
+        consumed: Vec<usize>,
+    },
+    /// `run: workflow`.
+    Child {
+        /// The child run, once requested.
+        child_run_id: Option<String>,
+        /// Its result.
+        result: Option<Result<Value, WorkflowError>>,
+    },
+    /// Tasks that finish in the step that starts them (`set`, `switch`, `raise`, `emit`, ...).
+    Leaf,
+}
+
+/// A recorded side effect waiting for its result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduledActivity {
+    /// Attempt.
+    pub attempt: u32,
+    /// Idempotency key.
+    pub idempotency_key: String,
+    /// The call.
+    pub call: ActivityCall,
+}
+
+/// A side effect the runtime must perform (see [`RunState::pending_activities`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingActivity {
+    /// The `call` activation.
+    pub frame: FrameId,
+    /// JSON pointer of the task.
+    pub position: String,
+    /// Attempt.
+    pub attempt: u32,
+    /// Idempotency key.
+    pub idempotency_key: String,
+    /// What to do.
+    pub call: ActivityCall,
+}
+
+/// A sub-workflow the runtime must start (see [`RunState::pending_children`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingChild {
+    /// The `run` activation.
+    pub frame: FrameId,
+    /// The child run's id.
+    pub child_run_id: String,
+}
+
+impl Seq {
+    /// A list about to start with `data` as the first task's raw input.
+    pub fn new(list: String, data: Value) -> Self {
+        Seq {
+            list,
+            current: None,
+            last_index: None,
+            data,
+            then: None,
+        }
+    }
+}
+
+impl Frame {
+    /// The sequence this activation runs, if it runs one.
+    pub fn seq(&self) -> Option<&Seq> {
+        match &self.kind {
+            FrameKind::Root(s) | FrameKind::Do(s) => Some(s),
+            FrameKind::For { seq, .. } | FrameKind::Try { seq, .. } => Some(seq),
+            _ => None,
+        }
+    }
+
+    fn seq_mut(&mut self) -> Option<&mut Seq> {
+        match &mut self.kind {
+            FrameKind::Root(s) | FrameKind::Do(s) => Some(s),
+            FrameKind::For { seq, .. } | FrameKind::Try { seq, .. } => Some(seq),
+            _ => None,
+        }
+    }
+}
+
+impl RunState {
+    /// Folds a whole history.
+    pub fn from_events<'a>(events: impl IntoIterator<Item = &'a RunEvent>) -> RunState {
+        let mut s = RunState::default();
+        for e in events {
+            s.apply(e);
+        }
+        s
+    }
+
+    /// Folds one event. Events that refer to activations no longer live (a late result of a
+    /// cancelled branch, a timer of a finished task) change nothing.
+    pub fn apply(&mut self, event: &RunEvent) {
+        self.events_applied += 1;
+        match event {
+            RunEvent::RunStarted {
+                run_id,
+                definition,
+                input,
+                at,
+                parent,
+            } => {
+                self.run_id = run_id.clone();
+                self.definition = Some(definition.clone());
+                self.parent = parent.clone();
+                self.raw_input = input.clone();
+                self.started_at = *at;
+                self.updated_at = *at;
+                self.status = RunStatus::Pending;
+                self.context = Value::Object(Default::default());
+                self.next_frame = 1;
+            }
+            RunEvent::WorkflowInputAccepted { input } => {
+                self.input = Some(input.clone());
+                self.status = RunStatus::Running;
+                self.frames.insert(
+                    ROOT,
+                    Frame {
+                        id: ROOT,
+                        parent: ROOT,
+                        index: 0,
+                        position: String::new(),
+                        name: String::new(),
+                        raw_input: self.raw_input.clone(),
+                        input: input.clone(),
+                        started_at: self.started_at,
+                        vars: Vars::new(),
+                        timed_out: false,
+                        pending_error: None,
+                        kind: FrameKind::Root(Seq::new("/do".into(), input.clone())),
+                    },
+                );
+            }
+            RunEvent::TaskStarted {
+                id,
+                parent,
+                index,
+                position,
+                name,
+                kind,
+                raw_input,
+                input,
+                at,
+            } => {
+                self.updated_at = *at;
+                self.next_frame = self.next_frame.max(id + 1);
+                let fk = match kind.as_str() {
+                    "do" => FrameKind::Do(Seq::new(format!("{position}/do"), input.clone())),
+                    "for" => FrameKind::For {
+                        iteration: None,
+                        seq: Seq::new(format!("{position}/do"), input.clone()),
+                    },
+                    "try" => FrameKind::Try {
+                        attempt: 0,
+                        phase: TryPhase::Trying,
+                        seq: Seq::new(format!("{position}/try"), input.clone()),
+                    },
+                    "fork" => FrameKind::Fork {
+                        branches: Vec::new(),
+                    },
+                    "call" => FrameKind::Activity {
+                        scheduled: None,
+                        result: None,
+                    },
+                    "wait" => FrameKind::Wait { fired: false },
+                    "listen" => FrameKind::Listen {
+                        consumed: Vec::new(),
+                    },
+                    "run" => FrameKind::Child {
+                        child_run_id: None,
+                        result: None,
+                    },
+                    _ => FrameKind::Leaf,
+                };
+                if let Some(p) = self.frames.get_mut(parent) {
+                    if let FrameKind::Fork { branches } = &mut p.kind {
+                        if branches.len() <= *index {
+                            branches.resize(index + 1, None);
+                        }
+                        branches[*index] = Some(Branch::Running(*id));
+                    } else if let Some(seq) = p.seq_mut() {
+                        seq.current = Some(*id);
+                        seq.last_index = Some(*index);
+                        seq.then = None;
+                    }
+                }
+                self.frames.insert(
+                    *id,
+                    Frame {
+                        id: *id,
+                        parent: *parent,
+                        index: *index,
+                        position: position.clone(),
+                        name: name.clone(),
+                        raw_input: raw_input.clone(),
+                        input: input.clone(),
+                        started_at: *at,
+                        vars: Vars::new(),
+                        timed_out: false,
+                        pending_error: None,
+                        kind: fk,
+                    },
+                );
+            }
+            RunEvent::TaskSkipped { parent, index, .. } => {
+                if let Some(p) = self.frames.get_mut(parent) {
+                    if let FrameKind::Fork { branches } = &mut p.kind {
+                        if branches.len() <= *index {
+                            branches.resize(index + 1, None);
+                        }
+                        let input = p.input.clone();
+                        if let FrameKind::Fork { branches } = &mut p.kind {
+                            branches[*index] = Some(Branch::Done(input));
+                        }
+                    } else if let Some(seq) = p.seq_mut() {
+                        seq.last_index = Some(*index);
+                        seq.then = None;
+                    }
+                }
+            }
+            RunEvent::IterationStarted { id, index, item } => {
+                if let Some(f) = self.frames.get_mut(id) {
+                    if let FrameKind::For { iteration, seq } = &mut f.kind {
+                        *iteration = Some(*index);
+                        seq.current = None;
+                        seq.last_index = None;
+                        seq.then = None;
+                    }
+                    // The names are resolved by the decider; store both under reserved keys so
+                    // the fold does not need the definition.
+                    f.vars.insert("\u{0}item".into(), item.clone());
+                    f.vars
+                        .insert("\u{0}index".into(), Value::from(*index as u64));
+                }
+            }
+            RunEvent::ActivityScheduled {
+                id,
+                attempt,
+                idempotency_key,
+                call,
+            } => {
+                if let Some(Frame {
+                    kind: FrameKind::Activity { scheduled, .. },
+                    ..
+                }) = self.frames.get_mut(id)
+                {
+                    *scheduled = Some(ScheduledActivity {
+                        attempt: *attempt,
+                        idempotency_key: idempotency_key.clone(),
+                        call: call.clone(),
+                    });
+                }
+            }
+            RunEvent::ActivityCompleted { id, result, at } => {
+                self.updated_at = *at;
+                if let Some(Frame {
+                    kind: FrameKind::Activity { result: r, .. },
+                    ..
+                }) = self.frames.get_mut(id)
+                {
+                    if r.is_none() {
+                        *r = Some(Ok(result.clone()));
+                    }
+                }
+            }
+            RunEvent::ActivityFailed { id, error, at } => {
+                self.updated_at = *at;
+                if let Some(Frame {
+                    kind: FrameKind::Activity { result: r, .. },
+                    ..
+                }) = self.frames.get_mut(id)
+                {
+                    if r.is_none() {
+                        *r = Some(Err(error.clone()));
+                    }
+                }
+            }
+            RunEvent::TimerScheduled {
+                timer,
+                frame,
+                kind,
+                due_at,
+            } => {
+                self.next_timer = self.next_timer.max(timer + 1);
+                self.timers.insert(
+                    *timer,
+                    Timer {
+                        frame: *frame,
+                        kind: *kind,
+                        due_at: *due_at,
+                    },
+                );
+                if *kind == TimerKind::Retry {
+                    if let Some(Frame {
+                        kind: FrameKind::Try { phase, .. },
+                        ..
+                    }) = self.frames.get_mut(frame)
+                    {
+                        *phase = TryPhase::RetryWaiting;
+                    }
+                }
+            }
+            RunEvent::TimerFired { timer, at } => {
+                self.updated_at = *at;
+                if let Some(t) = self.timers.remove(timer) {
+                    match t.kind {
+                        TimerKind::WorkflowTimeout => self.timed_out = true,
+                        TimerKind::TaskTimeout => {
+                            if let Some(f) = self.frames.get_mut(&t.frame) {
+                                f.timed_out = true;
+                            }
+                        }
+                        TimerKind::Wait => {
+                            if let Some(Frame {
+                                kind: FrameKind::Wait { fired },
+                                ..
+                            }) = self.frames.get_mut(&t.frame)
+                            {
+                                *fired = true;
+                            }
+                        }
+                        TimerKind::Retry => {
+                            if let Some(Frame {
+                                kind: FrameKind::Try { phase, .. },
+                                ..
+                            }) = self.frames.get_mut(&t.frame)
+                            {
+                                *phase = TryPhase::RetryDue;
+                            }
+                        }
+                    }
+                }
+            }
+            RunEvent::EventReceived { event, at } => {
+                self.updated_at = *at;
+                let key = event_key(event);
+                if let Some(k) = key {
+                    if !self.seen_events.insert(k) {
+                        return;
+                    }
+                }
+                self.inbox.push(InboxEvent {
+                    event: event.clone(),
+                    at: *at,
+                    consumed: false,
+                });
+            }
+            RunEvent::EventsConsumed { id, indexes } => {
+                for i in indexes {
+                    if let Some(e) = self.inbox.get_mut(*i) {
+                        e.consumed = true;
+                    }
+                }
+                if let Some(Frame {
+                    kind: FrameKind::Listen { consumed },
+                    ..
+                }) = self.frames.get_mut(id)
+                {
+                    consumed.extend(indexes.iter().copied());
+                }
+            }
+            RunEvent::EventEmitted { .. } => {}
+            RunEvent::RetryScheduled { id, .. } => {
+                if let Some(f) = self.frames.get_mut(id) {
+                    f.pending_error = None;
+                    if let FrameKind::Try { phase, .. } = &mut f.kind {
+                        *phase = TryPhase::RetryWaiting;
+                    }
+                }
+            }
+            RunEvent::TaskRetried { id, attempt } => {
+                if let Some(f) = self.frames.get_mut(id) {
+                    f.pending_error = None;
+                    let input = f.input.clone();
+                    let pos = f.position.clone();
+                    if let FrameKind::Try {
+                        attempt: a,
+                        phase,
+                        seq,
+                    } = &mut f.kind
+                    {
+                        *a = *attempt;
+                        *phase = TryPhase::Trying;
+                        *seq = Seq::new(format!("{pos}/try"), input);
+                    }
+                }
+            }
+            RunEvent::ErrorCaught { id, error } => {
+                if let Some(f) = self.frames.get_mut(id) {
+                    f.pending_error = None;
+                    f.vars.insert("\u{0}error".into(), error.to_value());
+                    let input = f.input.clone();
+                    let pos = f.position.clone();
+                    if let FrameKind::Try { phase, seq, .. } = &mut f.kind {
+                        *phase = TryPhase::Catching;
+                        *seq = Seq::new(format!("{pos}/catch/do"), input);
+                    }
+                }
+            }
+            RunEvent::ChildRunRequested {
+                id, child_run_id, ..
+            } => {
+                if let Some(Frame {
+                    kind:
+                        FrameKind::Child {
+                            child_run_id: c, ..
+                        },
+                    ..
+                }) = self.frames.get_mut(id)
+                {
+                    *c = Some(child_run_id.clone());
+                }
+            }
+            RunEvent::ChildRunFinished { id, result } => {
+                if let Some(Frame {
+                    kind: FrameKind::Child { result: r, .. },
+                    ..
+                }) = self.frames.get_mut(id)
+                {
+                    if r.is_none() {
+                        *r = Some(result.clone());
+                    }
+                }
+            }
+            RunEvent::TaskCompleted {
+                id,
+                output,
+                context,
+                then,
+                at,
+            } => {
+                self.updated_at = *at;
+                if let Some(c) = context {
+                    self.context = c.clone();
+                }
+                if let Some(f) = self.remove_frame(*id) {
+                    if let Some(p) = self.frames.get_mut(&f.parent) {
+                        if let FrameKind::Fork { branches } = &mut p.kind {
+                            if let Some(b) = branches.get_mut(f.index) {
+                                *b = Some(Branch::Done(output.clone()));
+                            }
+                        } else if let Some(seq) = p.seq_mut() {
+                            if seq.current == Some(*id) {
+                                seq.current = None;
+                                seq.data = output.clone();
+                                seq.then = then.clone();
+                            }
+                        }
+                    }
+                }
+            }
+            RunEvent::TaskFaulted { id, error, at } => {
+                self.updated_at = *at;
+                if let Some(f) = self.remove_frame(*id) {
+                    if let Some(p) = self.frames.get_mut(&f.parent) {
+                        if let Some(seq) = p.seq_mut() {
+                            if seq.current == Some(*id) {
+                                seq.current = None;
+                            }
+                        }
+                        if let FrameKind::Fork { branches } = &mut p.kind {
+                            if let Some(b) = branches.get_mut(f.index) {
+                                *b = Some(Branch::Cancelled);
+                            }
+                        }
+                        p.pending_error = Some(error.clone());
+                    }
+                }
+            }
+            RunEvent::TaskCancelled { id } => {
+                if let Some(f) = self.remove_frame(*id) {
+                    if let Some(p) = self.frames.get_mut(&f.parent) {
+                        if let FrameKind::Fork { branches } = &mut p.kind {
+                            if let Some(b) = branches.get_mut(f.index) {
+                                *b = Some(Branch::Cancelled);
+                            }
+                        }
+                    }
+                }
+            }
+            RunEvent::RunSuspended { at } => {
+                self.updated_at = *at;
+                if !self.status.is_terminal() {
+                    self.status = RunStatus::Suspended;
+                }
+            }
+            RunEvent::RunResumed { at } => {
+                self.updated_at = *at;
+                if self.status == RunStatus::Suspended {
+                    self.status = RunStatus::Running;
+                }
+            }
+            RunEvent::RunCompleted { output, at } => {
+                self.finish(*at);
+                self.status = RunStatus::Completed;
+                self.output = Some(output.clone());
+            }
+            RunEvent::RunFaulted { error, at } => {
+                self.finish(*at);
+                self.status = RunStatus::Faulted;
+                self.error = Some(error.clone());
+            }
+            RunEvent::RunCancelled { at, .. } => {
+                self.finish(*at);
+                self.status = RunStatus::Cancelled;
+            }
+        }
+    }
+
+    fn finish(&mut self, at: Millis) {
+        self.updated_at = at;
+        self.frames.clear();
+        self.timers.clear();
+    }
+
+    /// Removes an activation with all its descendants and their timers.
+    fn remove_frame(&mut self, id: FrameId) -> Option<Frame> {
+        let f = self.frames.remove(&id)?;
+        let mut stack = vec![id];
+        while let Some(p) = stack.pop() {
+            let children: Vec<FrameId> = self
+                .frames
+                .values()
+                .filter(|c| c.parent == p && c.id != p)
+                .map(|c| c.id)
+                .collect();
+            for c in children {
+                self.frames.remove(&c);
+                stack.push(c);
+            }
+        }
+        let frames = &self.frames;
+        self.timers
+            .retain(|_, t| t.kind == TimerKind::WorkflowTimeout || frames.contains_key(&t.frame));
+        Some(f)
+    }
+
+    /// Side effects scheduled and not yet answered: what a worker must (re-)execute.
+    pub fn pending_activities(&self) -> Vec<PendingActivity> {
+        if self.status.is_terminal() {
+            return Vec::new();
+        }
+        self.frames
+            .values()
+            .filter_map(|f| match &f.kind {
+                FrameKind::Activity {
+                    scheduled: Some(s),
+                    result: None,
+                } => Some(PendingActivity {
+                    frame: f.id,
+                    position: f.position.clone(),
+                    attempt: s.attempt,
+                    idempotency_key: s.idempotency_key.clone(),
+                    call: s.call.clone(),
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Sub-workflow runs requested and not yet finished.
+    pub fn pending_children(&self) -> Vec<PendingChild> {
+        if self.status.is_terminal() {
+            return Vec::new();
+        }
+        self.frames
+            .values()
+            .filter_map(|f| match &f.kind {
+                FrameKind::Child {
+                    child_run_id: Some(c),
+                    result: None,
+                } => Some(PendingChild {
+                    frame: f.id,
+                    child_run_id: c.clone(),
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The earliest pending timer, if any.
+    pub fn next_timer(&self) -> Option<(u64, Millis)> {
+        self.timers
+            .iter()
+            .map(|(id, t)| (*id, t.due_at))
+            .min_by_key(|(_, d)| *d)
+    }
+
+    /// Timers due at `now`.
+    pub fn due_timers(&self, now: Millis) -> Vec<u64> {
+        self.timers
+            .iter()
+            .filter(|(_, t)| t.due_at <= now)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// A status for listings: `waiting` when nothing can progress until a timer, an event or a
+    /// sub-workflow arrives; otherwise the life-cycle status.
+    pub fn status_label(&self) -> &'static str {
+        if self.status == RunStatus::Running
+            && !self.frames.is_empty()
+            && self.pending_activities().is_empty()
+            && self.frames.values().any(|f| {
+                matches!(
+                    f.kind,
+                    FrameKind::Wait { .. } | FrameKind::Listen { .. } | FrameKind::Child { .. }
+                ) || matches!(
+                    f.kind,
+                    FrameKind::Try {
+                        phase: TryPhase::RetryWaiting,
+                        ..
+                    }
+                )
+            })
+        {
+            return "waiting";
+        }
+        self.status.as_str()
+    }
+
+    /// JSON pointers of the tasks running now (leaves of the activation tree).
+    pub fn current_tasks(&self) -> Vec<String> {
+        let parents: BTreeSet<FrameId> = self
+            .frames
+            .values()
+            .filter(|f| f.id != ROOT)
+            .map(|f| f.parent)
+            .collect();
+        self.frames
+            .values()
+            .filter(|f| f.id != ROOT && !parents.contains(&f.id))
+            .map(|f| f.position.clone())
+            .collect()
+    }
+}
+
+/// Deduplication key of a CloudEvent: `source` + `id`, when it has an id.
+pub fn event_key(event: &Value) -> Option<String> {
+    let id = event.get("id")?.as_str()?;
+    let source = event.get("source").and_then(Value::as_str).unwrap_or("");
+    Some(format!("{source}\u{1f}{id}"))
+}

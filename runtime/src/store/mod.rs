@@ -10,8 +10,12 @@
 use async_trait::async_trait;
 use serde_json::Value;
 
+pub mod cqrs;
+pub mod group;
+mod plan;
 pub mod postgres;
 pub mod sqlite;
+mod util;
 
 /// Result alias of this module.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -23,7 +27,9 @@ pub const DEFINITION_AGGREGATE: &str = "definition";
 
 /// What can go wrong in a store. Concurrency conflicts are kept apart from infrastructure
 /// failures: the first is a normal outcome of two writers racing, the second is not.
-#[derive(Debug, thiserror::Error)]
+///
+/// `Clone` so that one failed group commit can answer every caller that shared it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// Another writer extended the stream first: `expected` was not the stream's last sequence.
@@ -101,14 +107,19 @@ pub struct AppendRequest {
     pub run_summary: Option<RunSummary>,
 }
 
-/// What a successful append produced.
+/// What a successful append produced, one per [`AppendRequest`], in request order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
     /// The stream's new last sequence.
     pub last_sequence: u64,
-    /// Global position of the last event written.
+    /// Global position of the last event written; 0 when the request carried no events (it then
+    /// only checked `expected_sequence` and upserted its run summary).
     pub last_position: u64,
 }
+
+/// The outcome of one group of [`EventStore::append_groups`]: that group's [`Appended`] list, or
+/// its own error (typically [`StoreError::Conflict`]).
+pub type GroupOutcome = Result<Vec<Appended>>;
 
 /// The `runs` index: one row per run, kept in step with its events.
 #[derive(Debug, Clone, PartialEq)]
@@ -168,9 +179,28 @@ pub trait EventStore: Send + Sync + 'static {
     /// Appends to one or more streams atomically.
     async fn append(&self, requests: Vec<AppendRequest>) -> Result<Vec<Appended>>;
 
+    /// Appends several independent groups in ONE transaction (one fsync): each group is
+    /// all-or-nothing on its own, a group whose `expected_sequence` is stale gets its own
+    /// [`StoreError::Conflict`] and is left out while the other groups commit. Groups are applied
+    /// in order, so a later group may extend a stream an earlier group extended.
+    ///
+    /// The outer `Err` means the transaction as a whole failed (nothing was written); every group
+    /// then shares that error. This is what [`group::GroupCommitter`] calls.
+    ///
+    /// The default implementation (for stores without native support) appends all groups in one
+    /// [`EventStore::append`], and on a conflict answers the offending group and retries the rest.
+    /// Both built-in stores override it with a single pass that needs no retry.
+    async fn append_groups(&self, groups: Vec<Vec<AppendRequest>>) -> Result<Vec<GroupOutcome>> {
+        plan::append_groups_by_retry(self, groups).await
+    }
+
     /// A stream's events after `after_sequence` (0 for all), in order.
-    async fn load(&self, aggregate_type: &str, stream: &str, after_sequence: u64)
-        -> Result<Vec<StoredEvent>>;
+    async fn load(
+        &self,
+        aggregate_type: &str,
+        stream: &str,
+        after_sequence: u64,
+    ) -> Result<Vec<StoredEvent>>;
 
     /// Events of all streams after `after_position`, in position order, at most `limit`.
     async fn read_all(&self, after_position: u64, limit: u64) -> Result<Vec<StoredEvent>>;
@@ -188,8 +218,19 @@ pub trait EventStore: Send + Sync + 'static {
     async fn definition_by_hash(&self, hash: &str) -> Result<Option<StoredDefinition>>;
 
     /// A definition by namespace, name and version; `latest` picks the highest semantic version.
-    async fn find_definition(&self, namespace: &str, name: &str, version: &str)
-        -> Result<Option<StoredDefinition>>;
+    async fn find_definition(
+        &self,
+        namespace: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<StoredDefinition>>;
+}
+
+/// Compares two definition versions by semantic-version precedence (`1.10.0 > 1.9.0`,
+/// `1.0.0-rc.1 < 1.0.0`, build metadata ignored). A version that is not semver sorts below every
+/// semver one; two such versions compare as strings, so the order is total and deterministic.
+pub fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
+    util::compare_versions(a, b)
 }
 
 /// Opens a store from a URL: `sqlite://PATH` (created if missing) or `postgres://...`.
@@ -197,7 +238,9 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn EventStore>> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         Ok(std::sync::Arc::new(sqlite::SqliteStore::open(path).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(std::sync::Arc::new(postgres::PostgresStore::connect(url).await?))
+        Ok(std::sync::Arc::new(
+            postgres::PostgresStore::connect(url).await?,
+        ))
     } else {
         Err(StoreError::InvalidUrl {
             url: url.to_string(),

@@ -1,0 +1,689 @@
+//! Argument parsing and the commands.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use cairn_connectors::{HttpConnector, HttpOptions};
+use cairn_core::activity::{NoSecrets, Secrets};
+use cairn_core::dsl::{self, Workflow};
+use cairn_core::lifecycle::LifecycleProjector;
+use cairn_runtime::store::RunFilter;
+use cairn_runtime::{RunOutcome, Runtime, WorkerScope};
+use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
+
+use crate::secrets::FileSecrets;
+
+/// Default store: one SQLite file in `./.cairn/`.
+const DEFAULT_STORE: &str = "sqlite://.cairn/cairn.db";
+
+#[derive(Parser)]
+#[command(
+    name = "cairn",
+    version,
+    about = "Durable workflows: Serverless Workflow DSL 1.0 on an event-sourced runtime"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct StoreArg {
+    /// Event store: sqlite://PATH or postgres://... (default: sqlite://.cairn/cairn.db, or $CAIRN_STORE)
+    #[arg(long, env = "CAIRN_STORE", default_value = DEFAULT_STORE)]
+    store: String,
+}
+
+#[derive(clap::Args, Clone)]
+struct SecretsArg {
+    /// A YAML or JSON file of secrets (name: value) for $secrets and secret-based authentication
+    #[arg(long, env = "CAIRN_SECRETS_FILE")]
+    secrets: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a workflow to the end; stdout: its output (or its error, exit 1)
+    Run {
+        /// Definition file (YAML or JSON)
+        file: PathBuf,
+        /// Input: JSON text, or @PATH of a JSON or YAML file
+        #[arg(long)]
+        input: Option<String>,
+        #[command(flatten)]
+        store: StoreArg,
+        #[command(flatten)]
+        secrets: SecretsArg,
+        /// Append the spec's lifecycle CloudEvents to this file as JSON lines
+        #[arg(long)]
+        events: Option<PathBuf>,
+        /// Also deploy these definitions (for `run: workflow` sub-workflows)
+        #[arg(long = "with", value_name = "FILE")]
+        with: Vec<PathBuf>,
+    },
+    /// Record a new run and print its id; a worker executes it
+    Start {
+        /// Definition file (YAML or JSON)
+        file: PathBuf,
+        /// Input: JSON text, or @PATH of a JSON or YAML file
+        #[arg(long)]
+        input: Option<String>,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Record a definition so that runs and sub-workflows can use it
+    Deploy {
+        /// Definition files (YAML or JSON)
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Execute and resume runs until stopped
+    Worker {
+        #[command(flatten)]
+        store: StoreArg,
+        #[command(flatten)]
+        secrets: SecretsArg,
+        /// Exit once no unfinished run is left
+        #[arg(long)]
+        exit_when_idle: bool,
+    },
+    /// Status, output or error of a run
+    Status {
+        /// Run id
+        run: String,
+        #[command(flatten)]
+        store: StoreArg,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// The events of a run
+    History {
+        /// Run id
+        run: String,
+        #[command(flatten)]
+        store: StoreArg,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// List runs
+    Runs {
+        /// Only runs with this status (pending, running, waiting, suspended, completed, faulted, cancelled)
+        #[arg(long)]
+        status: Option<String>,
+        #[command(flatten)]
+        store: StoreArg,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+        /// At most this many runs, newest first
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+    },
+    /// Deliver a CloudEvent to a run that listens
+    Signal {
+        /// Run id
+        run: String,
+        /// The event: JSON text, or @PATH
+        #[arg(long)]
+        event: String,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Cancel a run
+    Cancel {
+        /// Run id
+        run: String,
+        /// Why
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Check a definition; exit 0, or print every problem with its location
+    Validate {
+        /// Definition file (YAML or JSON)
+        file: PathBuf,
+        /// Print problems as JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A failure with its exit code.
+struct Fail {
+    code: u8,
+    error: anyhow::Error,
+}
+
+fn usage(e: impl Into<anyhow::Error>) -> Fail {
+    Fail {
+        code: 2,
+        error: e.into(),
+    }
+}
+
+fn infra(e: impl Into<anyhow::Error>) -> Fail {
+    Fail {
+        code: 4,
+        error: e.into(),
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(4);
+        }
+    };
+    match rt.block_on(dispatch(cli.command)) {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            eprintln!("error: {:#}", f.error);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+async fn dispatch(cmd: Command) -> Result<u8, Fail> {
+    match cmd {
+        Command::Validate { file, json } => validate(&file, json),
+        Command::Run {
+            file,
+            input,
+            store,
+            secrets,
+            events,
+            with,
+        } => {
+            run(
+                &file,
+                input.as_deref(),
+                &store.store,
+                &secrets,
+                events.as_deref(),
+                &with,
+            )
+            .await
+        }
+        Command::Start { file, input, store } => {
+            let def = load(&file)?;
+            let input = read_input(input.as_deref())?;
+            let rt = client(&store.store).await?;
+            let id = rt.start_run(def, input).await.map_err(infra)?;
+            rt.shutdown().await;
+            println!("{id}");
+            Ok(0)
+        }
+        Command::Deploy { files, store } => {
+            let rt = client(&store.store).await?;
+            for f in files {
+                let def = load(&f)?;
+                let name = format!(
+                    "{}/{} {}",
+                    def.document.namespace, def.document.name, def.document.version
+                );
+                rt.deploy(def).await.map_err(infra)?;
+                eprintln!("deployed {name}");
+            }
+            rt.shutdown().await;
+            Ok(0)
+        }
+        Command::Worker {
+            store,
+            secrets,
+            exit_when_idle,
+        } => {
+            let rt = worker(&store.store, &secrets, WorkerScope::All).await?;
+            eprintln!("worker started on {}", redact(&store.store));
+            if exit_when_idle {
+                tokio::select! {
+                    r = rt.wait_idle() => r.map_err(infra)?,
+                    _ = shutdown_signal() => {}
+                }
+            } else {
+                shutdown_signal().await;
+            }
+            eprintln!("worker stopping");
+            rt.shutdown().await;
+            Ok(0)
+        }
+        Command::Status { run, store, json } => status(&run, &store.store, json).await,
+        Command::History { run, store, json } => history(&run, &store.store, json).await,
+        Command::Runs {
+            status,
+            store,
+            json,
+            limit,
+        } => runs(status, &store.store, json, limit).await,
+        Command::Signal { run, event, store } => {
+            let event = read_json(&event, "--event")?;
+            let rt = client(&store.store).await?;
+            rt.signal(&run, event).await.map_err(runtime_fail)?;
+            rt.shutdown().await;
+            eprintln!("event delivered to run {run}");
+            Ok(0)
+        }
+        Command::Cancel { run, reason, store } => {
+            let rt = client(&store.store).await?;
+            rt.cancel(&run, reason).await.map_err(runtime_fail)?;
+            rt.shutdown().await;
+            eprintln!("run {run} cancelled");
+            Ok(0)
+        }
+    }
+}
+
+fn runtime_fail(e: cairn_runtime::Error) -> Fail {
+    match e {
+        cairn_runtime::Error::NotFound(_)
+        | cairn_runtime::Error::Invalid(_)
+        | cairn_runtime::Error::Ended(_) => usage(e),
+        other => infra(other),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+fn redact(url: &str) -> String {
+    // postgres://user:password@host/db -> postgres://user:***@host/db
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((auth, host)) = rest.split_once('@') {
+            if let Some((user, _)) = auth.split_once(':') {
+                return format!("{scheme}://{user}:***@{host}");
+            }
+        }
+    }
+    url.to_string()
+}
+
+fn load(file: &Path) -> Result<Workflow, Fail> {
+    dsl::load(file).map_err(|e| {
+        let mut msg = format!("invalid definition {}:", file.display());
+        for p in &e.problems {
+            msg.push_str(&format!("\n  {p}"));
+        }
+        usage(anyhow::anyhow!(msg))
+    })
+}
+
+fn validate(file: &Path, as_json: bool) -> Result<u8, Fail> {
+    match dsl::load(file) {
+        Ok(def) => {
+            if as_json {
+                println!("{}", json!({ "valid": true, "problems": [] }));
+            } else {
+                eprintln!(
+                    "{}: valid ({}/{} {})",
+                    file.display(),
+                    def.document.namespace,
+                    def.document.name,
+                    def.document.version
+                );
+            }
+            Ok(0)
+        }
+        Err(e) => {
+            if as_json {
+                println!("{}", json!({ "valid": false, "problems": e.problems }));
+            } else {
+                for p in &e.problems {
+                    println!("{}: {p}", file.display());
+                }
+            }
+            Ok(2)
+        }
+    }
+}
+
+fn read_json(arg: &str, what: &str) -> Result<Value, Fail> {
+    if let Some(path) = arg.strip_prefix('@') {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| usage(anyhow::anyhow!("cannot read {what} file {path}: {e}")))?;
+        let v: Value = if path.ends_with(".json") {
+            serde_json::from_str(&text)
+                .map_err(|e| usage(anyhow::anyhow!("{what} file {path} is not valid JSON: {e}")))?
+        } else {
+            serde_norway::from_str(&text).map_err(|e| {
+                usage(anyhow::anyhow!(
+                    "{what} file {path} is not valid YAML or JSON: {e}"
+                ))
+            })?
+        };
+        Ok(v)
+    } else {
+        serde_json::from_str(arg).map_err(|e| {
+            usage(anyhow::anyhow!(
+                "{what} is not valid JSON ({e}); pass JSON text or @PATH of a file"
+            ))
+        })
+    }
+}
+
+fn read_input(arg: Option<&str>) -> Result<Value, Fail> {
+    match arg {
+        None => Ok(json!({})),
+        Some(a) => read_json(a, "--input"),
+    }
+}
+
+fn secrets_of(arg: &SecretsArg) -> Result<Secrets, Fail> {
+    match &arg.secrets {
+        Some(p) => Ok(Arc::new(FileSecrets::read(p).map_err(usage)?)),
+        None => Ok(Arc::new(NoSecrets)),
+    }
+}
+
+async fn client(store: &str) -> Result<Runtime, Fail> {
+    Runtime::builder()
+        .store_url(store)
+        .workers(false)
+        .group_commit(false)
+        .build()
+        .await
+        .map_err(|e| store_fail(store, e))
+}
+
+fn store_fail(store: &str, e: cairn_runtime::Error) -> Fail {
+    match e {
+        cairn_runtime::Error::Store(cairn_runtime::store::StoreError::InvalidUrl { .. }) => {
+            usage(e)
+        }
+        other => infra(anyhow::anyhow!("store {}: {other}", redact(store))),
+    }
+}
+
+async fn worker(store: &str, secrets: &SecretsArg, scope: WorkerScope) -> Result<Runtime, Fail> {
+    let secrets = secrets_of(secrets)?;
+    let http = HttpConnector::new(HttpOptions::default(), secrets.clone()).map_err(infra)?;
+    Runtime::builder()
+        .store_url(store)
+        .secrets(secrets)
+        .http(Arc::new(http))
+        .scope(scope)
+        .build()
+        .await
+        .map_err(|e| store_fail(store, e))
+}
+
+async fn run(
+    file: &Path,
+    input: Option<&str>,
+    store: &str,
+    secrets: &SecretsArg,
+    events: Option<&Path>,
+    with: &[PathBuf],
+) -> Result<u8, Fail> {
+    let def = load(file)?;
+    let input = read_input(input)?;
+    let mut extra = Vec::new();
+    for w in with {
+        extra.push(load(w)?);
+    }
+    let rt = worker(store, secrets, WorkerScope::OwnRuns).await?;
+    for d in extra {
+        rt.deploy(d).await.map_err(infra)?;
+    }
+    let id = rt.start_run(def, input).await.map_err(infra)?;
+    eprintln!("run {id} started");
+    let outcome = tokio::select! {
+        o = rt.wait(&id) => o.map_err(infra)?,
+        _ = shutdown_signal() => {
+            eprintln!("interrupted: run {id} stays recorded; `cairn worker` resumes it");
+            rt.shutdown().await;
+            return Ok(130);
+        }
+    };
+    if let Some(path) = events {
+        write_lifecycle(&rt, &id, path).await?;
+    }
+    rt.shutdown().await;
+    let mut out = std::io::stdout().lock();
+    let code = match outcome {
+        RunOutcome::Completed(v) => {
+            let _ = writeln!(out, "{}", pretty(&v));
+            eprintln!("run {id} completed");
+            0
+        }
+        RunOutcome::Faulted(e) => {
+            let _ = writeln!(out, "{}", pretty(&e.to_value()));
+            eprintln!("run {id} faulted: {e}");
+            1
+        }
+        RunOutcome::Cancelled => {
+            eprintln!("run {id} was cancelled");
+            3
+        }
+    };
+    Ok(code)
+}
+
+fn pretty(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+}
+
+async fn write_lifecycle(rt: &Runtime, id: &str, path: &Path) -> Result<(), Fail> {
+    let history = rt.history(id).await.map_err(infra)?;
+    let mut p = LifecycleProjector::new();
+    let mut text = String::new();
+    for h in &history {
+        for ce in p.project(&h.event) {
+            text.push_str(&ce.to_string());
+            text.push('\n');
+        }
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot open events file {}", path.display()))
+        .map_err(usage)?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("cannot write events file {}", path.display()))
+        .map_err(infra)?;
+    Ok(())
+}
+
+async fn status(run: &str, store: &str, as_json: bool) -> Result<u8, Fail> {
+    let rt = client(store).await?;
+    let s = rt.state(run).await.map_err(runtime_fail)?;
+    rt.shutdown().await;
+    let def = s.definition.as_ref();
+    let v = json!({
+        "id": run,
+        "status": s.status_label(),
+        "definition": def.map(|d| json!({"namespace": d.namespace, "name": d.name, "version": d.version, "hash": d.hash})),
+        "input": s.raw_input,
+        "output": s.output,
+        "error": s.error.as_ref().map(|e| e.to_value()),
+        "currentTasks": s.current_tasks(),
+        "startedAt": cairn_core::decider::iso8601(s.started_at),
+        "updatedAt": cairn_core::decider::iso8601(s.updated_at),
+    });
+    if as_json {
+        println!("{v}");
+    } else {
+        println!("run      {run}");
+        if let Some(d) = def {
+            println!("workflow {}/{} {}", d.namespace, d.name, d.version);
+        }
+        println!("status   {}", s.status_label());
+        let tasks = s.current_tasks();
+        if !tasks.is_empty() {
+            println!("tasks    {}", tasks.join(", "));
+        }
+        if let Some(o) = &s.output {
+            println!("output   {o}");
+        }
+        if let Some(e) = &s.error {
+            println!("error    {e}");
+        }
+    }
+    Ok(0)
+}
+
+async fn history(run: &str, store: &str, as_json: bool) -> Result<u8, Fail> {
+    let rt = client(store).await?;
+    let h = rt.history(run).await.map_err(runtime_fail)?;
+    rt.shutdown().await;
+    let mut out = std::io::stdout().lock();
+    for e in h {
+        if as_json {
+            let v = json!({
+                "position": e.position,
+                "sequence": e.sequence,
+                "type": e.event.event_type(),
+                "data": e.event.payload(),
+                "metadata": e.metadata,
+            });
+            let _ = writeln!(out, "{v}");
+        } else {
+            let at = e
+                .metadata
+                .get("recorded_at")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "{:>5} {} {:<22} {}",
+                e.sequence,
+                cairn_core::decider::iso8601(at),
+                e.event.event_type(),
+                summary(&e.event)
+            );
+        }
+    }
+    Ok(0)
+}
+
+fn summary(e: &cairn_core::RunEvent) -> String {
+    use cairn_core::RunEvent as E;
+    match e {
+        E::TaskStarted { position, .. } | E::TaskSkipped { position, .. } => position.clone(),
+        E::TaskCompleted { id, output, .. } => format!("#{id} -> {}", clip(&output.to_string())),
+        E::TaskFaulted { id, error, .. } => format!("#{id} {error}"),
+        E::ActivityScheduled {
+            id,
+            idempotency_key,
+            ..
+        } => format!("#{id} key {idempotency_key}"),
+        E::TimerScheduled {
+            timer,
+            kind,
+            due_at,
+            ..
+        } => {
+            format!(
+                "timer {timer} {kind:?} due {}",
+                cairn_core::decider::iso8601(*due_at)
+            )
+        }
+        E::RunCompleted { output, .. } => clip(&output.to_string()),
+        E::RunFaulted { error, .. } => error.to_string(),
+        other => clip(&other.payload().to_string()),
+    }
+}
+
+fn clip(s: &str) -> String {
+    if s.chars().count() > 100 {
+        let mut t: String = s.chars().take(97).collect();
+        t.push_str("...");
+        t
+    } else {
+        s.to_string()
+    }
+}
+
+async fn runs(status: Option<String>, store: &str, as_json: bool, limit: u64) -> Result<u8, Fail> {
+    const KNOWN: [&str; 7] = [
+        "pending",
+        "running",
+        "waiting",
+        "suspended",
+        "completed",
+        "faulted",
+        "cancelled",
+    ];
+    if let Some(s) = &status {
+        if !KNOWN.contains(&s.as_str()) {
+            return Err(usage(anyhow::anyhow!(
+                "unknown status `{s}`; expected one of {}",
+                KNOWN.join(", ")
+            )));
+        }
+    }
+    let rt = client(store).await?;
+    let list = rt
+        .list_runs(&RunFilter {
+            statuses: status.into_iter().collect(),
+            limit: Some(limit),
+        })
+        .await
+        .map_err(infra)?;
+    rt.shutdown().await;
+    let mut out = std::io::stdout().lock();
+    for r in list {
+        if as_json {
+            let v = json!({
+                "id": r.run_id, "namespace": r.namespace, "name": r.name, "version": r.version,
+                "status": r.status,
+                "createdAt": cairn_core::decider::iso8601(r.created_at),
+                "updatedAt": cairn_core::decider::iso8601(r.updated_at),
+            });
+            let _ = writeln!(out, "{v}");
+        } else {
+            let _ = writeln!(
+                out,
+                "{}  {:<10} {}/{} {}  {}",
+                r.run_id,
+                r.status,
+                r.namespace,
+                r.name,
+                r.version,
+                cairn_core::decider::iso8601(r.created_at)
+            );
+        }
+    }
+    Ok(0)
+}

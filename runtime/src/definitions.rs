@@ -1,0 +1,109 @@
+//! Definitions: content-addressed, stored in the event store, and compiled once into a
+//! [`Decider`] that every run pinned to that content shares.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use cairn_core::decider::Decider;
+use cairn_core::dsl::Workflow;
+use cairn_core::events::DefinitionRef;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::store::{EventStore, StoredDefinition};
+use crate::{Error, Result};
+
+/// The content hash of a definition: SHA-256 of its canonical JSON (keys in document order as
+/// parsed, no whitespace), in hex.
+pub fn content_hash(def: &Workflow) -> Result<(String, Value)> {
+    let value = serde_json::to_value(def).map_err(|e| Error::Internal(e.to_string()))?;
+    let bytes = serde_json::to_vec(&value).map_err(|e| Error::Internal(e.to_string()))?;
+    let hash = Sha256::digest(&bytes);
+    Ok((hash.iter().map(|b| format!("{b:02x}")).collect(), value))
+}
+
+/// Registry of definitions known to this process, backed by the store.
+#[derive(Clone)]
+pub struct Definitions {
+    store: Arc<dyn EventStore>,
+    compiled: Arc<Mutex<HashMap<String, Arc<Decider>>>>,
+}
+
+impl Definitions {
+    /// A registry over `store`.
+    pub fn new(store: Arc<dyn EventStore>) -> Self {
+        Definitions {
+            store,
+            compiled: Arc::default(),
+        }
+    }
+
+    /// Records `def` in the store (idempotent) and returns its reference.
+    pub async fn register(&self, def: Workflow) -> Result<DefinitionRef> {
+        let (hash, source) = content_hash(&def)?;
+        let r = DefinitionRef {
+            namespace: def.document.namespace.clone(),
+            name: def.document.name.clone(),
+            version: def.document.version.clone(),
+            hash: hash.clone(),
+        };
+        let known = self
+            .compiled
+            .lock()
+            .map(|m| m.contains_key(&hash))
+            .unwrap_or(false);
+        if !known {
+            self.store
+                .put_definition(&StoredDefinition {
+                    namespace: r.namespace.clone(),
+                    name: r.name.clone(),
+                    version: r.version.clone(),
+                    hash: hash.clone(),
+                    source,
+                })
+                .await?;
+            if let Ok(mut m) = self.compiled.lock() {
+                m.insert(hash, Arc::new(Decider::new(Arc::new(def))));
+            }
+        }
+        Ok(r)
+    }
+
+    /// The decider of the definition with content `hash`.
+    pub async fn decider(&self, hash: &str) -> Result<Arc<Decider>> {
+        if let Some(d) = self.compiled.lock().ok().and_then(|m| m.get(hash).cloned()) {
+            return Ok(d);
+        }
+        let stored = self
+            .store
+            .definition_by_hash(hash)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("definition with hash {hash}")))?;
+        let def: Workflow = serde_json::from_value(stored.source)
+            .map_err(|e| Error::Corrupt(format!("stored definition {hash}: {e}")))?;
+        let d = Arc::new(Decider::new(Arc::new(def)));
+        if let Ok(mut m) = self.compiled.lock() {
+            m.insert(hash.to_string(), d.clone());
+        }
+        Ok(d)
+    }
+
+    /// Finds a definition by namespace, name and version (`latest` for the highest).
+    pub async fn find(
+        &self,
+        namespace: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<DefinitionRef>> {
+        Ok(self
+            .store
+            .find_definition(namespace, name, version)
+            .await?
+            .map(|d| DefinitionRef {
+                namespace: d.namespace,
+                name: d.name,
+                version: d.version,
+                hash: d.hash,
+            }))
+    }
+}

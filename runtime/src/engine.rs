@@ -1,0 +1,1092 @@
+//! The executor: it loads runs, records facts, asks the decider what follows, appends the
+//! result with optimistic concurrency, and performs the side effects the log says are due.
+//!
+//! One [`Runtime`] can be a client (record runs, signals and cancels; execute nothing) or a
+//! worker too (execute activities, fire timers, resume runs after a crash, follow the log for
+//! work recorded by other processes).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cairn_core::activity::{ActivityContext, ActivityHandler, NoSecrets, Secrets};
+use cairn_core::dsl::Workflow;
+use cairn_core::error::{ErrorKind, WorkflowError};
+use cairn_core::events::{FrameId, Millis, ParentRef, RunEvent, EVENT_VERSION};
+use cairn_core::state::{FrameKind, RunState, RunStatus};
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, mpsc, Mutex as AsyncMutex};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn, Instrument};
+
+use crate::aggregate::{self, RunCommand, RunServices};
+use crate::definitions::Definitions;
+use crate::functions::{FunctionCall, Functions, Router};
+use crate::store::{
+    self, AppendRequest, EventStore, NewEvent, RunFilter, RunSummary, StoreError, StoredEvent,
+    RUN_AGGREGATE,
+};
+use crate::{Error, Result};
+
+/// Milliseconds since the Unix epoch, from the system clock. The only clock read of a run's
+/// life: what it returns is recorded in events before anything depends on it.
+pub fn now_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunOutcome {
+    /// Completed with this output.
+    Completed(Value),
+    /// Faulted with this error.
+    Faulted(WorkflowError),
+    /// Cancelled.
+    Cancelled,
+}
+
+/// An event as it was appended, broadcast to live subscribers.
+#[derive(Debug, Clone)]
+pub struct BusEvent {
+    /// The run.
+    pub run_id: String,
+    /// Sequence in the run's stream.
+    pub sequence: u64,
+    /// The event.
+    pub event: RunEvent,
+}
+
+/// An event of a run's history, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryEvent {
+    /// Global position.
+    pub position: u64,
+    /// Sequence within the run.
+    pub sequence: u64,
+    /// The event.
+    pub event: RunEvent,
+    /// Metadata (recorded time, worker).
+    pub metadata: Value,
+}
+
+/// Options of [`Runtime::start_run_with`].
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// The run's id (a new UUIDv7 when absent). Starting twice with one id is a conflict.
+    pub run_id: Option<String>,
+    /// The parent, for a sub-workflow.
+    pub parent: Option<ParentRef>,
+}
+
+/// Builds a [`Runtime`].
+pub struct RuntimeBuilder {
+    store_url: Option<String>,
+    store: Option<Arc<dyn EventStore>>,
+    http: Option<Arc<dyn ActivityHandler>>,
+    functions: Functions,
+    secrets: Secrets,
+    workers: bool,
+    poll_interval: Duration,
+    group_commit: bool,
+    scope: WorkerScope,
+}
+
+/// Which runs a worker executes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WorkerScope {
+    /// Every unfinished run in the store (a `cairn worker`).
+    #[default]
+    All,
+    /// Only the runs started through this runtime and their sub-workflows (`cairn run`, which
+    /// must not pick up unrelated work left in a shared store).
+    OwnRuns,
+}
+
+impl Default for RuntimeBuilder {
+    fn default() -> Self {
+        RuntimeBuilder {
+            store_url: None,
+            store: None,
+            http: None,
+            functions: Functions::default(),
+            secrets: Arc::new(NoSecrets),
+            workers: true,
+            poll_interval: Duration::from_millis(200),
+            group_commit: true,
+            scope: WorkerScope::All,
+        }
+    }
+}
+
+impl RuntimeBuilder {
+    /// The store to open: `sqlite://PATH` or `postgres://...`.
+    pub fn store_url(mut self, url: impl Into<String>) -> Self {
+        self.store_url = Some(url.into());
+        self
+    }
+
+    /// An already open store.
+    pub fn store(mut self, store: Arc<dyn EventStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// What performs `call: http` (the HTTP connector of `cairn-connectors`).
+    pub fn http(mut self, handler: Arc<dyn ActivityHandler>) -> Self {
+        self.http = Some(handler);
+        self
+    }
+
+    /// Registers a Rust function that definitions call with `call: name`.
+    pub fn function<F, Fut>(mut self, name: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(FunctionCall) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = std::result::Result<Value, WorkflowError>>
+            + Send
+            + 'static,
+    {
+        self.functions.register(name, f);
+        self
+    }
+
+    /// Where secrets come from.
+    pub fn secrets(mut self, secrets: Secrets) -> Self {
+        self.secrets = secrets;
+        self
+    }
+
+    /// Whether this runtime executes runs (default) or only records them (a client).
+    pub fn workers(mut self, on: bool) -> Self {
+        self.workers = on;
+        self
+    }
+
+    /// How often an idle worker looks at the log for work recorded by other processes.
+    pub fn poll_interval(mut self, d: Duration) -> Self {
+        self.poll_interval = d;
+        self
+    }
+
+    /// Whether appends of concurrent runs share transactions (default on).
+    pub fn group_commit(mut self, on: bool) -> Self {
+        self.group_commit = on;
+        self
+    }
+
+    /// Which runs the workers of this runtime execute (default: all).
+    pub fn scope(mut self, scope: WorkerScope) -> Self {
+        self.scope = scope;
+        self
+    }
+
+    /// Opens the store and, for a worker, resumes every unfinished run.
+    pub async fn build(self) -> Result<Runtime> {
+        let base = match (self.store, self.store_url) {
+            (Some(s), _) => s,
+            (None, Some(url)) => store::open(&url).await?,
+            (None, None) => {
+                return Err(Error::Invalid(
+                    "no store configured: give a store or a store url".into(),
+                ))
+            }
+        };
+        let tracker = TaskTracker::new();
+        let shutdown = CancellationToken::new();
+        let store: Arc<dyn EventStore> = if self.group_commit {
+            Arc::new(store::group::GroupCommitter::new(
+                base.clone(),
+                store::group::GroupCommitOptions::default(),
+                &tracker,
+                shutdown.clone(),
+            ))
+        } else {
+            base.clone()
+        };
+        let (bus, _) = broadcast::channel(8192);
+        let (timer_tx, timer_rx) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            defs: Definitions::new(store.clone()),
+            store,
+            handler: Arc::new(Router::new(self.http, self.functions)),
+            secrets: self.secrets,
+            slots: Mutex::default(),
+            inflight: Mutex::default(),
+            bus,
+            tracker,
+            shutdown,
+            timer_tx,
+            workers: self.workers,
+            worker_id: uuid::Uuid::now_v7().to_string(),
+            poll_interval: self.poll_interval,
+            scope: self.scope,
+            owned: Mutex::default(),
+        });
+        let rt = Runtime { inner };
+        if rt.inner.workers {
+            let i = rt.inner.clone();
+            rt.inner
+                .tracker
+                .spawn(timer_loop(i, timer_rx).instrument(tracing::info_span!("timers")));
+            let head = rt.inner.head_position().await?;
+            let i = rt.inner.clone();
+            rt.inner
+                .tracker
+                .spawn(tail_loop(i, head).instrument(tracing::info_span!("tail")));
+            if rt.inner.scope == WorkerScope::All {
+                rt.recover().await?;
+            }
+        }
+        Ok(rt)
+    }
+}
+
+/// The embeddable runtime. Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Slot {
+    state: RunState,
+    seq: u64,
+    loaded: bool,
+}
+
+struct Inner {
+    store: Arc<dyn EventStore>,
+    defs: Definitions,
+    handler: Arc<dyn ActivityHandler>,
+    secrets: Secrets,
+    slots: Mutex<HashMap<String, Arc<AsyncMutex<Slot>>>>,
+    inflight: Mutex<HashSet<(String, FrameId, u32)>>,
+    bus: broadcast::Sender<BusEvent>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    timer_tx: mpsc::UnboundedSender<(Millis, String)>,
+    workers: bool,
+    worker_id: String,
+    poll_interval: Duration,
+    scope: WorkerScope,
+    owned: Mutex<HashSet<String>>,
+}
+
+impl Runtime {
+    /// A builder.
+    pub fn builder() -> RuntimeBuilder {
+        RuntimeBuilder::default()
+    }
+
+    /// The store this runtime writes to.
+    pub fn store(&self) -> Arc<dyn EventStore> {
+        self.inner.store.clone()
+    }
+
+    /// Records a definition so that runs and sub-workflows (`run: workflow`) can find it by
+    /// namespace, name and version.
+    pub async fn deploy(&self, def: Workflow) -> Result<cairn_core::events::DefinitionRef> {
+        self.inner.defs.register(def).await
+    }
+
+    /// Records a new run of `def` with `input`; a worker executes it.
+    pub async fn start_run(&self, def: Workflow, input: Value) -> Result<String> {
+        self.start_run_with(def, input, StartOptions::default())
+            .await
+    }
+
+    /// [`Runtime::start_run`] with options.
+    pub async fn start_run_with(
+        &self,
+        def: Workflow,
+        input: Value,
+        opts: StartOptions,
+    ) -> Result<String> {
+        let r = self.inner.defs.register(def).await?;
+        self.inner.start(r, input, opts).await
+    }
+
+    /// Waits until the run ends.
+    pub async fn wait(&self, run_id: &str) -> Result<RunOutcome> {
+        let mut rx = self.inner.bus.subscribe();
+        loop {
+            let s = self.state(run_id).await?;
+            match s.status {
+                RunStatus::Completed => {
+                    return Ok(RunOutcome::Completed(s.output.unwrap_or(Value::Null)))
+                }
+                RunStatus::Faulted => {
+                    return Ok(RunOutcome::Faulted(s.error.unwrap_or_else(|| {
+                        WorkflowError::new(ErrorKind::Runtime, "faulted without an error")
+                    })))
+                }
+                RunStatus::Cancelled => return Ok(RunOutcome::Cancelled),
+                _ => {}
+            }
+            // Events of this process arrive on the bus; those of other processes are seen by
+            // re-reading the store now and then.
+            let deadline = tokio::time::sleep(Duration::from_millis(250));
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    _ = &mut deadline => break,
+                    m = rx.recv() => match m {
+                        Ok(b) if b.run_id == run_id && b.event.is_terminal() => break,
+                        Ok(_) => {}
+                        Err(broadcast::error::RecvError::Lagged(_)) => break,
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    },
+                }
+            }
+        }
+    }
+
+    /// Starts a run and waits for it to end.
+    pub async fn run(&self, def: Workflow, input: Value) -> Result<(String, RunOutcome)> {
+        let id = self.start_run(def, input).await?;
+        let o = self.wait(&id).await?;
+        Ok((id, o))
+    }
+
+    /// Delivers a CloudEvent to a run (for its `listen` tasks). Duplicates (same `source` and
+    /// `id`) are dropped.
+    pub async fn signal(&self, run_id: &str, event: Value) -> Result<()> {
+        if !event.is_object() {
+            return Err(Error::Invalid(
+                "an event must be a JSON object (a CloudEvent)".into(),
+            ));
+        }
+        let s = self.state(run_id).await?;
+        if s.status.is_terminal() {
+            return Err(Error::Ended(format!(
+                "run {run_id} has already {}",
+                s.status.as_str()
+            )));
+        }
+        self.inner
+            .advance(
+                run_id,
+                vec![RunEvent::EventReceived {
+                    event,
+                    at: now_ms(),
+                }],
+            )
+            .await
+    }
+
+    /// Cancels a run.
+    pub async fn cancel(&self, run_id: &str, reason: Option<String>) -> Result<()> {
+        let s = self.state(run_id).await?;
+        if s.status.is_terminal() {
+            return Err(Error::Ended(format!(
+                "run {run_id} has already {}",
+                s.status.as_str()
+            )));
+        }
+        self.inner
+            .advance(
+                run_id,
+                vec![RunEvent::RunCancelled {
+                    reason,
+                    at: now_ms(),
+                }],
+            )
+            .await
+    }
+
+    /// A run's current state, folded from its events.
+    pub async fn state(&self, run_id: &str) -> Result<RunState> {
+        Ok(self.inner.load(run_id).await?.0)
+    }
+
+    /// A run's events.
+    pub async fn history(&self, run_id: &str) -> Result<Vec<HistoryEvent>> {
+        let stored = self.inner.store.load(RUN_AGGREGATE, run_id, 0).await?;
+        if stored.is_empty() {
+            return Err(Error::NotFound(format!("run {run_id}")));
+        }
+        stored
+            .into_iter()
+            .map(|e| {
+                Ok(HistoryEvent {
+                    position: e.position,
+                    sequence: e.sequence,
+                    event: decode(&e)?,
+                    metadata: e.metadata,
+                })
+            })
+            .collect()
+    }
+
+    /// Runs from the index.
+    pub async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>> {
+        Ok(self.inner.store.list_runs(filter).await?)
+    }
+
+    /// Live feed of appended events.
+    pub fn subscribe(&self) -> broadcast::Receiver<BusEvent> {
+        self.inner.bus.subscribe()
+    }
+
+    /// Resumes every unfinished run: reloads it, re-dispatches calls that were in flight (with
+    /// their original idempotency keys) and re-arms its timers at their original due times.
+    pub async fn recover(&self) -> Result<usize> {
+        let runs = self.inner.unfinished().await?;
+        let n = runs.len();
+        for r in runs {
+            let i = self.inner.clone();
+            self.inner.tracker.spawn(async move {
+                if let Err(e) = i.advance(&r.run_id, Vec::new()).await {
+                    warn!(run = %r.run_id, error = %e, "cannot resume run");
+                }
+            });
+        }
+        Ok(n)
+    }
+
+    /// Waits until no run is left unfinished in the store and nothing is in flight here.
+    pub async fn wait_idle(&self) -> Result<()> {
+        loop {
+            let busy = self
+                .inner
+                .inflight
+                .lock()
+                .map(|s| !s.is_empty())
+                .unwrap_or(false);
+            if !busy && self.inner.unfinished().await?.is_empty() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops intake, waits for what is running to record its result, and returns.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        self.inner.tracker.close();
+        self.inner.tracker.wait().await;
+    }
+}
+
+fn decode(e: &StoredEvent) -> Result<RunEvent> {
+    RunEvent::from_stored(&e.event_type, &e.event_version, e.payload.clone())
+        .map_err(|err| Error::Corrupt(format!("run {} event {}: {err}", e.stream, e.sequence)))
+}
+
+const NON_TERMINAL: [&str; 4] = ["pending", "running", "waiting", "suspended"];
+
+impl Inner {
+    async fn unfinished(&self) -> Result<Vec<RunSummary>> {
+        Ok(self
+            .store
+            .list_runs(&RunFilter {
+                statuses: NON_TERMINAL.iter().map(|s| s.to_string()).collect(),
+                limit: None,
+            })
+            .await?)
+    }
+
+    async fn head_position(&self) -> Result<u64> {
+        let mut pos = 0;
+        loop {
+            let page = self.store.read_all(pos, 10_000).await?;
+            match page.last() {
+                Some(e) => pos = e.position,
+                None => return Ok(pos),
+            }
+        }
+    }
+
+    fn slot(&self, run_id: &str) -> Arc<AsyncMutex<Slot>> {
+        let mut m = match self.slots.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        m.entry(run_id.to_string())
+            .or_insert_with(|| {
+                Arc::new(AsyncMutex::new(Slot {
+                    state: RunState::default(),
+                    seq: 0,
+                    loaded: false,
+                }))
+            })
+            .clone()
+    }
+
+    fn evict(&self, run_id: &str) {
+        if let Ok(mut m) = self.slots.lock() {
+            m.remove(run_id);
+        }
+    }
+
+    async fn load(&self, run_id: &str) -> Result<(RunState, u64)> {
+        let slot = self.slots.lock().ok().and_then(|m| m.get(run_id).cloned());
+        if let Some(slot) = slot {
+            let g = slot.lock().await;
+            if g.loaded {
+                return Ok((g.state.clone(), g.seq));
+            }
+        }
+        self.load_from_store(run_id).await
+    }
+
+    async fn load_from_store(&self, run_id: &str) -> Result<(RunState, u64)> {
+        let stored = self.store.load(RUN_AGGREGATE, run_id, 0).await?;
+        if stored.is_empty() {
+            return Err(Error::NotFound(format!("run {run_id}")));
+        }
+        let mut state = RunState::default();
+        let mut seq = 0;
+        for e in &stored {
+            state.apply(&decode(e)?);
+            seq = e.sequence;
+        }
+        Ok((state, seq))
+    }
+
+    fn services(&self, decider: Arc<cairn_core::decider::Decider>) -> RunServices {
+        RunServices {
+            decider,
+            secrets: self.secrets.all(),
+        }
+    }
+
+    fn new_events(&self, events: &[RunEvent], now: Millis) -> Vec<NewEvent> {
+        events
+            .iter()
+            .map(|e| NewEvent {
+                event_type: e.event_type().to_string(),
+                event_version: EVENT_VERSION.to_string(),
+                payload: e.payload(),
+                metadata: json!({ "recorded_at": now, "worker": self.worker_id }),
+            })
+            .collect()
+    }
+
+    fn summary(state: &RunState, run_id: &str) -> Option<RunSummary> {
+        let d = state.definition.as_ref()?;
+        Some(RunSummary {
+            run_id: run_id.to_string(),
+            namespace: d.namespace.clone(),
+            name: d.name.clone(),
+            version: d.version.clone(),
+            status: state.status_label().to_string(),
+            created_at: state.started_at,
+            updated_at: state.updated_at,
+            next_timer_at: state.next_timer().map(|(_, due)| due),
+        })
+    }
+
+    async fn start(
+        self: &Arc<Self>,
+        def: cairn_core::events::DefinitionRef,
+        input: Value,
+        opts: StartOptions,
+    ) -> Result<String> {
+        let run_id = opts
+            .run_id
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        if self.scope == WorkerScope::OwnRuns {
+            if let Ok(mut o) = self.owned.lock() {
+                o.insert(run_id.clone());
+            }
+        }
+        let now = now_ms();
+        let decider = self.defs.decider(&def.hash).await?;
+        let started = cairn_core::decider::Decider::start(&run_id, def, input, now, opts.parent);
+        let mut state = RunState::default();
+        let events = aggregate::execute(
+            &mut state,
+            RunCommand::Advance {
+                facts: vec![started],
+                now,
+            },
+            &self.services(decider),
+        )
+        .await
+        .map_err(|e| Error::Invalid(e.to_string()))?;
+        let slot = self.slot(&run_id);
+        let mut g = slot.lock().await;
+        let req = AppendRequest {
+            aggregate_type: RUN_AGGREGATE.to_string(),
+            stream: run_id.clone(),
+            expected_sequence: 0,
+            events: self.new_events(&events, now),
+            run_summary: Self::summary(&state, &run_id),
+        };
+        match self.store.append(vec![req]).await {
+            Ok(a) => {
+                let last = a
+                    .first()
+                    .map(|a| a.last_sequence)
+                    .unwrap_or(events.len() as u64);
+                g.state = state;
+                g.seq = last;
+                g.loaded = true;
+                self.publish(&run_id, last, &events);
+                let snapshot = g.state.clone();
+                drop(g);
+                self.after_append(&run_id, &snapshot);
+                Ok(run_id)
+            }
+            Err(StoreError::Conflict { .. }) => {
+                drop(g);
+                Err(Error::Conflict(format!("run {run_id} already exists")))
+            }
+            Err(e) => {
+                drop(g);
+                self.evict(&run_id);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Records `facts` (dropping those that no longer apply), fires due timers, decides, and
+    /// appends; on a concurrency conflict reloads and tries again.
+    async fn advance(self: &Arc<Self>, run_id: &str, facts: Vec<RunEvent>) -> Result<()> {
+        let mut conflicts = 0u32;
+        loop {
+            let slot = self.slot(run_id);
+            let mut g = slot.lock().await;
+            if !g.loaded {
+                let (state, seq) = match self.load_from_store(run_id).await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        drop(g);
+                        self.evict(run_id);
+                        return Err(e);
+                    }
+                };
+                g.state = state;
+                g.seq = seq;
+                g.loaded = true;
+            }
+            let Some(def) = g.state.definition.clone() else {
+                return Err(Error::Corrupt(format!(
+                    "run {run_id} has no RunStarted event"
+                )));
+            };
+            let now = now_ms();
+            let mut todo: Vec<RunEvent> = facts
+                .iter()
+                .filter(|f| still_applies(&g.state, f))
+                .cloned()
+                .collect();
+            if self.workers {
+                for t in g.state.due_timers(now) {
+                    todo.push(RunEvent::TimerFired { timer: t, at: now });
+                }
+            }
+            if g.state.status.is_terminal() {
+                let snapshot = g.state.clone();
+                drop(g);
+                self.after_append(run_id, &snapshot);
+                return Ok(());
+            }
+            let decider = self.defs.decider(&def.hash).await?;
+            let mut next = g.state.clone();
+            let events = aggregate::execute(
+                &mut next,
+                RunCommand::Advance { facts: todo, now },
+                &self.services(decider),
+            )
+            .await
+            .map_err(|e| Error::Ended(e.to_string()))?;
+            if events.is_empty() {
+                let snapshot = g.state.clone();
+                drop(g);
+                self.after_append(run_id, &snapshot);
+                return Ok(());
+            }
+            let req = AppendRequest {
+                aggregate_type: RUN_AGGREGATE.to_string(),
+                stream: run_id.to_string(),
+                expected_sequence: g.seq,
+                events: self.new_events(&events, now),
+                run_summary: Self::summary(&next, run_id),
+            };
+            match self.store.append(vec![req]).await {
+                Ok(a) => {
+                    let last = a
+                        .first()
+                        .map(|a| a.last_sequence)
+                        .unwrap_or(g.seq + events.len() as u64);
+                    g.state = next;
+                    g.seq = last;
+                    self.publish(run_id, last, &events);
+                    let snapshot = g.state.clone();
+                    drop(g);
+                    self.after_append(run_id, &snapshot);
+                    return Ok(());
+                }
+                Err(StoreError::Conflict { .. }) if conflicts < 20 => {
+                    // Someone else extended the run: forget what we knew and decide again on
+                    // the stored truth.
+                    conflicts += 1;
+                    debug!(run = %run_id, "append conflict; reloading");
+                    g.loaded = false;
+                    g.state = RunState::default();
+                    g.seq = 0;
+                }
+                Err(e) => {
+                    g.loaded = false;
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+
+    fn publish(&self, run_id: &str, last_seq: u64, events: &[RunEvent]) {
+        if self.bus.receiver_count() == 0 {
+            return;
+        }
+        let first = last_seq + 1 - events.len() as u64;
+        for (i, e) in events.iter().enumerate() {
+            let _ = self.bus.send(BusEvent {
+                run_id: run_id.to_string(),
+                sequence: first + i as u64,
+                event: e.clone(),
+            });
+        }
+    }
+
+    /// Performs what the log says is due: calls, timers, sub-workflows, parent notification.
+    fn after_append(self: &Arc<Self>, run_id: &str, state: &RunState) {
+        if state.status.is_terminal() {
+            self.evict(run_id);
+            if let Some(p) = &state.parent {
+                let result = match state.status {
+                    RunStatus::Completed => Ok(state.output.clone().unwrap_or(Value::Null)),
+                    RunStatus::Faulted => Err(state.error.clone().unwrap_or_else(|| {
+                        WorkflowError::new(ErrorKind::Runtime, "sub-workflow faulted")
+                    })),
+                    _ => Err(WorkflowError::new(
+                        ErrorKind::Runtime,
+                        "sub-workflow was cancelled",
+                    )),
+                };
+                let fact = RunEvent::ChildRunFinished {
+                    id: p.frame,
+                    result,
+                };
+                let (i, parent) = (self.clone(), p.run_id.clone());
+                self.tracker.spawn(async move {
+                    if let Err(e) = i.advance(&parent, vec![fact]).await {
+                        warn!(run = %parent, error = %e, "cannot deliver sub-workflow result");
+                    }
+                });
+            }
+            return;
+        }
+        if !self.workers || state.status == RunStatus::Suspended {
+            return;
+        }
+        if let Some((_, due)) = state.next_timer() {
+            let _ = self.timer_tx.send((due, run_id.to_string()));
+        }
+        for a in state.pending_activities() {
+            let key = (run_id.to_string(), a.frame, a.attempt);
+            let fresh = self
+                .inflight
+                .lock()
+                .map(|mut s| s.insert(key.clone()))
+                .unwrap_or(false);
+            if !fresh {
+                continue;
+            }
+            let i = self.clone();
+            let run = run_id.to_string();
+            let span = tracing::info_span!("activity", run = %run, task = %a.position, attempt = a.attempt);
+            self.tracker.spawn(
+                async move {
+                    let ctx = ActivityContext {
+                        run_id: run.clone(),
+                        frame: a.frame,
+                        position: a.position.clone(),
+                        attempt: a.attempt,
+                        idempotency_key: a.idempotency_key.clone(),
+                    };
+                    let r = i.handler.call(&ctx, &a.call).await;
+                    let at = now_ms();
+                    let fact = match r {
+                        Ok(result) => RunEvent::ActivityCompleted {
+                            id: a.frame,
+                            result,
+                            at,
+                        },
+                        Err(error) => RunEvent::ActivityFailed {
+                            id: a.frame,
+                            error,
+                            at,
+                        },
+                    };
+                    let mut delay = Duration::from_millis(50);
+                    loop {
+                        match i.advance(&run, vec![fact.clone()]).await {
+                            Ok(()) => break,
+                            Err(Error::Store(e)) if !i.shutdown.is_cancelled() => {
+                                // The result is not recorded yet; keep it and try again. If the
+                                // process dies now, recovery re-executes the call with the same
+                                // idempotency key.
+                                warn!(error = %e, "cannot record activity result; retrying");
+                                tokio::time::sleep(delay).await;
+                                delay = (delay * 2).min(Duration::from_secs(5));
+                            }
+                            Err(e) => {
+                                warn!(error = %e, "activity result not recorded");
+                                break;
+                            }
+                        }
+                    }
+                    if let Ok(mut s) = i.inflight.lock() {
+                        s.remove(&key);
+                    }
+                }
+                .instrument(span),
+            );
+        }
+        for c in state.pending_children() {
+            let key = (run_id.to_string(), c.frame, u32::MAX);
+            let fresh = self
+                .inflight
+                .lock()
+                .map(|mut s| s.insert(key.clone()))
+                .unwrap_or(false);
+            if !fresh {
+                continue;
+            }
+            let Some(frame) = state.frames.get(&c.frame) else {
+                continue;
+            };
+            let FrameKind::Child { .. } = frame.kind else {
+                continue;
+            };
+            let i = self.clone();
+            let parent = run_id.to_string();
+            self.tracker.spawn(async move {
+                let r = i.start_child(&parent, c.frame, &c.child_run_id).await;
+                if let Err(e) = r {
+                    let fact = RunEvent::ChildRunFinished {
+                        id: c.frame,
+                        result: Err(e),
+                    };
+                    if let Err(e) = i.advance(&parent, vec![fact]).await {
+                        warn!(run = %parent, error = %e, "cannot record sub-workflow failure");
+                    }
+                }
+                if let Ok(mut s) = i.inflight.lock() {
+                    s.remove(&key);
+                }
+            });
+        }
+    }
+
+    /// Starts the sub-workflow a `run: workflow` task asked for, unless it exists already; if it
+    /// has already ended, delivers its result.
+    async fn start_child(
+        self: &Arc<Self>,
+        parent: &str,
+        frame: FrameId,
+        child: &str,
+    ) -> std::result::Result<(), WorkflowError> {
+        let (pstate, _) = self.load(parent).await.map_err(runtime_error)?;
+        let Some(req) = self.child_request(parent, frame).await? else {
+            return Ok(());
+        };
+        match self.load(child).await {
+            Ok((cs, _)) => {
+                // Already started before a crash: make sure its end reaches the parent.
+                if cs.status.is_terminal() {
+                    self.after_append(child, &cs);
+                } else {
+                    let i = self.clone();
+                    let child = child.to_string();
+                    self.tracker.spawn(async move {
+                        let _ = i.advance(&child, Vec::new()).await;
+                    });
+                }
+                return Ok(());
+            }
+            Err(Error::NotFound(_)) => {}
+            Err(e) => return Err(runtime_error(e)),
+        }
+        let _ = pstate;
+        let (ns, name, version, input) = req;
+        let def = self
+            .defs
+            .find(&ns, &name, &version)
+            .await
+            .map_err(runtime_error)?
+            .ok_or_else(|| {
+                WorkflowError::new(
+                    ErrorKind::Configuration,
+                    format!("no workflow {ns}/{name} version {version} is deployed"),
+                )
+            })?;
+        match self
+            .start(
+                def,
+                input,
+                StartOptions {
+                    run_id: Some(child.to_string()),
+                    parent: Some(ParentRef {
+                        run_id: parent.to_string(),
+                        frame,
+                    }),
+                },
+            )
+            .await
+        {
+            Ok(_) | Err(Error::Conflict(_)) => Ok(()),
+            Err(e) => Err(runtime_error(e)),
+        }
+    }
+
+    async fn child_request(
+        &self,
+        parent: &str,
+        frame: FrameId,
+    ) -> std::result::Result<Option<(String, String, String, Value)>, WorkflowError> {
+        let history = self
+            .store
+            .load(RUN_AGGREGATE, parent, 0)
+            .await
+            .map_err(|e| runtime_error(e.into()))?;
+        for e in history.iter().rev() {
+            if e.event_type != "ChildRunRequested" {
+                continue;
+            }
+            if let Ok(RunEvent::ChildRunRequested {
+                id,
+                namespace,
+                name,
+                version,
+                input,
+                ..
+            }) = decode(e)
+            {
+                if id == frame {
+                    return Ok(Some((namespace, name, version, input)));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn runtime_error(e: Error) -> WorkflowError {
+    WorkflowError::new(ErrorKind::Runtime, e.to_string())
+}
+
+/// Whether a fact from outside still means something to the run (a late result of a cancelled
+/// task, a duplicate delivery or a second cancel is dropped rather than recorded).
+fn still_applies(s: &RunState, fact: &RunEvent) -> bool {
+    if s.status.is_terminal() {
+        return false;
+    }
+    match fact {
+        RunEvent::ActivityCompleted { id, .. } | RunEvent::ActivityFailed { id, .. } => matches!(
+            s.frames.get(id).map(|f| &f.kind),
+            Some(FrameKind::Activity {
+                result: None,
+                scheduled: Some(_)
+            })
+        ),
+        RunEvent::ChildRunFinished { id, .. } => matches!(
+            s.frames.get(id).map(|f| &f.kind),
+            Some(FrameKind::Child { result: None, .. })
+        ),
+        RunEvent::TimerFired { timer, .. } => s.timers.contains_key(timer),
+        RunEvent::EventReceived { event, .. } => {
+            cairn_core::state::event_key(event).is_none_or(|k| !s.seen_events.contains(&k))
+        }
+        RunEvent::RunSuspended { .. } => s.status != RunStatus::Suspended,
+        RunEvent::RunResumed { .. } => s.status == RunStatus::Suspended,
+        _ => true,
+    }
+}
+
+/// Fires timers: one sleeping task for every timer of every run this process executes.
+async fn timer_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<(Millis, String)>) {
+    let mut heap: BinaryHeap<Reverse<(Millis, String)>> = BinaryHeap::new();
+    loop {
+        let wait = match heap.peek() {
+            Some(Reverse((due, _))) => Duration::from_millis((*due - now_ms()).max(0) as u64),
+            None => Duration::from_secs(3600),
+        };
+        tokio::select! {
+            _ = inner.shutdown.cancelled() => return,
+            m = rx.recv() => match m {
+                Some(entry) => heap.push(Reverse(entry)),
+                None => return,
+            },
+            _ = tokio::time::sleep(wait) => {
+                let now = now_ms();
+                let mut due = HashSet::new();
+                while let Some(Reverse((t, _))) = heap.peek() {
+                    if *t > now { break; }
+                    if let Some(Reverse((_, run))) = heap.pop() { due.insert(run); }
+                }
+                for run in due {
+                    let i = inner.clone();
+                    inner.tracker.spawn(async move {
+                        if let Err(e) = i.advance(&run, Vec::new()).await {
+                            warn!(run = %run, error = %e, "cannot fire timers");
+                        }
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Follows the global log for work recorded by other processes (`cairn start`, `cairn signal`,
+/// `cairn cancel`, other workers' sub-workflow results).
+async fn tail_loop(inner: Arc<Inner>, mut after: u64) {
+    loop {
+        tokio::select! {
+            _ = inner.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(inner.poll_interval) => {}
+        }
+        let page = match inner.store.read_all(after, 1000).await {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(error = %e, "cannot read the log");
+                continue;
+            }
+        };
+        let mut runs = HashSet::new();
+        for e in &page {
+            after = after.max(e.position);
+            if e.aggregate_type != RUN_AGGREGATE {
+                continue;
+            }
+            let mine =
+                e.metadata.get("worker").and_then(Value::as_str) == Some(inner.worker_id.as_str());
+            let ours = inner.scope == WorkerScope::All
+                || inner
+                    .owned
+                    .lock()
+                    .map(|o| o.contains(&e.stream))
+                    .unwrap_or(false);
+            if !mine && ours {
+                runs.insert(e.stream.clone());
+            }
+        }
+        for run in runs {
+            if let Ok(mut m) = inner.slots.lock() {
+                // Our cached copy is stale now.
+                m.remove(&run);
+            }
+            let i = inner.clone();
+            inner.tracker.spawn(async move {
+                if let Err(e) = i.advance(&run, Vec::new()).await {
+                    debug!(run = %run, error = %e, "cannot advance run seen in the log");
+                }
+            });
+        }
+    }
+}

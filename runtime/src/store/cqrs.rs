@@ -1,0 +1,192 @@
+//! cqrs-es on Cairn's stores: [`CqrsRepository`] implements cqrs-es 0.5's
+//! [`PersistedEventRepository`] over any [`EventStore`], so `PersistedEventStore` and
+//! `CqrsFramework` (aggregates, commands, queries) run on the SQLite and PostgreSQL stores and
+//! their appends go through a [`super::group::GroupCommitter`] when one is given.
+//!
+//! What it adds over sqlite-es/postgres-es: `stream_all_events` replays in global position order
+//! (theirs orders by each aggregate's own sequence). Snapshots are not stored yet:
+//! `get_snapshot` returns `None` and snapshot updates are ignored, so build stores with
+//! `PersistedEventStore::new_event_store` (event-sourced mode).
+
+use std::sync::Arc;
+
+use cqrs_es::persist::{
+    PersistedEventRepository, PersistenceError, ReplayFeed, ReplayStream, SerializedEvent,
+    SerializedSnapshot,
+};
+use cqrs_es::Aggregate;
+use serde_json::Value;
+use tokio_util::task::TaskTracker;
+
+use super::{AppendRequest, EventStore, NewEvent, StoreError, StoredEvent};
+
+/// Events per `read_all` page while streaming, and the replay channel's size.
+const PAGE: u64 = 500;
+
+/// A cqrs-es event repository over a Cairn [`EventStore`]. Cheap to clone.
+#[derive(Clone)]
+pub struct CqrsRepository {
+    store: Arc<dyn EventStore>,
+    tracker: TaskTracker,
+}
+
+impl std::fmt::Debug for CqrsRepository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CqrsRepository").finish_non_exhaustive()
+    }
+}
+
+impl CqrsRepository {
+    /// A repository over `store`; `stream_all_events` pages the log on a task of `tracker`.
+    pub fn new(store: Arc<dyn EventStore>, tracker: TaskTracker) -> Self {
+        Self { store, tracker }
+    }
+}
+
+fn persistence_error(err: StoreError) -> PersistenceError {
+    match err {
+        StoreError::Conflict { .. } => PersistenceError::OptimisticLockError,
+        StoreError::Unavailable(_) => PersistenceError::ConnectionError(Box::new(err)),
+        StoreError::Corrupt(_) => PersistenceError::DeserializationError(Box::new(err)),
+        other => PersistenceError::UnknownError(Box::new(other)),
+    }
+}
+
+fn serialized(event: StoredEvent) -> Result<SerializedEvent, PersistenceError> {
+    let sequence = usize::try_from(event.sequence).map_err(|_| {
+        PersistenceError::DeserializationError(
+            format!("sequence {} does not fit in usize", event.sequence).into(),
+        )
+    })?;
+    Ok(SerializedEvent {
+        aggregate_id: event.stream,
+        sequence,
+        aggregate_type: event.aggregate_type,
+        event_type: event.event_type,
+        event_version: event.event_version,
+        payload: event.payload,
+        metadata: event.metadata,
+    })
+}
+
+/// A replay stream already holding `events` (sized to fit, so filling it never waits).
+async fn replay_of(events: Vec<StoredEvent>) -> Result<ReplayStream, PersistenceError> {
+    let (mut feed, stream) = ReplayStream::new(events.len().max(1));
+    for event in events {
+        feed.push(serialized(event)).await?;
+    }
+    Ok(stream)
+}
+
+async fn feed_all(store: Arc<dyn EventStore>, aggregate_type: &'static str, mut feed: ReplayFeed) {
+    let mut after = 0;
+    loop {
+        let page = match store.read_all(after, PAGE).await {
+            Ok(page) => page,
+            Err(e) => {
+                // The reader learns of the failure in-band; if it has gone, nobody needs it.
+                let _ = feed.push(Err(persistence_error(e))).await;
+                return;
+            }
+        };
+        let Some(last) = page.last() else {
+            return;
+        };
+        after = last.position;
+        for event in page
+            .into_iter()
+            .filter(|e| e.aggregate_type == aggregate_type)
+        {
+            if feed.push(serialized(event)).await.is_err() {
+                return; // the reader dropped the stream
+            }
+        }
+    }
+}
+
+impl PersistedEventRepository for CqrsRepository {
+    async fn get_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        self.get_last_events::<A>(aggregate_id, 0).await
+    }
+
+    async fn get_last_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        last_sequence: usize,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        self.store
+            .load(A::TYPE, aggregate_id, last_sequence as u64)
+            .await
+            .map_err(persistence_error)?
+            .into_iter()
+            .map(serialized)
+            .collect()
+    }
+
+    async fn get_snapshot<A: Aggregate>(
+        &self,
+        _aggregate_id: &str,
+    ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
+        Ok(None)
+    }
+
+    async fn persist<A: Aggregate>(
+        &self,
+        events: &[SerializedEvent],
+        _snapshot_update: Option<(String, Value, usize)>,
+    ) -> Result<(), PersistenceError> {
+        // cqrs-es passes one aggregate's new events; split by stream anyway so any input is
+        // appended correctly, all in one atomic append.
+        let mut requests: Vec<AppendRequest> = Vec::new();
+        for e in events {
+            let event = NewEvent {
+                event_type: e.event_type.clone(),
+                event_version: e.event_version.clone(),
+                payload: e.payload.clone(),
+                metadata: e.metadata.clone(),
+            };
+            match requests.last_mut() {
+                Some(r) if r.aggregate_type == e.aggregate_type && r.stream == e.aggregate_id => {
+                    r.events.push(event)
+                }
+                _ => requests.push(AppendRequest {
+                    aggregate_type: e.aggregate_type.clone(),
+                    stream: e.aggregate_id.clone(),
+                    expected_sequence: (e.sequence as u64).saturating_sub(1),
+                    events: vec![event],
+                    run_summary: None,
+                }),
+            }
+        }
+        if requests.is_empty() {
+            return Ok(());
+        }
+        self.store
+            .append(requests)
+            .await
+            .map(|_| ())
+            .map_err(persistence_error)
+    }
+
+    async fn stream_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<ReplayStream, PersistenceError> {
+        let events = self
+            .store
+            .load(A::TYPE, aggregate_id, 0)
+            .await
+            .map_err(persistence_error)?;
+        replay_of(events).await
+    }
+
+    async fn stream_all_events<A: Aggregate>(&self) -> Result<ReplayStream, PersistenceError> {
+        let (feed, stream) = ReplayStream::new(PAGE as usize);
+        self.tracker
+            .spawn(feed_all(self.store.clone(), A::TYPE, feed));
+        Ok(stream)
+    }
+}

@@ -1,0 +1,217 @@
+//! Group commit: many concurrent appends, one transaction, one fsync.
+//!
+//! Every completed task must be on disk before the run goes on (`synchronous=FULL`, fsync'd
+//! commits), and a commit costs one fsync whatever it carries. [`GroupCommitter`] queues the
+//! `append` calls of many tasks and hands them to one writer task, which writes whatever has queued
+//! up (at most [`GroupCommitOptions::max_batch`] calls) in a single
+//! [`EventStore::append_groups`] transaction and answers each caller separately: a caller whose
+//! expected sequence is stale gets its own `Conflict`, the others commit. While one batch is being
+//! written the next one fills, so the batch size follows the load by itself: one call alone is
+//! written at once, a thousand concurrent calls share a handful of commits.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{
+    AppendRequest, Appended, EventStore, GroupOutcome, Result, RunFilter, RunSummary, StoreError,
+    StoredDefinition, StoredEvent,
+};
+
+/// Options of [`GroupCommitter`].
+#[derive(Debug, Clone)]
+pub struct GroupCommitOptions {
+    /// Appends waiting for the writer; callers beyond it wait to enqueue (default 4096).
+    pub queue_capacity: usize,
+    /// At most this many append calls per transaction (default 256).
+    pub max_batch: usize,
+}
+
+impl Default for GroupCommitOptions {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 4096,
+            max_batch: 256,
+        }
+    }
+}
+
+struct Pending {
+    requests: Vec<AppendRequest>,
+    reply: oneshot::Sender<Result<Vec<Appended>>>,
+}
+
+/// An [`EventStore`] that group-commits appends to an inner store; reads pass through.
+///
+/// Cheap to clone. The writer task stops when `shutdown` is cancelled, after writing what is
+/// already queued; later appends fail with [`StoreError::Unavailable`].
+#[derive(Clone)]
+pub struct GroupCommitter {
+    inner: Arc<dyn EventStore>,
+    queue: mpsc::Sender<Pending>,
+}
+
+impl std::fmt::Debug for GroupCommitter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupCommitter").finish_non_exhaustive()
+    }
+}
+
+impl GroupCommitter {
+    /// Starts the writer task on `tracker`; it runs until `shutdown` is cancelled (or every
+    /// handle is dropped).
+    pub fn new(
+        inner: Arc<dyn EventStore>,
+        options: GroupCommitOptions,
+        tracker: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let (queue, rx) = mpsc::channel(options.queue_capacity.max(1));
+        tracker.spawn(writer(
+            inner.clone(),
+            rx,
+            options.max_batch.max(1),
+            shutdown,
+        ));
+        Self { inner, queue }
+    }
+
+    /// The wrapped store.
+    pub fn inner(&self) -> &Arc<dyn EventStore> {
+        &self.inner
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Unavailable("group commit writer has stopped".into())
+}
+
+/// The writer loop: take one call (waiting), then whatever else is queued, write, answer.
+async fn writer(
+    store: Arc<dyn EventStore>,
+    mut rx: mpsc::Receiver<Pending>,
+    max_batch: usize,
+    shutdown: CancellationToken,
+) {
+    let mut batch: Vec<Pending> = Vec::with_capacity(max_batch);
+    loop {
+        let first = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => {
+                // Stop intake, then drain what callers already handed over.
+                rx.close();
+                None
+            }
+            next = rx.recv() => next,
+        };
+        match first {
+            Some(p) => batch.push(p),
+            None => {
+                while let Some(p) = rx.recv().await {
+                    batch.push(p);
+                    if batch.len() >= max_batch {
+                        commit(store.as_ref(), &mut batch).await;
+                    }
+                }
+                commit(store.as_ref(), &mut batch).await;
+                return;
+            }
+        }
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        commit(store.as_ref(), &mut batch).await;
+    }
+}
+
+/// Writes `batch` in one transaction and answers every caller.
+async fn commit(store: &dyn EventStore, batch: &mut Vec<Pending>) {
+    if batch.is_empty() {
+        return;
+    }
+    let (groups, replies): (Vec<_>, Vec<_>) = batch
+        .drain(..)
+        // A caller that gave up (dropped its future) still gets written: it may have been
+        // cancelled after the point of no return, and the log must not depend on that race.
+        .map(|p| (p.requests, p.reply))
+        .unzip();
+    let n = groups.len();
+    let outcomes: Vec<GroupOutcome> = match store.append_groups(groups).await {
+        Ok(outcomes) if outcomes.len() == n => outcomes,
+        Ok(outcomes) => vec![
+            Err(StoreError::Unavailable(format!(
+                "group commit: store answered {} of {n} groups",
+                outcomes.len()
+            )));
+            n
+        ],
+        Err(e) => vec![Err(e); n],
+    };
+    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+        // The caller may have gone away; its answer is then of no use to anyone.
+        let _ = reply.send(outcome);
+    }
+}
+
+#[async_trait]
+impl EventStore for GroupCommitter {
+    async fn append(&self, requests: Vec<AppendRequest>) -> Result<Vec<Appended>> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Pending { requests, reply })
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    async fn append_groups(&self, groups: Vec<Vec<AppendRequest>>) -> Result<Vec<GroupOutcome>> {
+        // Already a batch: it needs no queue.
+        self.inner.append_groups(groups).await
+    }
+
+    async fn load(
+        &self,
+        aggregate_type: &str,
+        stream: &str,
+        after_sequence: u64,
+    ) -> Result<Vec<StoredEvent>> {
+        self.inner
+            .load(aggregate_type, stream, after_sequence)
+            .await
+    }
+
+    async fn read_all(&self, after_position: u64, limit: u64) -> Result<Vec<StoredEvent>> {
+        self.inner.read_all(after_position, limit).await
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>> {
+        self.inner.list_runs(filter).await
+    }
+
+    async fn get_run(&self, run_id: &str) -> Result<Option<RunSummary>> {
+        self.inner.get_run(run_id).await
+    }
+
+    async fn put_definition(&self, def: &StoredDefinition) -> Result<()> {
+        self.inner.put_definition(def).await
+    }
+
+    async fn definition_by_hash(&self, hash: &str) -> Result<Option<StoredDefinition>> {
+        self.inner.definition_by_hash(hash).await
+    }
+
+    async fn find_definition(
+        &self,
+        namespace: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<StoredDefinition>> {
+        self.inner.find_definition(namespace, name, version).await
+    }
+}

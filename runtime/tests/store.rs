@@ -1,0 +1,797 @@
+//! The store-conformance suite: every test runs against SQLite and PostgreSQL.
+//!
+//! PostgreSQL tests use `CAIRN_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`), each in a database of its own; they are skipped
+//! with a loud message when the server cannot be reached, except under `CI=true`.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_runtime::store::group::{GroupCommitOptions, GroupCommitter};
+use cairn_runtime::store::{
+    AppendRequest, EventStore, RunFilter, StoreError, StoredDefinition, StoredEvent,
+};
+use common::{event, run_request, summary, TestStore};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Generates `sqlite::NAME` and `postgres::NAME` tests calling `NAME(TestStore)`.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(super::common::sqlite().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let Some(store) = super::common::postgres().await else { return };
+                    super::$name(store).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    append_and_load,
+    stale_expected_sequence_conflicts,
+    multi_stream_append_is_atomic,
+    read_all_orders_and_pages,
+    concurrent_appenders_never_hide_events_from_readers,
+    runs_index,
+    definitions,
+    group_committer_under_64_appenders,
+    group_committer_drains_on_shutdown,
+    append_groups_isolates_conflicts,
+);
+
+async fn append_and_load(t: TestStore) {
+    let s = &t.store;
+    let a = s.append(vec![run_request("r1", 0, 3)]).await.unwrap();
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].last_sequence, 3);
+    assert!(a[0].last_position >= 3);
+
+    let events = s.load("run", "r1", 0).await.unwrap();
+    assert_eq!(events.len(), 3);
+    for (i, e) in events.iter().enumerate() {
+        let n = i as u64 + 1;
+        assert_eq!(e.sequence, n);
+        assert_eq!(e.stream, "r1");
+        assert_eq!(e.aggregate_type, "run");
+        let want = event("TaskCompleted", n);
+        assert_eq!(e.event_type, want.event_type);
+        assert_eq!(e.event_version, want.event_version);
+        assert_eq!(e.payload, want.payload, "{}", t.kind);
+        assert_eq!(e.metadata, want.metadata);
+    }
+    assert_eq!(events[2].position, a[0].last_position);
+
+    let tail = s.load("run", "r1", 1).await.unwrap();
+    assert_eq!(tail.iter().map(|e| e.sequence).collect::<Vec<_>>(), [2, 3]);
+
+    let b = s.append(vec![run_request("r1", 3, 2)]).await.unwrap();
+    assert_eq!(b[0].last_sequence, 5);
+    assert!(b[0].last_position > a[0].last_position);
+    assert_eq!(s.load("run", "r1", 0).await.unwrap().len(), 5);
+
+    // Streams are separated by aggregate type and id.
+    assert!(s.load("run", "r2", 0).await.unwrap().is_empty());
+    assert!(s.load("definition", "r1", 0).await.unwrap().is_empty());
+}
+
+async fn stale_expected_sequence_conflicts(t: TestStore) {
+    let s = &t.store;
+    s.append(vec![run_request("r1", 0, 3)]).await.unwrap();
+
+    let behind = s.append(vec![run_request("r1", 0, 1)]).await.unwrap_err();
+    assert_eq!(
+        behind,
+        StoreError::Conflict {
+            stream: "r1".into(),
+            expected: 0,
+            actual: 3
+        }
+    );
+    let stale = s.append(vec![run_request("r1", 2, 1)]).await.unwrap_err();
+    assert_eq!(
+        stale,
+        StoreError::Conflict {
+            stream: "r1".into(),
+            expected: 2,
+            actual: 3
+        }
+    );
+    // Ahead of the stream is as wrong as behind it: it would leave a hole.
+    let ahead = s.append(vec![run_request("r1", 5, 1)]).await.unwrap_err();
+    assert_eq!(
+        ahead,
+        StoreError::Conflict {
+            stream: "r1".into(),
+            expected: 5,
+            actual: 3
+        }
+    );
+    assert_eq!(s.load("run", "r1", 0).await.unwrap().len(), 3);
+    assert_eq!(s.read_all(0, 100).await.unwrap().len(), 3);
+}
+
+async fn multi_stream_append_is_atomic(t: TestStore) {
+    let s = &t.store;
+    s.append(vec![run_request("b", 0, 2)]).await.unwrap();
+
+    // `a` would be fine, `b` is stale: nothing is written, not even a's summary.
+    let mut a = run_request("a", 0, 2);
+    a.run_summary = Some(summary("a", "running", 1));
+    let err = s
+        .append(vec![a.clone(), run_request("b", 1, 1)])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict { ref stream, expected: 1, actual: 2 } if stream == "b")
+    );
+    assert!(s.load("run", "a", 0).await.unwrap().is_empty());
+    assert_eq!(s.read_all(0, 100).await.unwrap().len(), 2);
+    assert_eq!(s.get_run("a").await.unwrap(), None);
+
+    // Both fine: both written, in request order, one stream twice.
+    let done = s
+        .append(vec![a, run_request("b", 2, 1), run_request("a", 2, 1)])
+        .await
+        .unwrap();
+    assert_eq!(
+        done.iter().map(|d| d.last_sequence).collect::<Vec<_>>(),
+        [2, 3, 3]
+    );
+    assert!(done[0].last_position < done[1].last_position);
+    assert!(done[1].last_position < done[2].last_position);
+    assert_eq!(s.load("run", "a", 0).await.unwrap().len(), 3);
+    assert_eq!(s.get_run("a").await.unwrap().unwrap().status, "running");
+
+    // A request with no events only checks its expectation.
+    let empty = AppendRequest {
+        events: vec![],
+        ..run_request("a", 3, 0)
+    };
+    let r = s.append(vec![empty.clone()]).await.unwrap();
+    assert_eq!(r[0].last_sequence, 3);
+    assert_eq!(r[0].last_position, 0);
+    let stale_empty = AppendRequest {
+        expected_sequence: 1,
+        ..empty
+    };
+    assert!(matches!(
+        s.append(vec![stale_empty]).await,
+        Err(StoreError::Conflict { .. })
+    ));
+}
+
+/// Checks a read_all result: positions strictly increase, and each stream's sequences
+/// increase in position order.
+fn assert_log_order(events: &[StoredEvent]) {
+    let mut last_seq: HashMap<(&str, &str), u64> = HashMap::new();
+    for w in events.windows(2) {
+        assert!(
+            w[0].position < w[1].position,
+            "positions must strictly increase"
+        );
+    }
+    for e in events {
+        let prev = last_seq.insert((&e.aggregate_type, &e.stream), e.sequence);
+        assert_eq!(
+            prev.unwrap_or(0) + 1,
+            e.sequence,
+            "stream {} out of order",
+            e.stream
+        );
+    }
+}
+
+async fn read_all_orders_and_pages(t: TestStore) {
+    let s = &t.store;
+    let mut heads = [0u64; 5];
+    for round in 0..5u64 {
+        for (i, head) in heads.iter_mut().enumerate() {
+            let n = (round + i as u64) % 2 + 1;
+            s.append(vec![run_request(&format!("s{i}"), *head, n)])
+                .await
+                .unwrap();
+            *head += n;
+        }
+    }
+    let total: u64 = heads.iter().sum();
+    let all = s.read_all(0, 1000).await.unwrap();
+    assert_eq!(all.len() as u64, total);
+    assert_log_order(&all);
+
+    let mut paged = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = s.read_all(after, 7).await.unwrap();
+        assert!(page.len() <= 7);
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        paged.extend(page);
+    }
+    assert_eq!(paged, all);
+    assert!(s.read_all(after, 7).await.unwrap().is_empty());
+    // Resuming mid-way yields exactly the rest.
+    let mid = all[10].position;
+    assert_eq!(s.read_all(mid, 1000).await.unwrap(), all[11..].to_vec());
+}
+
+/// The out-of-order-commit case: many appenders on separate connections (separate store
+/// instances, as separate processes would be) while a reader pages through `read_all` the whole
+/// time. The reader must see every event exactly once, in increasing position order.
+async fn concurrent_appenders_never_hide_events_from_readers(t: TestStore) {
+    const WRITERS: usize = 12;
+    const APPENDS: u64 = 40;
+    let mut stores: Vec<Arc<dyn EventStore>> = vec![t.store.clone()];
+    for _ in 1..4 {
+        stores.push(t.open_again().await);
+    }
+    let tracker = TaskTracker::new();
+    let mut expected_total = 0u64;
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let store = stores[w % stores.len()].clone();
+        // Varying batch sizes make transactions of varying length, so commits interleave.
+        let sizes: Vec<u64> = (0..APPENDS).map(|i| (i + w as u64) % 4 + 1).collect();
+        expected_total += sizes.iter().sum::<u64>();
+        writers.push(tracker.spawn(async move {
+            let mut heads = [0u64; 3];
+            for (i, n) in sizes.into_iter().enumerate() {
+                let k = i % 3;
+                let stream = format!("w{w}-{k}");
+                store
+                    .append(vec![run_request(&stream, heads[k], n)])
+                    .await
+                    .unwrap();
+                heads[k] += n;
+            }
+        }));
+    }
+    let reader_store = stores[stores.len() - 1].clone();
+    let reader = tracker.spawn(async move {
+        let mut seen: Vec<StoredEvent> = Vec::new();
+        let mut after = 0;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        while (seen.len() as u64) < expected_total {
+            assert!(tokio::time::Instant::now() < deadline, "reader timed out");
+            let page = reader_store.read_all(after, 50).await.unwrap();
+            match page.last() {
+                Some(last) => after = last.position,
+                None => tokio::task::yield_now().await,
+            }
+            seen.extend(page);
+        }
+        // Nothing more may appear after the writers are done.
+        seen
+    });
+    for w in writers {
+        w.await.unwrap();
+    }
+    let seen = reader.await.unwrap();
+    let after = seen.last().map(|e| e.position).unwrap_or(0);
+    assert!(t.store.read_all(after, 10).await.unwrap().is_empty());
+    assert_eq!(seen.len() as u64, expected_total, "{}", t.kind);
+    let unique: HashSet<(String, u64)> = seen
+        .iter()
+        .map(|e| (e.stream.clone(), e.sequence))
+        .collect();
+    assert_eq!(unique.len(), seen.len(), "an event was seen twice");
+    assert_log_order(&seen);
+    // And the reader's view equals the final log.
+    assert_eq!(t.store.read_all(0, 1_000_000).await.unwrap(), seen);
+}
+
+async fn runs_index(t: TestStore) {
+    let s = &t.store;
+    let with = |stream: &str, expected, status: &str, created| {
+        let mut r = run_request(stream, expected, 1);
+        r.run_summary = Some(summary(stream, status, created));
+        r
+    };
+    s.append(vec![with("r1", 0, "running", 1000)])
+        .await
+        .unwrap();
+    s.append(vec![
+        with("r2", 0, "completed", 2000),
+        with("r3", 0, "waiting", 3000),
+    ])
+    .await
+    .unwrap();
+    // An update keeps created_at and changes the rest.
+    let mut update = with("r1", 1, "completed", 9999);
+    if let Some(sum) = update.run_summary.as_mut() {
+        sum.updated_at = 5000;
+        sum.next_timer_at = Some(7000);
+    }
+    s.append(vec![update]).await.unwrap();
+
+    let r1 = s.get_run("r1").await.unwrap().unwrap();
+    assert_eq!(r1.status, "completed");
+    assert_eq!(r1.created_at, 1000);
+    assert_eq!(r1.updated_at, 5000);
+    assert_eq!(r1.next_timer_at, Some(7000));
+    assert_eq!(s.get_run("nope").await.unwrap(), None);
+
+    let ids = |runs: Vec<cairn_runtime::store::RunSummary>| {
+        runs.into_iter().map(|r| r.run_id).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(s.list_runs(&RunFilter::default()).await.unwrap()),
+        ["r3", "r2", "r1"]
+    );
+    let completed = RunFilter {
+        statuses: vec!["completed".into()],
+        limit: None,
+    };
+    assert_eq!(ids(s.list_runs(&completed).await.unwrap()), ["r2", "r1"]);
+    let two = RunFilter {
+        statuses: vec!["completed".into(), "waiting".into()],
+        limit: None,
+    };
+    assert_eq!(ids(s.list_runs(&two).await.unwrap()), ["r3", "r2", "r1"]);
+    let one = RunFilter {
+        statuses: vec![],
+        limit: Some(1),
+    };
+    assert_eq!(ids(s.list_runs(&one).await.unwrap()), ["r3"]);
+    let none = RunFilter {
+        statuses: vec!["faulted".into()],
+        limit: Some(5),
+    };
+    assert!(s.list_runs(&none).await.unwrap().is_empty());
+
+    // A conflicting append leaves the index untouched.
+    let err = s
+        .append(vec![with("r2", 0, "faulted", 1)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }));
+    assert_eq!(s.get_run("r2").await.unwrap().unwrap().status, "completed");
+}
+
+fn definition(name: &str, version: &str, salt: u32) -> StoredDefinition {
+    StoredDefinition {
+        namespace: "default".into(),
+        name: name.into(),
+        version: version.into(),
+        hash: format!("hash-{name}-{version}-{salt}"),
+        source: json!({ "document": { "name": name, "version": version }, "salt": salt }),
+    }
+}
+
+async fn definitions(t: TestStore) {
+    let s = &t.store;
+    for v in ["1.9.0", "1.10.0", "1.2.0", "1.10.0-rc.1"] {
+        s.put_definition(&definition("order", v, 0)).await.unwrap();
+    }
+    s.put_definition(&definition("other", "9.0.0", 0))
+        .await
+        .unwrap();
+    // Idempotent on the hash.
+    s.put_definition(&definition("order", "1.9.0", 0))
+        .await
+        .unwrap();
+
+    let d = definition("order", "1.9.0", 0);
+    assert_eq!(
+        s.definition_by_hash(&d.hash).await.unwrap(),
+        Some(d.clone())
+    );
+    assert_eq!(s.definition_by_hash("missing").await.unwrap(), None);
+    assert_eq!(
+        s.find_definition("default", "order", "1.9.0")
+            .await
+            .unwrap(),
+        Some(d)
+    );
+    let latest = s
+        .find_definition("default", "order", "latest")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(latest.version, "1.10.0", "{}", t.kind);
+    assert_eq!(
+        s.find_definition("default", "order", "3.0.0")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        s.find_definition("other-ns", "order", "latest")
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Same version, new content: the newest registration wins.
+    let edited = definition("order", "1.10.0", 1);
+    s.put_definition(&edited).await.unwrap();
+    assert_eq!(
+        s.find_definition("default", "order", "1.10.0")
+            .await
+            .unwrap(),
+        Some(edited.clone())
+    );
+    assert_eq!(
+        s.find_definition("default", "order", "latest")
+            .await
+            .unwrap(),
+        Some(edited)
+    );
+}
+
+async fn group_committer_under_64_appenders(t: TestStore) {
+    const TASKS: usize = 64;
+    const APPENDS: u64 = 10;
+    let tracker = TaskTracker::new();
+    let shutdown = CancellationToken::new();
+    let gc = Arc::new(GroupCommitter::new(
+        t.store.clone(),
+        GroupCommitOptions::default(),
+        &tracker,
+        shutdown.clone(),
+    ));
+    // Every task extends its own stream; every 8th also makes a stale append of the same
+    // stream, which must fail alone.
+    let mut handles = Vec::new();
+    for i in 0..TASKS {
+        let gc = gc.clone();
+        handles.push(tracker.spawn(async move {
+            let stream = format!("g{i}");
+            let mut conflicts = 0;
+            for k in 0..APPENDS {
+                let done = gc.append(vec![run_request(&stream, k, 1)]).await.unwrap();
+                assert_eq!(done[0].last_sequence, k + 1);
+                if i % 8 == 0 && k % 3 == 0 {
+                    let err = gc
+                        .append(vec![run_request(&stream, k, 1)])
+                        .await
+                        .unwrap_err();
+                    assert!(matches!(err, StoreError::Conflict { expected, actual, .. }
+                        if expected == k && actual == k + 1));
+                    conflicts += 1;
+                }
+            }
+            conflicts
+        }));
+    }
+    // Two callers racing for the same new stream: exactly one wins.
+    let (x, y) = tokio::join!(
+        gc.append(vec![run_request("contested", 0, 2)]),
+        gc.append(vec![run_request("contested", 0, 3)]),
+    );
+    assert!(
+        x.is_ok() != y.is_ok(),
+        "exactly one of two racing appends must win"
+    );
+
+    let mut conflicts = 0;
+    for h in handles {
+        conflicts += h.await.unwrap();
+    }
+    assert_eq!(conflicts, 8 * 4);
+
+    let all = t.store.read_all(0, 100_000).await.unwrap();
+    let contested = if x.is_ok() { 2 } else { 3 };
+    assert_eq!(all.len() as u64, TASKS as u64 * APPENDS + contested);
+    assert_log_order(&all);
+    for i in 0..TASKS {
+        let seqs: Vec<u64> = gc
+            .load("run", &format!("g{i}"), 0)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.sequence)
+            .collect();
+        assert_eq!(seqs, (1..=APPENDS).collect::<Vec<_>>());
+    }
+    shutdown.cancel();
+    tracker.close();
+    tracker.wait().await;
+}
+
+async fn group_committer_drains_on_shutdown(t: TestStore) {
+    let tracker = TaskTracker::new();
+    let shutdown = CancellationToken::new();
+    let gc = GroupCommitter::new(
+        t.store.clone(),
+        GroupCommitOptions {
+            queue_capacity: 8,
+            max_batch: 4,
+        },
+        &tracker,
+        shutdown.clone(),
+    );
+    let results = futures::future::join_all(
+        (0..20).map(|i| gc.append(vec![run_request(&format!("d{i}"), 0, 1)])),
+    );
+    let (results, ()) = tokio::join!(results, async {
+        tokio::task::yield_now().await;
+        shutdown.cancel();
+    });
+    // Whatever was accepted before the cancel is written; nothing is half-answered.
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    for r in &results {
+        if let Err(e) = r {
+            assert!(matches!(e, StoreError::Unavailable(_)), "{e}");
+        }
+    }
+    tracker.close();
+    tokio::time::timeout(Duration::from_secs(30), tracker.wait())
+        .await
+        .unwrap();
+    assert_eq!(t.store.read_all(0, 100).await.unwrap().len(), ok);
+    let late = gc
+        .append(vec![run_request("late", 0, 1)])
+        .await
+        .unwrap_err();
+    assert!(matches!(late, StoreError::Unavailable(_)));
+}
+
+async fn append_groups_isolates_conflicts(t: TestStore) {
+    let s = &t.store;
+    s.append(vec![run_request("x", 0, 1)]).await.unwrap();
+    let out = s
+        .append_groups(vec![
+            vec![run_request("a", 0, 1)],
+            vec![run_request("x", 0, 1), run_request("b", 0, 1)], // stale on x: b not written
+            vec![run_request("x", 1, 2)],
+            vec![run_request("x", 1, 1)], // the group before took x to 3
+            vec![run_request("a", 1, 1)], // sees group 0
+        ])
+        .await
+        .unwrap();
+    assert_eq!(out.len(), 5);
+    assert_eq!(out[0].as_ref().unwrap()[0].last_sequence, 1);
+    assert!(
+        matches!(&out[1], Err(StoreError::Conflict { stream, expected: 0, actual: 1 }) if stream == "x")
+    );
+    assert_eq!(out[2].as_ref().unwrap()[0].last_sequence, 3);
+    assert!(
+        matches!(&out[3], Err(StoreError::Conflict { stream, expected: 1, actual: 3 }) if stream == "x")
+    );
+    assert_eq!(out[4].as_ref().unwrap()[0].last_sequence, 2);
+    assert!(s.load("run", "b", 0).await.unwrap().is_empty());
+    assert_eq!(s.load("run", "x", 0).await.unwrap().len(), 3);
+    assert_log_order(&s.read_all(0, 100).await.unwrap());
+}
+
+// ---- store-specific tests ----
+
+#[tokio::test]
+async fn sqlite_reopen_keeps_everything() {
+    use cairn_runtime::store::sqlite::SqliteStore;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a/b/cairn.db");
+    let path = path.to_str().unwrap();
+    let first_positions;
+    {
+        let s = SqliteStore::open(path).await.unwrap();
+        let mut r = run_request("r1", 0, 3);
+        r.run_summary = Some(summary("r1", "running", 10));
+        first_positions = s.append(vec![r]).await.unwrap()[0].last_position;
+        s.put_definition(&definition("order", "1.0.0", 0))
+            .await
+            .unwrap();
+        s.close().await;
+    }
+    let s = SqliteStore::open(path).await.unwrap();
+    assert_eq!(s.load("run", "r1", 0).await.unwrap().len(), 3);
+    assert_eq!(s.get_run("r1").await.unwrap().unwrap().status, "running");
+    assert!(s
+        .find_definition("default", "order", "latest")
+        .await
+        .unwrap()
+        .is_some());
+    let next = s.append(vec![run_request("r1", 3, 1)]).await.unwrap();
+    assert!(next[0].last_position > first_positions);
+    // Durability settings are what the docs promise.
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(s.write_pool())
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+        .fetch_one(s.write_pool())
+        .await
+        .unwrap();
+    assert_eq!(sync, 2, "synchronous=FULL");
+    let version: i64 = sqlx::query_scalar("SELECT MAX(version) FROM schema_version")
+        .fetch_one(s.read_pool())
+        .await
+        .unwrap();
+    assert_eq!(version, 1);
+}
+
+#[tokio::test]
+async fn malformed_urls_are_rejected() {
+    let err = cairn_runtime::store::open("mysql://localhost/x")
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, StoreError::InvalidUrl { .. }), "{err}");
+    let err = cairn_runtime::store::open("postgres://user:hunter2@host:notaport/db")
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, StoreError::InvalidUrl { .. }), "{err}");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+    let err = cairn_runtime::store::open("sqlite://").await.err().unwrap();
+    assert!(matches!(err, StoreError::InvalidUrl { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn unreachable_postgres_says_where_without_password() {
+    use cairn_runtime::store::postgres::{PostgresOptions, PostgresStore};
+    let options = PostgresOptions {
+        connect_timeout: Duration::from_secs(5),
+        ..Default::default()
+    };
+    let err = PostgresStore::connect_with("postgres://cairn:hunter2@127.0.0.1:1/cairn", options)
+        .await
+        .err()
+        .unwrap();
+    let msg = err.to_string();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{msg}");
+    assert!(
+        msg.contains("cannot connect to postgres at 127.0.0.1:1/cairn"),
+        "{msg}"
+    );
+    assert!(!msg.contains("hunter2"), "{msg}");
+}
+
+#[tokio::test]
+async fn postgres_wrong_password_or_database_is_a_clear_error() {
+    let Some(t) = common::postgres().await else {
+        return;
+    };
+    let url = common::with_database(&common::postgres_admin_url(), "cairn_no_such_db_x");
+    let err = cairn_runtime::store::open(&url).await.err().unwrap();
+    let msg = err.to_string();
+    assert!(msg.contains("cannot connect to postgres at"), "{msg}");
+    assert!(msg.contains("cairn_no_such_db_x"), "{msg}");
+    drop(t);
+}
+
+// ---- cqrs-es on our stores ----
+
+mod cqrs_toy {
+    use cairn_runtime::store::cqrs::CqrsRepository;
+    use cqrs_es::event_sink::EventSink;
+    use cqrs_es::persist::{PersistedEventRepository, PersistedEventStore};
+    use cqrs_es::{Aggregate, AggregateError, CqrsFramework, DomainEvent};
+    use serde::{Deserialize, Serialize};
+    use tokio_util::task::TaskTracker;
+
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    struct Counter {
+        value: i64,
+    }
+
+    #[derive(Debug)]
+    enum Command {
+        Add(i64),
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    enum Event {
+        Added(i64),
+    }
+
+    impl DomainEvent for Event {
+        fn event_type(&self) -> String {
+            "Added".into()
+        }
+        fn event_version(&self) -> String {
+            "1".into()
+        }
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("negative total")]
+    struct Negative;
+
+    impl Aggregate for Counter {
+        const TYPE: &'static str = "counter";
+        type Command = Command;
+        type Event = Event;
+        type Error = Negative;
+        type Services = ();
+
+        async fn handle(
+            &mut self,
+            command: Command,
+            _: &(),
+            sink: &EventSink<Self>,
+        ) -> Result<(), Negative> {
+            let Command::Add(n) = command;
+            if self.value + n < 0 {
+                return Err(Negative);
+            }
+            sink.write(Event::Added(n), self).await;
+            Ok(())
+        }
+
+        fn apply(&mut self, event: Event) {
+            let Event::Added(n) = event;
+            self.value += n;
+        }
+    }
+
+    #[tokio::test]
+    async fn cqrs_framework_runs_on_sqlite() {
+        let t = super::common::sqlite().await;
+        let tracker = TaskTracker::new();
+        let repo = CqrsRepository::new(t.store.clone(), tracker.clone());
+        let cqrs = CqrsFramework::new(
+            PersistedEventStore::<CqrsRepository, Counter>::new_event_store(repo.clone()),
+            vec![],
+            (),
+        );
+        cqrs.execute("c1", Command::Add(5)).await.unwrap();
+        cqrs.execute("c2", Command::Add(1)).await.unwrap();
+        cqrs.execute("c1", Command::Add(-2)).await.unwrap();
+        let rejected = cqrs.execute("c1", Command::Add(-10)).await.unwrap_err();
+        assert!(matches!(rejected, AggregateError::UserError(Negative)));
+
+        let c1 = t.store.load("counter", "c1", 0).await.unwrap();
+        assert_eq!(c1.len(), 2);
+        assert_eq!(c1[1].sequence, 2);
+        assert_eq!(c1[1].payload, serde_json::json!({ "Added": -2 }));
+
+        // A stale writer is an optimistic-lock error.
+        let stale = repo
+            .persist::<Counter>(
+                &[cqrs_es::persist::SerializedEvent::new(
+                    "c1".into(),
+                    2,
+                    "counter".into(),
+                    "Added".into(),
+                    "1".into(),
+                    serde_json::json!({ "Added": 1 }),
+                    serde_json::json!({}),
+                )],
+                None,
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            stale,
+            cqrs_es::persist::PersistenceError::OptimisticLockError
+        ));
+
+        // stream_all_events replays in global order.
+        let mut stream = repo.stream_all_events::<Counter>().await.unwrap();
+        let mut order = Vec::new();
+        while let Some(e) = stream.next::<Counter>(&[]).await {
+            let e = e.unwrap();
+            order.push((e.aggregate_id, e.sequence));
+        }
+        assert_eq!(
+            order,
+            [
+                ("c1".to_string(), 1),
+                ("c2".to_string(), 1),
+                ("c1".to_string(), 2)
+            ]
+        );
+        let events = repo.get_last_events::<Counter>("c1", 1).await.unwrap();
+        assert_eq!(events.len(), 1);
+        tracker.close();
+        tracker.wait().await;
+    }
+}
