@@ -1,0 +1,11 @@
+//! Integration tests of the `cairn` command line: one test binary, one module per area.
+//!
+//! - `common`: running the binary with a timeout, temporary stores, the spec folder.
+//! - `mock`: a loopback HTTP server standing in for the public hosts the CTK calls.
+//! - `ctk`: the Serverless Workflow Conformance Test Kit and smoke runs of the examples.
+//! - `contract`: exit codes and messages of the CLI on good and bad input.
+
+mod common;
+mod contract;
+mod ctk;
+mod mock;
