@@ -203,10 +203,8 @@ impl Decider {
             return self.handle_child_error(s, &f, err, inp, out);
         }
         match &f.kind {
-            FrameKind::Root(seq) | FrameKind::Do(seq) => {
-                if seq.current.is_none() {
-                    self.advance(s, &f, seq, inp, out);
-                }
+            FrameKind::Root(seq) | FrameKind::Do(seq) if seq.current.is_none() => {
+                self.advance(s, &f, seq, inp, out);
             }
             FrameKind::For { iteration, seq } => match iteration {
                 None => self.next_iteration(s, &f, 0, f.input.clone(), inp, out),
@@ -1228,7 +1226,7 @@ impl Decider {
                         Self::emit(s, out, RunEvent::TaskCancelled { id: *id });
                     }
                 }
-                return self.complete(s, f, v, then, inp, out);
+                self.complete(s, f, v, then, inp, out);
             }
         } else if branches.iter().all(|b| matches!(b, Some(Branch::Done(_)))) {
             let outputs: Vec<Value> = branches
@@ -1238,7 +1236,7 @@ impl Decider {
                     _ => None,
                 })
                 .collect();
-            return self.complete(s, f, Value::Array(outputs), then, inp, out);
+            self.complete(s, f, Value::Array(outputs), then, inp, out);
         }
     }
 

@@ -87,6 +87,9 @@ pub fn iso8601_millis(text: &str) -> Result<u64, DurationError> {
             let unit_millis = unit_millis.ok_or_else(|| {
                 err("years and months are not supported: their length depends on the calendar")
             })?;
+            if number.is_empty() {
+                return Err(err(&format!("`{designator}` must follow a number")));
+            }
             let scaled = parse_scaled(number).ok_or_else(|| {
                 err(&format!(
                     "`{number}` is not a number (digits, optionally `.` and more digits)"
@@ -125,6 +128,7 @@ fn parse_scaled(number: &str) -> Option<u128> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -184,6 +188,7 @@ mod tests {
         for text in [
             "", "P", "PT", "T1H", "1H", "pt1h", "P1DT", "PT1D", "P1H", "PT1S1M", "P1D1W", "PT1",
             "PT.5S", "PT1.S", "PT-1S", "PT1,5S", "PT1H1H", "P1D T1H", " PT1S", "PT1S ", "P1DT1H2D",
+            "PTS", "PD", "P1DTT1H", "P0.5Y",
         ] {
             assert!(iso8601_millis(text).is_err(), "{text:?} should be rejected");
         }
@@ -191,6 +196,11 @@ mod tests {
         assert_eq!(message("P"), "has no components");
         assert_eq!(message("P1DT"), "`T` must be followed by a time component");
         assert!(message("PT1S1M").starts_with("unexpected `M`: components are"));
+        assert_eq!(message("PTS"), "`S` must follow a number");
+        assert_eq!(
+            message("PT1.2.3S"),
+            "`1.2.3` is not a number (digits, optionally `.` and more digits)"
+        );
     }
 
     #[test]

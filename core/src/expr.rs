@@ -421,6 +421,7 @@ fn float_to_json(f: f64) -> Value {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;

@@ -91,6 +91,7 @@ impl fmt::Display for Text<'_> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;

@@ -117,18 +117,13 @@ fn reader(mut r: impl Read + Send + 'static) -> JoinHandle<String> {
 }
 
 impl Running {
-    /// Is the process still running?
-    pub fn is_running(&mut self) -> bool {
-        match self.child.as_mut() {
-            Some(c) => matches!(c.try_wait(), Ok(None)),
-            None => false,
-        }
-    }
-
     /// Waits for the process to exit, killing it after `timeout`.
     pub fn finish(mut self, timeout: Duration) -> Outcome {
         let deadline = Instant::now() + timeout;
-        let mut child = self.child.take().expect("the process is there until finished");
+        let mut child = self
+            .child
+            .take()
+            .expect("the process is there until finished");
         let mut timed_out = false;
         let status = loop {
             match child.try_wait() {
@@ -284,8 +279,7 @@ pub fn json_eq(a: &Value, b: &Value) -> bool {
         }
         (Value::Object(x), Value::Object(y)) => {
             x.len() == y.len()
-                && x
-                    .iter()
+                && x.iter()
                     .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
         }
         _ => a == b,

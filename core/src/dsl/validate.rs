@@ -86,7 +86,12 @@ pub fn load_str(text: &str, format: SourceFormat) -> Result<Workflow, Validation
     let mut problems: Vec<Problem> = positions
         .duplicates
         .iter()
-        .map(|(pointer, key)| Problem::new(pointer.clone(), format!("duplicate key `{key}`")))
+        .map(|(pointer, key, (line, column))| Problem {
+            pointer: pointer.clone(),
+            line: Some(*line),
+            column: Some(*column),
+            message: format!("duplicate key `{key}`"),
+        })
         .collect();
     let workflow = match decode(&value) {
         Ok(w) => {
@@ -240,7 +245,7 @@ pub(crate) fn path_to_pointer(path: &serde_path_to_error::Path) -> String {
 #[derive(Default)]
 struct Positions {
     starts: HashMap<String, (usize, usize)>,
-    duplicates: Vec<(String, String)>,
+    duplicates: Vec<(String, String, (usize, usize))>,
 }
 
 enum Frame {
@@ -303,7 +308,7 @@ impl Positions {
                         };
                         let p = format!("{pointer}/{}", escape(&k));
                         if !seen.insert(k.clone()) {
-                            out.duplicates.push((p.clone(), k.clone()));
+                            out.duplicates.push((p.clone(), k.clone(), pos));
                         }
                         out.starts.entry(p).or_insert(pos);
                         *key = Some(k);

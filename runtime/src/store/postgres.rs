@@ -200,7 +200,7 @@ impl PostgresStore {
     ) -> std::result::Result<Vec<GroupOutcome>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         // See the module docs: this lock is what makes read_all gap-free.
-        sqlx::query("SELECT $1::bigint")
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(APPEND_LOCK)
             .execute(&mut *tx)
             .await?;
