@@ -146,6 +146,9 @@ enum Command {
         #[command(flatten)]
         store: StoreArg,
     },
+    /// Measure the runtime on a store: latency, runs/s at several concurrencies, and the raw
+    /// append rate of the same store for comparison (figures on stdout, progress on stderr)
+    Bench(crate::bench::BenchArgs),
     /// Check a definition; exit 0, or print every problem with its location
     Validate {
         /// Definition file (YAML or JSON)
@@ -213,6 +216,10 @@ pub fn main() -> ExitCode {
 async fn dispatch(cmd: Command) -> Result<u8, Fail> {
     match cmd {
         Command::Validate { file, json } => validate(&file, json),
+        Command::Bench(args) => crate::bench::run(args).await.map_err(|f| Fail {
+            code: f.code,
+            error: f.error,
+        }),
         Command::Run {
             file,
             input,

@@ -4,6 +4,7 @@
 //! 0 success (a run completed), 1 a run faulted (stdout holds the error JSON), 2 bad usage,
 //! invalid definition or bad input, 3 a run was cancelled, 4 the store or the runtime failed.
 
+mod bench;
 mod cli;
 mod secrets;
 

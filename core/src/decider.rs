@@ -144,6 +144,19 @@ impl Decider {
     fn accept_input(&self, s: &mut RunState, inp: &mut DecideInput<'_>, out: &mut Out) {
         let raw = s.raw_input.clone();
         let vars = self.base_vars(s, None, &Value::Null, inp, false);
+        if let Some(schema) = self.def.input.as_ref().and_then(|i| i.schema.as_ref()) {
+            if let Err(e) = crate::schema::check(schema, &raw, "the workflow input") {
+                let e = e.at("/input/schema");
+                return Self::emit(
+                    s,
+                    out,
+                    RunEvent::RunFaulted {
+                        error: e,
+                        at: inp.now,
+                    },
+                );
+            }
+        }
         let input = match self.def.input.as_ref().and_then(|i| i.from.as_ref()) {
             Some(from) => match eval_as(from, &raw, &vars) {
                 Ok(v) => v,
@@ -351,6 +364,19 @@ impl Decider {
             },
             None => data,
         };
+        if let Some(schema) = self.def.output.as_ref().and_then(|o| o.schema.as_ref()) {
+            if let Err(e) = crate::schema::check(schema, &output, "the workflow output") {
+                let e = e.at("/output/schema");
+                return Self::emit(
+                    s,
+                    out,
+                    RunEvent::RunFaulted {
+                        error: e,
+                        at: inp.now,
+                    },
+                );
+            }
+        }
         Self::emit(
             s,
             out,
@@ -405,6 +431,10 @@ impl Decider {
                 if !expr::eval_condition(cond, &raw_input, &vars)? {
                     return Ok(None);
                 }
+            }
+            if let Some(schema) = task.base.input.as_ref().and_then(|i| i.schema.as_ref()) {
+                let what = format!("the input of task {}", named.name);
+                crate::schema::check(schema, &raw_input, &what)?;
             }
             match task.base.input.as_ref().and_then(|i| i.from.as_ref()) {
                 Some(from) => Ok(Some(eval_as(from, &raw_input, &vars)?)),
@@ -850,6 +880,10 @@ impl Decider {
                 Some(a) => eval_as(a, &raw_output, &vars)?,
                 None => raw_output.clone(),
             };
+            if let Some(schema) = task.base.output.as_ref().and_then(|o| o.schema.as_ref()) {
+                let what = format!("the output of task {}", f.name);
+                crate::schema::check(schema, &output, &what)?;
+            }
             let context = match task.base.export.as_ref().and_then(|o| o.as_.as_ref()) {
                 Some(a) => {
                     vars.insert("output".into(), output.clone());
@@ -857,6 +891,10 @@ impl Decider {
                 }
                 None => None,
             };
+            if let Some(schema) = task.base.export.as_ref().and_then(|o| o.schema.as_ref()) {
+                let what = format!("the context exported by task {}", f.name);
+                crate::schema::check(schema, context.as_ref().unwrap_or(&s.context), &what)?;
+            }
             Ok((output, context))
         })();
         match r {

@@ -19,6 +19,7 @@ pub mod error;
 pub mod events;
 pub mod expr;
 pub mod lifecycle;
+pub mod schema;
 pub mod schemas;
 pub mod state;
 pub mod uri;

@@ -21,6 +21,22 @@ do:
         greeting: ${ "hello " + .name }
 "#;
 
+/// `HELLO` plus a short durable timer, so that only a worker can finish the run.
+const PAUSE: &str = r#"
+document:
+  dsl: '1.0.3'
+  namespace: test
+  name: pause
+  version: '0.1.0'
+do:
+  - greet:
+      set:
+        greeting: ${ "hello " + .name }
+  - pause:
+      wait:
+        milliseconds: 200
+"#;
+
 const LISTEN: &str = r#"
 document:
   dsl: '1.0.3'
@@ -352,13 +368,13 @@ fn faulting_workflow_prints_the_error() {
 fn start_then_worker_completes_the_run() {
     let sb = Sandbox::new();
     let store = sb.store();
-    let f = sb.write("hello.yaml", HELLO);
+    let f = sb.write("pause.yaml", PAUSE);
     let id = start(&sb, &store, &f.to_string_lossy(), r#"{"name":"worker"}"#);
 
-    // Before any worker, the run is recorded and not finished.
+    // Before any worker, the run is recorded and not finished (its timer needs a worker).
     let s = status_json(&sb, &store, &id);
     assert!(
-        ["pending", "running"].contains(&s["status"].as_str().unwrap_or_default()),
+        ["pending", "running", "waiting"].contains(&s["status"].as_str().unwrap_or_default()),
         "{s}"
     );
 
@@ -381,7 +397,7 @@ fn start_then_worker_completes_the_run() {
         .find(|r| r["id"] == json!(id))
         .unwrap_or_else(|| panic!("run {id} is not listed: {}", out.describe()));
     assert_eq!(mine["status"], json!("completed"), "{mine}");
-    assert_eq!(mine["name"], json!("hello"), "{mine}");
+    assert_eq!(mine["name"], json!("pause"), "{mine}");
 
     let out = sb.cairn(&["history", &id, "--json", "--store", &store]);
     out.expect_code(0);

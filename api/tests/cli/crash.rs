@@ -515,8 +515,10 @@ fn crash(kind: &str, sandbox: &Sandbox, url: &str) {
     // Kill phase: a worker lives a random 50-600 ms, then SIGKILL; new runs arrive in batches.
     let mut runs: BTreeMap<u64, String> = BTreeMap::new();
     let mut workers: Vec<Outcome> = Vec::new();
+    let mut lives: Vec<(i64, i64)> = Vec::new(); // (spawned, killed) of each worker, ms
     let mut exited_early = Vec::new();
     for k in 0..plan.kills {
+        let spawned = now_ms();
         let worker = sandbox.spawn(&["worker", "--store", url]);
         for n in plan.batch_before(k) {
             let inp = input(n).to_string();
@@ -532,6 +534,7 @@ fn crash(kind: &str, sandbox: &Sandbox, url: &str) {
         if !o.timed_out {
             exited_early.push(format!("worker {k}: {}", o.describe()));
         }
+        lives.push((spawned, now_ms()));
         workers.push(o);
     }
     let kill_phase = began.elapsed();
@@ -616,6 +619,12 @@ fn crash(kind: &str, sandbox: &Sandbox, url: &str) {
         began.elapsed().as_secs_f64()
     );
     if !audit.problems.is_empty() {
+        for (n, id, key, recorded, at) in &audit.late_calls {
+            println!(
+                "{}",
+                explain_late(sandbox, url, *n, id, key, *recorded, *at, &log, &lives, &workers)
+            );
+        }
         let stderr: Vec<String> = workers
             .iter()
             .enumerate()
@@ -639,6 +648,64 @@ fn crash(kind: &str, sandbox: &Sandbox, url: &str) {
     }
 }
 
+/// What happened around a delivery that arrived after its call's result was recorded: the
+/// deliveries of the key, the workers' lives, the run's history and the logs of the workers
+/// alive at those times.
+#[allow(clippy::too_many_arguments)]
+fn explain_late(
+    sandbox: &Sandbox,
+    url: &str,
+    n: u64,
+    id: &str,
+    key: &str,
+    recorded: i64,
+    at: i64,
+    log: &SinkLog,
+    lives: &[(i64, i64)],
+    workers: &[Outcome],
+) -> String {
+    let t0 = lives.first().map_or(0, |l| l.0);
+    let mut out = format!(
+        "=== late delivery: run {n} ({id}), key {key}: result recorded at +{} ms, delivered again at +{} ms\n",
+        recorded - t0,
+        at - t0
+    );
+    for d in log
+        .deliveries
+        .iter()
+        .filter(|d| d.key.as_deref() == Some(key))
+    {
+        out.push_str(&format!("  delivery at +{} -> {}\n", d.at - t0, d.status));
+    }
+    out.push_str("  workers (spawned .. killed, ms from the first spawn):\n");
+    for (k, (a, b)) in lives.iter().enumerate() {
+        out.push_str(&format!("    {k:>2}: +{} .. +{}\n", a - t0, b - t0));
+    }
+    let history = sandbox.cairn(&["history", id, "--store", url, "--json"]);
+    out.push_str("  history (seq, recorded at, worker, type, data):\n");
+    for e in history.json_lines().unwrap_or_default() {
+        let worker = e["metadata"]["worker"].as_str().unwrap_or_default();
+        out.push_str(&format!(
+            "    {:>3} +{:<6} {} {:<20} {}\n",
+            e["sequence"],
+            e["metadata"]["recorded_at"].as_i64().unwrap_or(0) - t0,
+            &worker[worker.len().saturating_sub(8)..],
+            e["type"].as_str().unwrap_or_default(),
+            clip(&e["data"].to_string(), 160).replace('\n', " ")
+        ));
+    }
+    for (k, (a, b)) in lives.iter().enumerate() {
+        let covers = |t: i64| *a <= t && t <= *b;
+        if covers(recorded) || covers(at) {
+            out.push_str(&format!(
+                "  --- worker {k} stderr ---\n{}\n",
+                clip(&workers[k].stderr, 6000)
+            ));
+        }
+    }
+    out
+}
+
 fn clip(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
@@ -660,6 +727,8 @@ struct Audit {
     duplicated: usize,
     wrong: usize,
     late: usize,
+    /// (run, id, key, result recorded at, delivered at) of each late delivery.
+    late_calls: Vec<(u64, String, String, i64, i64)>,
 }
 
 fn int(v: &Value, field: &str) -> Option<i64> {
@@ -811,6 +880,8 @@ impl Audit {
             if let Some(&at) = recorded.first() {
                 for d in deliveries.iter().filter(|d| d.at > at) {
                     self.late += 1;
+                    self.late_calls
+                        .push((n, id.to_string(), key.clone(), at, d.at));
                     self.problem(format!(
                         "run {n}: call {key} reached the sink at {} ({} ms after its result was \
                          recorded at {at}): a completed call executed again",

@@ -68,43 +68,27 @@ pub struct Workflow {
     /// Identity and description of the workflow.
     pub document: Document,
     /// How the workflow's input is validated and transformed.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub input: Option<Input>,
     /// Reusable components.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        rename = "use",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some", rename = "use")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub use_: Option<Use>,
     /// The tasks the workflow performs.
     #[serde(rename = "do")]
     pub do_: TaskList,
     /// The workflow's timeout.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout: Option<TimeoutOrRef>,
     /// How the workflow's output is validated and transformed.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<Output>,
     /// When the workflow is started by the runtime itself (parsed, not executed yet).
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub schedule: Option<Schedule>,
 }
 
@@ -127,32 +111,20 @@ pub struct Document {
     ))]
     pub version: String,
     /// Human title.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
     /// Markdown summary.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,
     /// Key/value tags.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tags: Option<Object>,
     /// Free-form metadata.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Object>,
 }
 
@@ -161,60 +133,36 @@ pub struct Document {
 #[serde(deny_unknown_fields)]
 pub struct Use {
     /// Named authentication policies.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub authentications: Option<IndexMap<String, AuthenticationPolicy>>,
     /// Named errors, raised with `raise: { error: NAME }`.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub errors: Option<IndexMap<String, ErrorDefinition>>,
     /// Extensions (parsed; not applied yet). Each item has exactly one key, the extension's name.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub extensions: Option<Vec<IndexMap<String, Extension>>>,
     /// Named functions: tasks called with `call: NAME`.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub functions: Option<IndexMap<String, Task>>,
     /// Named retry policies.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub retries: Option<IndexMap<String, RetryPolicy>>,
     /// Names of the secrets the workflow reads.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub secrets: Option<Vec<String>>,
     /// Named timeouts.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<IndexMap<String, Timeout>>,
     /// Named catalogs of functions.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub catalogs: Option<IndexMap<String, Catalog>>,
 }
 
@@ -225,25 +173,16 @@ pub struct Extension {
     /// Kind of task extended.
     pub extend: ExtensionTarget,
     /// Condition for the extension to apply (a runtime expression).
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub when: Option<String>,
     /// Tasks run before the extended task.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub before: Option<TaskList>,
     /// Tasks run after the extended task.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub after: Option<TaskList>,
 }
 
@@ -290,32 +229,20 @@ pub struct Catalog {
 #[serde(deny_unknown_fields)]
 pub struct Schedule {
     /// Run at this interval.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub every: Option<Duration>,
     /// Run on this cron expression.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cron: Option<String>,
     /// Run again this long after the previous run completed.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub after: Option<Duration>,
     /// Run when these events arrive.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub on: Option<EventConsumptionStrategy>,
 }
 
@@ -324,19 +251,13 @@ pub struct Schedule {
 #[serde(deny_unknown_fields)]
 pub struct Input {
     /// Schema the raw input must satisfy.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub schema: Option<Schema>,
     /// Transformation of the raw input: a runtime expression (`${ }` optional), or an object
     /// whose `${ }` strings are evaluated.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<StringOrObject>")]
     pub from: Option<Value>,
 }
@@ -346,20 +267,13 @@ pub struct Input {
 #[serde(deny_unknown_fields)]
 pub struct Output {
     /// Schema the transformed output must satisfy.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub schema: Option<Schema>,
     /// Transformation of the raw output: a runtime expression (`${ }` optional), or an object
     /// whose `${ }` strings are evaluated.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        rename = "as",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some", rename = "as")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<StringOrObject>")]
     pub as_: Option<Value>,
 }
@@ -381,25 +295,16 @@ pub type Export = Output;
 #[serde(deny_unknown_fields)]
 pub struct Schema {
     /// Schema format, `json` by default.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
     /// The schema itself.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub document: Option<Value>,
     /// Where to fetch the schema (not supported yet at run time).
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub resource: Option<ExternalResource>,
 }
 
@@ -408,11 +313,8 @@ pub struct Schema {
 #[serde(deny_unknown_fields)]
 pub struct ExternalResource {
     /// Name of the resource.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Where it lives.
     pub endpoint: Endpoint,
@@ -469,39 +371,24 @@ string_or_object!(
 #[schemars(extend("minProperties" = 1))]
 pub struct DurationInline {
     /// Days.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub days: Option<u64>,
     /// Hours.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub hours: Option<u64>,
     /// Minutes.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub minutes: Option<u64>,
     /// Seconds.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub seconds: Option<u64>,
     /// Milliseconds.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub milliseconds: Option<u64>,
 }
 
@@ -664,59 +551,39 @@ pub struct Task {
 #[serde(deny_unknown_fields)]
 pub struct TaskBase {
     /// Run the task only when this runtime expression is true (`${ }` optional).
-    #[serde(
-        default,
-        deserialize_with = "some",
-        rename = "if",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some", rename = "if")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub if_: Option<String>,
     /// The task's input handling.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub input: Option<Input>,
     /// The task's output handling.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<Output>,
     /// What the task writes into `$context`.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub export: Option<Export>,
     /// The task's timeout.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout: Option<TimeoutOrRef>,
     /// What runs after the task.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub then: Option<FlowDirective>,
     /// Free-form metadata.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Object>,
 }
 
 /// The kind-specific part of a task.
 #[derive(Debug, Clone, PartialEq)]
+// A definition is decoded once and kept; boxing would only make it harder to match on.
+#[allow(clippy::large_enum_variant)]
 pub enum TaskKind {
     /// `call`.
     Call(CallTask),
@@ -1178,6 +1045,8 @@ impl JsonSchema for Task {
 
 /// A `call` task.
 #[derive(Debug, Clone, PartialEq)]
+// A definition is decoded once and kept; boxing would only make it harder to match on.
+#[allow(clippy::large_enum_variant)]
 pub enum CallTask {
     /// `call: http`.
     Http(HttpArgs),
@@ -1282,37 +1151,25 @@ pub struct HttpArgs {
     /// Where to send the request.
     pub endpoint: Endpoint,
     /// Request headers: an object of strings/expressions, or one expression.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<StringMapOrExpression>")]
     pub headers: Option<Value>,
     /// Request body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<Value>,
     /// Query parameters: an object of strings/expressions, or one expression.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<StringMapOrExpression>")]
     pub query: Option<Value>,
     /// `content` (default), `response` or `raw`.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<HttpOutputFormat>,
     /// Whether 3xx responses are followed rather than treated as errors.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub redirect: Option<bool>,
 }
 
@@ -1348,32 +1205,20 @@ pub struct OpenApiArgs {
     /// The operation to call.
     pub operation_id: String,
     /// Its parameters.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub parameters: Option<Object>,
     /// Authentication to use.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub authentication: Option<AuthenticationPolicy>,
     /// Output format.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<HttpOutputFormat>,
     /// Whether 3xx responses are followed.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub redirect: Option<bool>,
 }
 
@@ -1388,11 +1233,8 @@ pub struct GrpcArgs {
     /// The method to call.
     pub method: String,
     /// Its arguments.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub arguments: Option<Object>,
 }
 
@@ -1405,18 +1247,12 @@ pub struct GrpcService {
     /// Its host.
     pub host: String,
     /// Its port.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     /// Authentication to use.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub authentication: Option<AuthenticationPolicy>,
 }
 
@@ -1428,53 +1264,32 @@ pub struct AsyncApiArgs {
     /// The AsyncAPI document.
     pub document: ExternalResource,
     /// The channel (AsyncAPI 2.6 documents).
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub channel: Option<String>,
     /// The operation.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub operation: Option<String>,
     /// The server to use.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<AsyncApiServer>,
     /// The protocol used to select the server.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub protocol: Option<AsyncApiProtocol>,
     /// The message to publish.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<AsyncApiMessage>,
     /// The subscription to consume messages with.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub subscription: Option<AsyncApiSubscription>,
     /// Authentication to use.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub authentication: Option<AuthenticationPolicy>,
 }
 
@@ -1485,11 +1300,8 @@ pub struct AsyncApiServer {
     /// The server's name.
     pub name: String,
     /// Its variables.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub variables: Option<Object>,
 }
 
@@ -1524,18 +1336,12 @@ pub enum AsyncApiProtocol {
 #[serde(deny_unknown_fields)]
 pub struct AsyncApiMessage {
     /// The payload.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub payload: Option<Object>,
     /// The headers.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub headers: Option<Object>,
 }
 
@@ -1544,20 +1350,14 @@ pub struct AsyncApiMessage {
 #[serde(deny_unknown_fields)]
 pub struct AsyncApiSubscription {
     /// A runtime expression filtering consumed messages.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub filter: Option<String>,
     /// How many messages to consume.
     pub consume: AsyncApiConsumptionPolicy,
     /// What to do with each message.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub foreach: Option<SubscriptionIterator>,
 }
 
@@ -1567,34 +1367,20 @@ pub struct AsyncApiSubscription {
 #[serde(deny_unknown_fields)]
 pub struct AsyncApiConsumptionPolicy {
     /// How long to consume.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        rename = "for",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some", rename = "for")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub for_: Option<Duration>,
     /// How many messages to consume.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub amount: Option<u64>,
     /// Go on while this runtime expression is true.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        rename = "while",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some", rename = "while")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub while_: Option<String>,
     /// Go on until this runtime expression is true.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub until: Option<String>,
 }
 
@@ -1603,40 +1389,24 @@ pub struct AsyncApiConsumptionPolicy {
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionIterator {
     /// Variable name of the item (default `item`).
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub item: Option<String>,
     /// Variable name of the index (default `index`).
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub at: Option<String>,
     /// Tasks run for each item.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        rename = "do",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some", rename = "do")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub do_: Option<TaskList>,
     /// The item's output.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<Output>,
     /// What each item writes into `$context`.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub export: Option<Export>,
 }
 
@@ -1646,37 +1416,25 @@ pub struct SubscriptionIterator {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct McpArgs {
     /// MCP protocol version (default `2025-06-18`).
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub protocol_version: Option<String>,
     /// The method.
     pub method: McpMethod,
     /// Its parameters: an object, or a runtime expression.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<StringOrObject>")]
     pub parameters: Option<Value>,
     /// When the call times out.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
     /// How to reach the server: exactly one of `http` and `stdio`.
     pub transport: McpTransport,
     /// The client to present.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub client: Option<McpClient>,
 }
 
@@ -1705,25 +1463,16 @@ pub enum McpMethod {
 #[serde(deny_unknown_fields)]
 pub struct McpTransport {
     /// Streamable HTTP.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub http: Option<McpHttpTransport>,
     /// A local process.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stdio: Option<McpStdioTransport>,
     /// Transport options.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub options: Option<IndexMap<String, String>>,
 }
 
@@ -1734,11 +1483,8 @@ pub struct McpHttpTransport {
     /// The server.
     pub endpoint: Endpoint,
     /// Headers sent with requests.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub headers: Option<IndexMap<String, String>>,
 }
 
@@ -1749,18 +1495,12 @@ pub struct McpStdioTransport {
     /// The command running the server.
     pub command: String,
     /// Its arguments.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub arguments: Option<Vec<String>>,
     /// Its environment.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub environment: Option<IndexMap<String, String>>,
 }
 
@@ -1773,11 +1513,8 @@ pub struct McpClient {
     /// The client's version.
     pub version: String,
     /// A description.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
 }
 
@@ -1786,27 +1523,18 @@ pub struct McpClient {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct A2aArgs {
     /// The agent card describing the agent.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub agent_card: Option<ExternalResource>,
     /// The server to call.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<Endpoint>,
     /// The method.
     pub method: A2aMethod,
     /// Its parameters: a non-empty object, or a runtime expression.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<StringOrObject>")]
     pub parameters: Option<Value>,
 }
@@ -1842,6 +1570,8 @@ pub enum A2aMethod {
 /// An endpoint: a URI template, an expression, or a configuration object.
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 #[serde(untagged)]
+// A definition is decoded once and kept; boxing would only make it harder to match on.
+#[allow(clippy::large_enum_variant)]
 pub enum Endpoint {
     /// A URI (template) or a runtime expression.
     Uri(String),
@@ -1881,11 +1611,8 @@ pub struct EndpointConfig {
     /// URI template or expression.
     pub uri: String,
     /// Authentication policy.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub authentication: Option<AuthenticationPolicy>,
 }
 
@@ -1895,48 +1622,29 @@ pub struct EndpointConfig {
 #[schemars(extend("minProperties" = 1, "maxProperties" = 1))]
 pub struct AuthenticationPolicy {
     /// A name in `use.authentications`.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        rename = "use",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some", rename = "use")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub use_: Option<String>,
     /// HTTP basic.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub basic: Option<BasicAuth>,
     /// Bearer token.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub bearer: Option<BearerAuth>,
     /// HTTP digest (parsed; not supported yet).
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub digest: Option<BasicAuth>,
     /// OAuth2 (parsed; not supported yet).
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub oauth2: Option<OAuth2Auth>,
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oauth2: Option<Box<OAuth2Auth>>,
     /// OpenID Connect (parsed; not supported yet); `endpoints` is not allowed here.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub oidc: Option<OAuth2Auth>,
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<Box<OAuth2Auth>>,
 }
 
 /// Username/password, or a secret holding them (`use`): exactly one of the two forms.
@@ -1944,26 +1652,16 @@ pub struct AuthenticationPolicy {
 #[serde(deny_unknown_fields)]
 pub struct BasicAuth {
     /// The user name (may be an expression).
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     /// The password (may be an expression).
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
     /// A secret with `username` and `password`.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        rename = "use",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some", rename = "use")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub use_: Option<String>,
 }
 
@@ -1972,19 +1670,12 @@ pub struct BasicAuth {
 #[serde(deny_unknown_fields)]
 pub struct BearerAuth {
     /// The token (may be an expression).
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
     /// A secret with `token`.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        rename = "use",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some", rename = "use")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub use_: Option<String>,
 }
 
@@ -1993,96 +1684,56 @@ pub struct BearerAuth {
 #[serde(deny_unknown_fields)]
 pub struct OAuth2Auth {
     /// A secret holding the configuration.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        rename = "use",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some", rename = "use")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub use_: Option<String>,
     /// The authority (a URI).
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub authority: Option<String>,
     /// The grant type.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub grant: Option<OAuth2Grant>,
     /// The client.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub client: Option<OAuth2Client>,
     /// The token request.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub request: Option<OAuth2TokenRequest>,
     /// Accepted issuers.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub issuers: Option<Vec<String>>,
     /// Requested scopes.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub scopes: Option<Vec<String>>,
     /// Requested audiences.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub audiences: Option<Vec<String>>,
     /// User name (password grant).
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     /// Password (password grant).
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
     /// Subject token (token exchange).
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub subject: Option<OAuth2Token>,
     /// Actor token (token exchange).
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub actor: Option<OAuth2Token>,
     /// Endpoint paths (OAuth2 only).
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoints: Option<OAuth2Endpoints>,
 }
 
@@ -2107,32 +1758,20 @@ pub enum OAuth2Grant {
 #[serde(deny_unknown_fields)]
 pub struct OAuth2Client {
     /// Client id.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     /// Client secret.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
     /// A signed JWT assertion.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub assertion: Option<String>,
     /// How the client authenticates (default `client_secret_post`).
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub authentication: Option<OAuth2ClientAuthentication>,
 }
 
@@ -2153,11 +1792,8 @@ pub enum OAuth2ClientAuthentication {
 #[serde(deny_unknown_fields)]
 pub struct OAuth2TokenRequest {
     /// `application/x-www-form-urlencoded` (default) or `application/json`.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub encoding: Option<OAuth2RequestEncoding>,
 }
 
@@ -2187,25 +1823,16 @@ pub struct OAuth2Token {
 #[serde(deny_unknown_fields)]
 pub struct OAuth2Endpoints {
     /// Token endpoint (default `/oauth2/token`).
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
     /// Revocation endpoint (default `/oauth2/revoke`).
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub revocation: Option<String>,
     /// Introspection endpoint (default `/oauth2/introspect`).
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub introspection: Option<String>,
 }
 
@@ -2245,12 +1872,8 @@ pub struct ForTask {
     #[serde(rename = "for")]
     pub for_: ForSpec,
     /// Keep iterating while this is true.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        rename = "while",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some", rename = "while")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub while_: Option<String>,
     /// The body.
     #[serde(rename = "do")]
@@ -2262,21 +1885,15 @@ pub struct ForTask {
 #[serde(deny_unknown_fields)]
 pub struct ForSpec {
     /// Variable name of the item (default `item`).
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub each: Option<String>,
     /// The collection (a runtime expression, `${ }` optional).
     #[serde(rename = "in")]
     pub in_: String,
     /// Variable name of the index (default `index`).
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub at: Option<String>,
 }
 
@@ -2287,11 +1904,8 @@ pub struct Listen {
     /// What to listen to.
     pub listen: ListenSpec,
     /// Iterate over events as they arrive (parsed; not supported yet).
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub foreach: Option<SubscriptionIterator>,
 }
 
@@ -2302,11 +1916,8 @@ pub struct ListenSpec {
     /// The consumption strategy.
     pub to: EventConsumptionStrategy,
     /// `data` (default), `envelope` or `raw`.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub read: Option<ListenRead>,
 }
 
@@ -2327,33 +1938,21 @@ pub enum ListenRead {
 #[serde(deny_unknown_fields)]
 pub struct EventConsumptionStrategy {
     /// Wait for all of these.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub all: Option<Vec<EventFilter>>,
     /// Wait for any of these.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub any: Option<Vec<EventFilter>>,
     /// Wait for this one.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub one: Option<EventFilter>,
     /// With `any`: keep consuming until this expression or strategy is satisfied. A strategy
     /// given here has no `until` of its own.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub until: Option<Box<Until>>,
 }
 
@@ -2381,11 +1980,8 @@ pub struct EventFilter {
     /// Attributes the event must have (at least one).
     pub with: Object,
     /// Correlation keys.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub correlate: Option<IndexMap<String, Correlation>>,
 }
 
@@ -2397,11 +1993,8 @@ pub struct Correlation {
     /// A runtime expression extracting the value from the event.
     pub from: String,
     /// A constant or runtime expression the value must equal.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub expect: Option<String>,
 }
 
@@ -2441,25 +2034,16 @@ pub struct ErrorDefinition {
     #[schemars(with = "i64")]
     pub status: Value,
     /// The JSON pointer of the raising task (filled in when absent).
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
     /// A short summary.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
     /// A longer explanation.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
 
@@ -2468,50 +2052,30 @@ pub struct ErrorDefinition {
 #[serde(deny_unknown_fields)]
 pub struct RunTask {
     /// Whether to wait for the process to finish (default true).
-    #[serde(
-        default,
-        deserialize_with = "some",
-        rename = "await",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some", rename = "await")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub await_: Option<bool>,
     /// What the task returns for a process: `stdout` (default), `stderr`, `code`, `all` or
     /// `none`.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        rename = "return",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some", rename = "return")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<ProcessReturnType>")]
     pub return_: Option<String>,
     /// A container (parsed; not supported yet).
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub container: Option<Container>,
     /// A script (parsed; not supported yet).
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub script: Option<Script>,
     /// A shell command (parsed; not supported yet).
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub shell: Option<Shell>,
     /// A sub-workflow.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub workflow: Option<SubWorkflow>,
 }
 
@@ -2537,67 +2101,40 @@ pub struct Container {
     /// The image to run.
     pub image: String,
     /// The container's name (may be an expression).
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// The command to run.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
     /// Port mappings.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ports: Option<Object>,
     /// Volume mappings.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub volumes: Option<Object>,
     /// Environment variables.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub environment: Option<Object>,
     /// Standard input (may be an expression).
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stdin: Option<String>,
     /// Arguments.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub arguments: Option<Vec<String>>,
     /// The container's lifetime.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub lifetime: Option<ContainerLifetime>,
     /// When the image is pulled (default `ifNotPresent`).
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub pull_policy: Option<PullPolicy>,
 }
 
@@ -2621,11 +2158,8 @@ pub struct ContainerLifetime {
     /// The cleanup policy.
     pub cleanup: ContainerCleanup,
     /// With `eventually`: when to clean up.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub after: Option<Duration>,
 }
 
@@ -2648,39 +2182,24 @@ pub struct Script {
     /// The script's language.
     pub language: String,
     /// The code, inline.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
     /// Where to fetch the code.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<ExternalResource>,
     /// Standard input (may be an expression).
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stdin: Option<String>,
     /// Arguments.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub arguments: Option<Vec<String>>,
     /// Environment variables.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub environment: Option<Object>,
 }
 
@@ -2691,25 +2210,16 @@ pub struct Shell {
     /// The command.
     pub command: String,
     /// Standard input (may be an expression).
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stdin: Option<String>,
     /// Arguments.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub arguments: Option<Vec<String>>,
     /// Environment variables.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub environment: Option<Object>,
 }
 
@@ -2724,11 +2234,8 @@ pub struct SubWorkflow {
     /// Version, or `latest` (required by the spec's schema).
     pub version: String,
     /// Input of the sub-workflow: an object whose `${ }` strings are evaluated.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<Object>")]
     pub input: Option<Value>,
 }
@@ -2772,49 +2279,28 @@ pub struct TryTask {
 #[serde(deny_unknown_fields)]
 pub struct Catch {
     /// Which errors are caught.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub errors: Option<CatchErrors>,
     /// Variable name of the caught error (default `error`).
-    #[serde(
-        default,
-        deserialize_with = "some",
-        rename = "as",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some", rename = "as")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub as_: Option<String>,
     /// Catch only when this is true.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub when: Option<String>,
     /// Do not catch when this is true.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        rename = "exceptWhen",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some", rename = "exceptWhen")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub except_when: Option<String>,
     /// Retry the `try` block, inline policy or a name in `use.retries`.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryOrRef>,
     /// Tasks run when an error is caught (after retries are exhausted).
-    #[serde(
-        default,
-        deserialize_with = "some",
-        rename = "do",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some", rename = "do")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub do_: Option<TaskList>,
 }
 
@@ -2823,17 +2309,16 @@ pub struct Catch {
 #[serde(deny_unknown_fields)]
 pub struct CatchErrors {
     /// Properties the error must have (`type`, `status`, `instance`, `title`, `details`).
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub with: Option<Object>,
 }
 
 /// A retry policy inline or a reference.
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 #[serde(untagged)]
+// A definition is decoded once and kept; boxing would only make it harder to match on.
+#[allow(clippy::large_enum_variant)]
 pub enum RetryOrRef {
     /// Inline.
     Inline(RetryPolicy),
@@ -2853,47 +2338,28 @@ string_or_object!(
 #[serde(deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Retry only when this is true.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub when: Option<String>,
     /// Do not retry when this is true.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        rename = "exceptWhen",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some", rename = "exceptWhen")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub except_when: Option<String>,
     /// Base delay between attempts.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub delay: Option<Duration>,
     /// How the delay grows.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub backoff: Option<Backoff>,
     /// Limits on attempts and total time.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<RetryLimit>,
     /// Random extra delay.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub jitter: Option<Jitter>,
 }
 
@@ -2903,25 +2369,16 @@ pub struct RetryPolicy {
 #[schemars(extend("minProperties" = 1, "maxProperties" = 1))]
 pub struct Backoff {
     /// The delay stays the same.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub constant: Option<Object>,
     /// The delay grows as `delay * attempt`.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub linear: Option<Object>,
     /// The delay grows as `delay * 2^(attempt-1)`.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub exponential: Option<Object>,
 }
 
@@ -2930,18 +2387,12 @@ pub struct Backoff {
 #[serde(deny_unknown_fields)]
 pub struct RetryLimit {
     /// Limits per attempt.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub attempt: Option<AttemptLimit>,
     /// Total time allowed for all attempts.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub duration: Option<Duration>,
 }
 
@@ -2950,18 +2401,12 @@ pub struct RetryLimit {
 #[serde(deny_unknown_fields)]
 pub struct AttemptLimit {
     /// Maximum number of attempts (retries), not counting the first run.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub count: Option<u32>,
     /// Maximum duration of one attempt.
-    #[serde(
-        default,
-        deserialize_with = "some",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "some")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub duration: Option<Duration>,
 }
 

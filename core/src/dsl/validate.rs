@@ -1571,6 +1571,46 @@ mod tests {
     }
 
     #[test]
+    fn task_shape_errors() {
+        let p = problems("do:\n  - a:\n      set: {x: 1}\n      wait: PT1S\n");
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].pointer, "/do/0/a");
+        assert!(
+            p[0].message.contains("exactly one kind"),
+            "{}",
+            p[0].message
+        );
+        let p = problems("do:\n  - a:\n      set: {x: 1}\n      while: .x\n");
+        assert!(p[0]
+            .message
+            .contains("`while` is only allowed in a `for` task"));
+        // An explicit null is not the same as an absent field.
+        assert_eq!(
+            pointers("do:\n  - a:\n      set: {x: 1}\n      input: null\n"),
+            vec!["/do/0/a/input"]
+        );
+    }
+
+    #[test]
+    fn for_variables_are_in_scope_only_in_the_body() {
+        let body = "do:\n  - loop:\n      for: {each: color, in: .colors}\n      do:\n        - paint:\n            set: {c: '${ $color }'}\n  - after:\n      set: {c: '${ $color }'}\n";
+        assert_eq!(pointers(body), vec!["/do/1/after/set/c"]);
+    }
+
+    #[test]
+    fn round_trip_keeps_the_task_kind() {
+        let text = format!("{HEAD}do:\n  - loop:\n      for: {{in: .xs}}\n      while: .ok\n      do:\n        - a:\n            wait: {{seconds: 1}}\n");
+        let w = load_str(&text, SourceFormat::Yaml).expect("valid");
+        let v = serde_json::to_value(&w).expect("serialisable");
+        assert_eq!(
+            v.pointer("/do/0/loop/while"),
+            Some(&Value::String(".ok".into()))
+        );
+        let again: Workflow = serde_json::from_value(v).expect("decodes again");
+        assert_eq!(again, w);
+    }
+
+    #[test]
     fn semver_and_names() {
         assert!(is_semver("1.0.3"));
         assert!(is_semver("1.0.0-alpha.1+build.5"));

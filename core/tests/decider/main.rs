@@ -4,6 +4,8 @@
 //! (`*.history.json`) and replayed, so a change that would make runs already in flight decide
 //! differently fails the build. `CAIRN_UPDATE_FIXTURES=1` rewrites the histories.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod sim;
 
 use std::path::PathBuf;
@@ -31,7 +33,11 @@ fn fixtures_run_to_their_expected_end() {
     let update = std::env::var("CAIRN_UPDATE_FIXTURES").is_ok_and(|v| v == "1");
     let mut failures = Vec::new();
     let all = cases();
-    assert!(!all.is_empty(), "no fixtures found in {}", fixtures().display());
+    assert!(
+        !all.is_empty(),
+        "no fixtures found in {}",
+        fixtures().display()
+    );
     for (name, path) in &all {
         let case = Case::read(path).unwrap_or_else(|e| panic!("{name}: {e}"));
         let rec = match sim::simulate(&case) {
@@ -58,7 +64,11 @@ fn fixtures_run_to_their_expected_end() {
             }
         }
     }
-    println!("decider fixtures: {} passed, {} failed", all.len() - failures.len(), failures.len());
+    println!(
+        "decider fixtures: {} passed, {} failed",
+        all.len() - failures.len(),
+        failures.len()
+    );
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
 
@@ -66,7 +76,9 @@ fn fixtures_run_to_their_expected_end() {
 fn folding_a_history_twice_gives_the_same_state() {
     for (name, path) in cases() {
         let case = Case::read(&path).unwrap();
-        let Ok(rec) = sim::simulate(&case) else { continue };
+        let Ok(rec) = sim::simulate(&case) else {
+            continue;
+        };
         let a = cairn_core::state::RunState::from_events(&rec.events);
         let b = cairn_core::state::RunState::from_events(&rec.events);
         assert_eq!(a, b, "{name}");

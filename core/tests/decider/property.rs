@@ -11,13 +11,20 @@ fn task(depth: u32) -> BoxedStrategy<Value> {
         (0i64..100).prop_map(|n| json!({ "set": { "n": format!("${{ (.n // 0) + {n} }}") } })),
         Just(json!({ "call": "work", "with": { "n": "${ .n // 0 }" } })),
         (1u64..5000).prop_map(|ms| json!({ "wait": { "milliseconds": ms } })),
-        Just(json!({ "raise": { "error": { "type": "https://example.com/errors/x", "status": 418 } } })),
+        Just(
+            json!({ "raise": { "error": { "type": "https://example.com/errors/x", "status": 418 } } })
+        ),
     ];
     if depth == 0 {
         return leaf.boxed();
     }
     let list = prop::collection::vec(task(depth - 1), 1..4).prop_map(|ts| {
-        Value::Array(ts.into_iter().enumerate().map(|(i, t)| json!({ format!("t{i}"): t })).collect())
+        Value::Array(
+            ts.into_iter()
+                .enumerate()
+                .map(|(i, t)| json!({ format!("t{i}"): t }))
+                .collect(),
+        )
     });
     prop_oneof![
         3 => leaf,

@@ -93,20 +93,32 @@ impl Case {
         let s = RunState::from_events(&rec.events);
         if let Some(o) = &self.expect.output {
             if s.status != RunStatus::Completed {
-                return Err(format!("expected completion with {o}, got {:?} {:?}", s.status, s.error));
+                return Err(format!(
+                    "expected completion with {o}, got {:?} {:?}",
+                    s.status, s.error
+                ));
             }
             if s.output.as_ref() != Some(o) {
-                return Err(format!("output: expected {o}, got {}", s.output.clone().unwrap_or_default()));
+                return Err(format!(
+                    "output: expected {o}, got {}",
+                    s.output.clone().unwrap_or_default()
+                ));
             }
         }
         if let Some(e) = &self.expect.error {
             if s.status != RunStatus::Faulted {
-                return Err(format!("expected a fault {e}, got {:?} output {:?}", s.status, s.output));
+                return Err(format!(
+                    "expected a fault {e}, got {:?} output {:?}",
+                    s.status, s.output
+                ));
             }
             let have = s.error.as_ref().map(|e| e.to_value()).unwrap_or_default();
             for (k, v) in e.as_object().into_iter().flatten() {
                 if have.get(k) != Some(v) {
-                    return Err(format!("error.{k}: expected {v}, got {:?} (error {have})", have.get(k)));
+                    return Err(format!(
+                        "error.{k}: expected {v}, got {:?} (error {have})",
+                        have.get(k)
+                    ));
                 }
             }
         }
@@ -128,12 +140,18 @@ impl Case {
                 .events
                 .iter()
                 .filter_map(|e| match e {
-                    RunEvent::ActivityScheduled { call, .. } => Some(serde_json::to_value(call).unwrap()),
+                    RunEvent::ActivityScheduled { call, .. } => {
+                        Some(serde_json::to_value(call).unwrap())
+                    }
                     _ => None,
                 })
                 .collect();
             if made.len() != calls.len() {
-                return Err(format!("calls: expected {} calls, got {}: {made:?}", calls.len(), made.len()));
+                return Err(format!(
+                    "calls: expected {} calls, got {}: {made:?}",
+                    calls.len(),
+                    made.len()
+                ));
             }
             for (want, have) in calls.iter().zip(&made) {
                 if !subset(want, have) {
@@ -158,7 +176,9 @@ impl Case {
 
 pub fn subset(want: &Value, have: &Value) -> bool {
     match (want, have) {
-        (Value::Object(w), Value::Object(h)) => w.iter().all(|(k, v)| h.get(k).is_some_and(|x| subset(v, x))),
+        (Value::Object(w), Value::Object(h)) => w
+            .iter()
+            .all(|(k, v)| h.get(k).is_some_and(|x| subset(v, x))),
         _ => want == have,
     }
 }
@@ -188,10 +208,16 @@ pub fn simulate(case: &Case) -> Result<Recorded, String> {
     let mut decisions = Vec::new();
     let mut now = T0;
     let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut functions: HashMap<String, VecDeque<Value>> =
-        case.functions.iter().map(|(k, v)| (k.clone(), v.iter().cloned().collect())).collect();
-    let mut http: HashMap<String, VecDeque<Value>> =
-        case.http.iter().map(|(k, v)| (k.clone(), v.iter().cloned().collect())).collect();
+    let mut functions: HashMap<String, VecDeque<Value>> = case
+        .functions
+        .iter()
+        .map(|(k, v)| (k.clone(), v.iter().cloned().collect()))
+        .collect();
+    let mut http: HashMap<String, VecDeque<Value>> = case
+        .http
+        .iter()
+        .map(|(k, v)| (k.clone(), v.iter().cloned().collect()))
+        .collect();
     let mut inbox: VecDeque<Value> = case.events.iter().cloned().collect();
     for _round in 0..10_000 {
         let mut drawn = Vec::new();
@@ -205,9 +231,18 @@ pub fn simulate(case: &Case) -> Result<Recorded, String> {
             drawn.push(v);
             v
         };
-        let mut inp = DecideInput { now, secrets: &case.secrets, entropy: &mut entropy };
+        let mut inp = DecideInput {
+            now,
+            secrets: &case.secrets,
+            entropy: &mut entropy,
+        };
         let new = decider.decide(&state, &mut inp);
-        decisions.push(Decision { after: events.len(), now, entropy: drawn, produced: new.len() });
+        decisions.push(Decision {
+            after: events.len(),
+            now,
+            entropy: drawn,
+            produced: new.len(),
+        });
         for e in new {
             state.apply(&e);
             events.push(e);
@@ -224,39 +259,63 @@ pub fn simulate(case: &Case) -> Result<Recorded, String> {
                     .ok_or_else(|| format!("no result left for function {name}"))?,
                 ActivityCall::Http(r) => {
                     let key = format!("{} {}", r.method, r.uri);
-                    http.get_mut(&key).and_then(|q| q.pop_front()).ok_or_else(|| format!("no result left for {key}"))?
+                    http.get_mut(&key)
+                        .and_then(|q| q.pop_front())
+                        .ok_or_else(|| format!("no result left for {key}"))?
                 }
             };
             match result.get("error") {
                 Some(err) if result.as_object().is_some_and(|o| o.len() == 1) => {
-                    let error: WorkflowError = serde_json::from_value(err.clone()).map_err(|e| e.to_string())?;
-                    RunEvent::ActivityFailed { id: a.frame, error, at: now }
+                    let error: WorkflowError =
+                        serde_json::from_value(err.clone()).map_err(|e| e.to_string())?;
+                    RunEvent::ActivityFailed {
+                        id: a.frame,
+                        error,
+                        at: now,
+                    }
                 }
-                _ => RunEvent::ActivityCompleted { id: a.frame, result, at: now },
+                _ => RunEvent::ActivityCompleted {
+                    id: a.frame,
+                    result,
+                    at: now,
+                },
             }
         } else if let Some(c) = state.pending_children().into_iter().next() {
             let key = events
                 .iter()
                 .find_map(|e| match e {
-                    RunEvent::ChildRunRequested { id, namespace, name, .. } if *id == c.frame => {
-                        Some(format!("{namespace}/{name}"))
-                    }
+                    RunEvent::ChildRunRequested {
+                        id,
+                        namespace,
+                        name,
+                        ..
+                    } if *id == c.frame => Some(format!("{namespace}/{name}")),
                     _ => None,
                 })
                 .unwrap_or_default();
-            let r = case.children.get(&key).cloned().ok_or_else(|| format!("no child result for {key}"))?;
+            let r = case
+                .children
+                .get(&key)
+                .cloned()
+                .ok_or_else(|| format!("no child result for {key}"))?;
             let result = match r.get("error") {
                 Some(err) => Err(serde_json::from_value(err.clone()).map_err(|e| e.to_string())?),
                 None => Ok(r),
             };
-            RunEvent::ChildRunFinished { id: c.frame, result }
+            RunEvent::ChildRunFinished {
+                id: c.frame,
+                result,
+            }
         } else if let Some(e) = inbox.pop_front() {
             RunEvent::EventReceived { event: e, at: now }
         } else if let Some((timer, due)) = state.next_timer() {
             now = now.max(due);
             RunEvent::TimerFired { timer, at: now }
         } else {
-            return Err(format!("stuck: nothing to wait for; state {:?}", state.status));
+            return Err(format!(
+                "stuck: nothing to wait for; state {:?}",
+                state.status
+            ));
         };
         state.apply(&fact);
         events.push(fact);
@@ -275,7 +334,11 @@ pub fn replay(case: &Case, rec: &Recorded) -> Result<(), String> {
         let state = RunState::from_events(&rec.events[..d.after]);
         let mut pool = d.entropy.iter().copied();
         let mut entropy = || pool.next().unwrap_or(0);
-        let mut inp = DecideInput { now: d.now, secrets: &case.secrets, entropy: &mut entropy };
+        let mut inp = DecideInput {
+            now: d.now,
+            secrets: &case.secrets,
+            entropy: &mut entropy,
+        };
         let got = decider.decide(&state, &mut inp);
         let want = &rec.events[d.after..d.after + d.produced];
         if got.as_slice() != want {

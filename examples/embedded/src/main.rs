@@ -63,7 +63,9 @@ async fn main() -> anyhow::Result<()> {
         .await?;
 
     let def = load_str(WORKFLOW, SourceFormat::Yaml)?;
-    let (run_id, outcome) = runtime.run(def, json!({ "sku": "W-1", "qty": 2, "price": 80 })).await?;
+    let (run_id, outcome) = runtime
+        .run(def, json!({ "sku": "W-1", "qty": 2, "price": 80 }))
+        .await?;
     match outcome {
         RunOutcome::Completed(output) => println!("run {run_id} completed: {output}"),
         other => anyhow::bail!("run {run_id} did not complete: {other:?}"),
