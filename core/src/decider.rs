@@ -145,7 +145,7 @@ impl Decider {
         let raw = s.raw_input.clone();
         let vars = self.base_vars(s, None, &Value::Null, inp, false);
         if let Some(schema) = self.def.input.as_ref().and_then(|i| i.schema.as_ref()) {
-            if let Err(e) = crate::schema::check(schema, &raw, "the workflow input") {
+            if let Err(e) = crate::data_schema::check(schema, &raw, "the workflow input") {
                 let e = e.at("/input/schema");
                 return Self::emit(
                     s,
@@ -365,7 +365,7 @@ impl Decider {
             None => data,
         };
         if let Some(schema) = self.def.output.as_ref().and_then(|o| o.schema.as_ref()) {
-            if let Err(e) = crate::schema::check(schema, &output, "the workflow output") {
+            if let Err(e) = crate::data_schema::check(schema, &output, "the workflow output") {
                 let e = e.at("/output/schema");
                 return Self::emit(
                     s,
@@ -434,7 +434,7 @@ impl Decider {
             }
             if let Some(schema) = task.base.input.as_ref().and_then(|i| i.schema.as_ref()) {
                 let what = format!("the input of task {}", named.name);
-                crate::schema::check(schema, &raw_input, &what)?;
+                crate::data_schema::check(schema, &raw_input, &what)?;
             }
             match task.base.input.as_ref().and_then(|i| i.from.as_ref()) {
                 Some(from) => Ok(Some(eval_as(from, &raw_input, &vars)?)),
@@ -882,7 +882,7 @@ impl Decider {
             };
             if let Some(schema) = task.base.output.as_ref().and_then(|o| o.schema.as_ref()) {
                 let what = format!("the output of task {}", f.name);
-                crate::schema::check(schema, &output, &what)?;
+                crate::data_schema::check(schema, &output, &what)?;
             }
             let context = match task.base.export.as_ref().and_then(|o| o.as_.as_ref()) {
                 Some(a) => {
@@ -893,7 +893,7 @@ impl Decider {
             };
             if let Some(schema) = task.base.export.as_ref().and_then(|o| o.schema.as_ref()) {
                 let what = format!("the context exported by task {}", f.name);
-                crate::schema::check(schema, context.as_ref().unwrap_or(&s.context), &what)?;
+                crate::data_schema::check(schema, context.as_ref().unwrap_or(&s.context), &what)?;
             }
             Ok((output, context))
         })();

@@ -9,6 +9,7 @@
 //! - [`state`]: a run's state as a fold over its events ([`state::RunState`]).
 //! - [`decider`]: `(definition, state, inputs) -> next events`, the only place where workflow
 //!   semantics live.
+//! - [`data_schema`]: JSON Schema checks of data at run time (`input.schema`, `output.schema`).
 //! - [`error`]: workflow errors in the DSL's RFC 7807 shape ([`error::WorkflowError`]).
 
 pub mod activity;
@@ -19,7 +20,7 @@ pub mod error;
 pub mod events;
 pub mod expr;
 pub mod lifecycle;
-pub mod schema;
+pub mod data_schema;
 pub mod schemas;
 pub mod state;
 pub mod uri;
