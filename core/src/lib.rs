@@ -13,6 +13,7 @@
 //! - [`error`]: workflow errors in the DSL's RFC 7807 shape ([`error::WorkflowError`]).
 
 pub mod activity;
+pub mod data_schema;
 pub mod decider;
 pub mod dsl;
 pub mod duration;
@@ -20,7 +21,6 @@ pub mod error;
 pub mod events;
 pub mod expr;
 pub mod lifecycle;
-pub mod data_schema;
 pub mod schemas;
 pub mod state;
 pub mod uri;

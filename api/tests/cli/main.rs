@@ -5,6 +5,7 @@
 //! - `ctk`: the Serverless Workflow Conformance Test Kit and smoke runs of the examples.
 //! - `contract`: exit codes and messages of the CLI on good and bad input.
 
+mod bench;
 mod common;
 mod contract;
 mod crash;

@@ -99,7 +99,7 @@ pub fn load_str(text: &str, format: SourceFormat) -> Result<Workflow, Validation
             Some(w)
         }
         Err(p) => {
-            problems.push(p);
+            problems.extend(structural_problems(&value, p));
             None
         }
     };
@@ -193,6 +193,57 @@ fn parse_value(text: &str, format: SourceFormat) -> Result<Value, ValidationErro
 }
 
 /// Decodes the strict model, locating the first error.
+/// Every structural problem, not only the first: serde stops at the first error, so the
+/// offending node is cut out and decoding tried again. An error that is only the consequence of a
+/// cut (a field now missing above a removed node) is not reported.
+fn structural_problems(value: &Value, first: Problem) -> Vec<Problem> {
+    const MAX: usize = 50;
+    let mut v = value.clone();
+    let mut cut = vec![first.pointer.clone()];
+    let mut out = vec![first];
+    while out.len() < MAX {
+        let Some(last) = cut.last() else { break };
+        if last.is_empty() || v.pointer_mut(last).is_none() || !remove_at(&mut v, last) {
+            break;
+        }
+        match decode(&v) {
+            Ok(_) => break,
+            Err(p) => {
+                if cut.iter().any(|c| c.starts_with(&p.pointer)) {
+                    break;
+                }
+                cut.push(p.pointer.clone());
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Cuts the node at `pointer` out of its parent object. A whole task (the only key of a task
+/// list item) is replaced by a harmless one instead, so that the pointers of the tasks after it
+/// stay what the author wrote.
+fn remove_at(v: &mut Value, pointer: &str) -> bool {
+    let Some((parent, last)) = pointer.rsplit_once('/') else {
+        return false;
+    };
+    let key = last.replace("~1", "/").replace("~0", "~");
+    let in_list = parent.rsplit_once('/').is_some_and(|(gp, idx)| {
+        idx.parse::<usize>().is_ok() && matches!(v.pointer(gp), Some(Value::Array(_)))
+    });
+    match v.pointer_mut(parent) {
+        Some(Value::Object(o)) if in_list && o.len() == 1 => match o.get_mut(&key) {
+            Some(slot) => {
+                *slot = serde_json::json!({ "set": { "_": 0 } });
+                true
+            }
+            None => false,
+        },
+        Some(Value::Object(o)) => o.shift_remove(&key).is_some(),
+        _ => false,
+    }
+}
+
 fn decode(value: &Value) -> Result<Workflow, Problem> {
     serde_path_to_error::deserialize::<_, Workflow>(value).map_err(|e| {
         let mut pointer = path_to_pointer(e.path());
