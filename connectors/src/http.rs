@@ -399,6 +399,12 @@ impl ActivityHandler for HttpConnector {
     ) -> Result<Value, WorkflowError> {
         match call {
             ActivityCall::Http(req) => self.execute(ctx, req).await,
+            ActivityCall::OpenApi(_) => Err(WorkflowError::new(
+                ErrorKind::Runtime,
+                "call: openapi is not supported yet",
+            )
+            .with_status(501)
+            .at(&ctx.position)),
             ActivityCall::Function { name, .. } => Err(WorkflowError::new(
                 ErrorKind::Runtime,
                 format!(

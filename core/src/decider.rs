@@ -636,6 +636,38 @@ impl Decider {
     ) -> Result<(), WorkflowError> {
         let activity = match call {
             CallTask::Http(args) => ActivityCall::Http(self.http_request(args, &f.input, vars)?),
+            CallTask::OpenApi(args) => {
+                let raw_uri = args.document.endpoint.uri();
+                let document = match expr::eval_string(raw_uri, &f.input, vars)? {
+                    Value::String(u) => u,
+                    other => {
+                        return Err(WorkflowError::new(
+                            ErrorKind::Expression,
+                            format!("openapi document expression must yield a string, got {other}"),
+                        ))
+                    }
+                };
+                let parameters = match &args.parameters {
+                    Some(p) => expr::eval_value(&Value::Object(p.clone()), &f.input, vars)?,
+                    None => Value::Object(Map::new()),
+                };
+                let auth = match args
+                    .authentication
+                    .as_ref()
+                    .or(args.document.endpoint.authentication())
+                {
+                    Some(a) => Some(self.http_auth(a, &f.input, vars)?),
+                    None => None,
+                };
+                ActivityCall::OpenApi(crate::events::OpenApiRequest {
+                    document,
+                    operation_id: args.operation_id.clone(),
+                    parameters,
+                    output: args.output.unwrap_or_default(),
+                    redirect: args.redirect.unwrap_or(false),
+                    auth,
+                })
+            }
             CallTask::Function { name, with } => {
                 if self
                     .def

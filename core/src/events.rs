@@ -41,6 +41,9 @@ pub struct DefinitionRef {
 pub enum ActivityCall {
     /// An HTTP request.
     Http(HttpRequest),
+    /// An OpenAPI operation (`call: openapi`): the connector fetches the document and builds
+    /// the request from the operation and the parameters.
+    OpenApi(OpenApiRequest),
     /// A function registered by the embedding application (`call: NAME`).
     Function {
         /// The registered name.
@@ -50,6 +53,26 @@ pub enum ActivityCall {
         /// The task's transformed input.
         input: Value,
     },
+}
+
+/// A resolved `call: openapi`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct OpenApiRequest {
+    /// Absolute URI of the OpenAPI (or Swagger 2.0) document.
+    pub document: String,
+    /// The operation to call.
+    pub operation_id: String,
+    /// Evaluated parameters, by name (path, query, header parameters; `body` for the body).
+    #[serde(default)]
+    pub parameters: Value,
+    /// `content`, `response` or `raw`.
+    pub output: crate::dsl::HttpOutputFormat,
+    /// Whether redirects are followed.
+    #[serde(default)]
+    pub redirect: bool,
+    /// Authentication of the operation's request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<HttpAuth>,
 }
 
 /// A fully resolved HTTP request of `call: http`.

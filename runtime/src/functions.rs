@@ -69,7 +69,7 @@ impl ActivityHandler for Router {
         call: &ActivityCall,
     ) -> Result<Value, WorkflowError> {
         match call {
-            ActivityCall::Http(_) => match &self.http {
+            ActivityCall::Http(_) | ActivityCall::OpenApi(_) => match &self.http {
                 Some(h) => h.call(ctx, call).await,
                 None => Err(WorkflowError::new(
                     ErrorKind::Configuration,

@@ -257,6 +257,12 @@ pub fn simulate(case: &Case) -> Result<Recorded, String> {
                     .get_mut(name)
                     .and_then(|q| q.pop_front())
                     .ok_or_else(|| format!("no result left for function {name}"))?,
+                ActivityCall::OpenApi(r) => {
+                    let key = format!("openapi {}", r.operation_id);
+                    http.get_mut(&key)
+                        .and_then(|q| q.pop_front())
+                        .ok_or_else(|| format!("no result left for {key}"))?
+                }
                 ActivityCall::Http(r) => {
                     let key = format!("{} {}", r.method, r.uri);
                     http.get_mut(&key)
