@@ -1,4 +1,4 @@
-//! `call: http`: performs a recorded [`HttpRequest`] and turns the response into the task's raw
+//! `call: http` (and the sending half of `call: openapi`, see [`crate::openapi`]): performs a recorded [`HttpRequest`] and turns the response into the task's raw
 //! output, or into a [`WorkflowError`] the workflow can catch.
 //!
 //! The request arrives fully resolved (expressions evaluated, URI templates expanded, secrets
@@ -12,6 +12,7 @@
 //!   `status` is the response's, so `catch.errors.with.status` filters match on it.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -26,6 +27,8 @@ use reqwest::{Client, Method, Response, StatusCode, Url};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tracing::Instrument as _;
+
+use crate::openapi::DocumentCache;
 
 /// Name of the header that carries the activity's idempotency key (lower case, as HTTP/2 sends
 /// header names).
@@ -74,12 +77,14 @@ impl Default for HttpOptions {
 /// per client and `redirect` is chosen per request; both are built once, never per call.
 #[derive(Clone)]
 pub struct HttpConnector {
-    /// Follows up to `max_redirects` redirects (`redirect: true`).
-    following: Client,
+    /// Follows up to `max_redirects` redirects (`redirect: true`, and OpenAPI documents).
+    pub(crate) following: Client,
     /// Returns 3xx responses as they are (`redirect: false`), so they become errors.
     not_following: Client,
     secrets: Secrets,
     options: HttpOptions,
+    /// OpenAPI documents of `call: openapi`, shared by clones.
+    pub(crate) documents: Arc<DocumentCache>,
 }
 
 impl fmt::Debug for HttpConnector {
@@ -117,6 +122,7 @@ impl HttpConnector {
             not_following,
             secrets,
             options,
+            documents: Arc::default(),
         })
     }
 
@@ -311,7 +317,7 @@ impl HttpConnector {
     }
 
     /// Reads the whole body, refusing more than `max_response_bytes`.
-    async fn read_body(
+    pub(crate) async fn read_body(
         &self,
         response: &mut Response,
         method: &Method,
@@ -346,7 +352,12 @@ impl HttpConnector {
     /// Maps a failure to get or read a response: a timeout is `timeout` (408); anything else
     /// (refused, DNS, TLS, reset) is `communication`, 503 before a response arrived and 502
     /// while its body was read.
-    fn transport_error(&self, e: &reqwest::Error, method: &Method, uri: &str) -> WorkflowError {
+    pub(crate) fn transport_error(
+        &self,
+        e: &reqwest::Error,
+        method: &Method,
+        uri: &str,
+    ) -> WorkflowError {
         let cause = cause_chain(e);
         if e.is_timeout() {
             let (phase, limit) = if e.is_connect() {
@@ -399,12 +410,7 @@ impl ActivityHandler for HttpConnector {
     ) -> Result<Value, WorkflowError> {
         match call {
             ActivityCall::Http(req) => self.execute(ctx, req).await,
-            ActivityCall::OpenApi(_) => Err(WorkflowError::new(
-                ErrorKind::Runtime,
-                "call: openapi is not supported yet",
-            )
-            .with_status(501)
-            .at(&ctx.position)),
+            ActivityCall::OpenApi(req) => self.execute_openapi(ctx, req).await,
             ActivityCall::Function { name, .. } => Err(WorkflowError::new(
                 ErrorKind::Runtime,
                 format!(
@@ -615,7 +621,7 @@ fn headers_to_json(headers: &HeaderMap, redact: bool) -> Value {
 }
 
 /// The URI without user info (`user:password@`), for messages and outputs.
-fn redact_uri(url: &Url) -> String {
+pub(crate) fn redact_uri(url: &Url) -> String {
     if url.username().is_empty() && url.password().is_none() {
         return url.to_string();
     }
@@ -628,7 +634,7 @@ fn redact_uri(url: &Url) -> String {
 
 /// [`redact_uri`] for text that may not parse: drops anything between `://` and an `@` that
 /// comes before the path.
-fn redact_uri_str(uri: &str) -> String {
+pub(crate) fn redact_uri_str(uri: &str) -> String {
     match Url::parse(uri) {
         Ok(url) => redact_uri(&url),
         Err(_) => match uri.split_once("://") {

@@ -4,9 +4,12 @@
 //! [`ActivityCall`](cairn_core::events::ActivityCall); a connector performs it and returns a JSON
 //! value or a [`WorkflowError`](cairn_core::WorkflowError), which the runtime records in turn.
 //!
-//! - [`HttpConnector`]: `call: http`. Built once from [`HttpOptions`] and a secret source, it
+//! - [`HttpConnector`]: `call: http` and `call: openapi`. Built once from [`HttpOptions`] and a secret source, it
 //!   holds pooled [`reqwest`] clients and implements
 //!   [`ActivityHandler`](cairn_core::activity::ActivityHandler).
+//! - [`openapi`]: `call: openapi`, performed by the same connector: it fetches (and caches) the
+//!   OpenAPI 3.x or Swagger 2.0 document, builds the operation's request and sends it as
+//!   `call: http` would.
 //! - [`Error`]: why a connector could not be *built*. Failures of a call are workflow errors,
 //!   because a workflow can catch and retry them.
 //!
@@ -18,6 +21,7 @@
 //! - Secret values are resolved here, at send time, and never appear in a result or an error.
 
 pub mod http;
+pub mod openapi;
 
 pub use http::{HttpConnector, HttpOptions, IDEMPOTENCY_KEY_HEADER};
 

@@ -4,8 +4,6 @@
 //! (`*.history.json`) and replayed, so a change that would make runs already in flight decide
 //! differently fails the build. `CAIRN_UPDATE_FIXTURES=1` rewrites the histories.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 mod sim;
 
 use std::path::PathBuf;

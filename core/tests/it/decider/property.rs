@@ -4,7 +4,7 @@
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-use crate::sim::{self, Case, Expect};
+use super::sim::{self, Case, Expect};
 
 fn task(depth: u32) -> BoxedStrategy<Value> {
     let leaf = prop_oneof![

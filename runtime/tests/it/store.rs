@@ -4,19 +4,15 @@
 //! `postgres://postgres@127.0.0.1:5432/test`), each in a database of its own; they are skipped
 //! with a loud message when the server cannot be reached, except under `CI=true`.
 
-#![allow(clippy::unwrap_used)] // tests may panic on failure
-
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::{event, run_request, summary, TestStore};
 use cairn_runtime::store::group::{GroupCommitOptions, GroupCommitter};
 use cairn_runtime::store::{
     AppendRequest, EventStore, RunFilter, StoreError, StoredDefinition, StoredEvent,
 };
-use common::{event, run_request, summary, TestStore};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -28,7 +24,7 @@ macro_rules! conformance {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
-                    super::$name(super::common::sqlite().await).await;
+                    super::$name(crate::common::sqlite().await).await;
                 }
             )*
         }
@@ -36,7 +32,7 @@ macro_rules! conformance {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
-                    let Some(store) = super::common::postgres().await else { return };
+                    let Some(store) = crate::common::postgres().await else { return };
                     super::$name(store).await;
                 }
             )*
@@ -664,10 +660,11 @@ async fn unreachable_postgres_says_where_without_password() {
 
 #[tokio::test]
 async fn postgres_wrong_password_or_database_is_a_clear_error() {
-    let Some(t) = common::postgres().await else {
+    let Some(t) = crate::common::postgres().await else {
         return;
     };
-    let url = common::with_database(&common::postgres_admin_url(), "cairn_no_such_db_x");
+    let url =
+        crate::common::with_database(&crate::common::postgres_admin_url(), "cairn_no_such_db_x");
     let err = cairn_runtime::store::open(&url).await.err().unwrap();
     let msg = err.to_string();
     assert!(msg.contains("cannot connect to postgres at"), "{msg}");
@@ -742,7 +739,7 @@ mod cqrs_toy {
 
     #[tokio::test]
     async fn cqrs_framework_runs_on_sqlite() {
-        let t = super::common::sqlite().await;
+        let t = crate::common::sqlite().await;
         let tracker = TaskTracker::new();
         let repo = CqrsRepository::new(t.store.clone(), tracker.clone());
         let cqrs = CqrsFramework::new(

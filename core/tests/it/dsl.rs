@@ -7,8 +7,6 @@
 //!   name;
 //! - `schemas/*.json` equal what the code generates (`CAIRN_UPDATE_SCHEMAS=1` rewrites them).
 
-mod common;
-
 use cairn_core::dsl::{self, SourceFormat};
 use serde_json::Value;
 
@@ -43,7 +41,7 @@ fn lost(src: &Value, out: &Value, pointer: &str, acc: &mut Vec<String>) {
 
 #[test]
 fn spec_corpus_agrees_with_the_spec_schema() {
-    let Some(spec) = common::spec_dir() else {
+    let Some(spec) = crate::common::spec_dir() else {
         return;
     };
     let theirs = spec_schema(&spec);
@@ -51,13 +49,13 @@ fn spec_corpus_agrees_with_the_spec_schema() {
     let corpora = [
         (
             "examples",
-            common::yaml_files(&spec.join("examples"), "examples"),
+            crate::common::yaml_files(&spec.join("examples"), "examples"),
             true,
         ),
-        ("ctk", common::ctk_workflows(&spec), true),
+        ("ctk", crate::common::ctk_workflows(&spec), true),
         (
             "invalid",
-            common::yaml_files(&spec.join("invalid"), "invalid"),
+            crate::common::yaml_files(&spec.join("invalid"), "invalid"),
             false,
         ),
     ];
@@ -130,8 +128,8 @@ fn spec_corpus_agrees_with_the_spec_schema() {
 
 #[test]
 fn own_invalid_fixtures_report_the_expected_pointer() {
-    let dir = common::repo_root().join("tests/fixtures/invalid");
-    let docs = common::yaml_files(&dir, "fixtures/invalid");
+    let dir = crate::common::repo_root().join("tests/fixtures/invalid");
+    let docs = crate::common::yaml_files(&dir, "fixtures/invalid");
     assert!(docs.len() >= 5, "fixtures missing in {}", dir.display());
     let mut failures = Vec::new();
     for doc in &docs {
@@ -167,7 +165,7 @@ fn own_invalid_fixtures_report_the_expected_pointer() {
 
 #[test]
 fn checked_in_schemas_are_up_to_date() {
-    let dir = common::repo_root().join("schemas");
+    let dir = crate::common::repo_root().join("schemas");
     let update = std::env::var("CAIRN_UPDATE_SCHEMAS").is_ok_and(|v| v == "1");
     let mut stale = Vec::new();
     for (file, schema) in cairn_core::schemas::all() {

@@ -1,0 +1,330 @@
+//! The embedding API end to end, on SQLite and PostgreSQL: functions, awaiting results, signals,
+//! cancellation, sub-workflows, retries, and durable timers across a restart of the runtime.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_core::dsl::{load_str, SourceFormat, Workflow};
+use cairn_core::{ErrorKind, RunEvent, WorkflowError};
+use cairn_runtime::{Error, RunOutcome, Runtime, RuntimeBuilder};
+use serde_json::{json, Value};
+
+use crate::common::TestStore;
+
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(crate::common::sqlite().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(store) = crate::common::postgres().await else { return };
+                    super::$name(store).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_stores!(
+    functions_run_and_results_are_awaited,
+    signals_reach_listening_runs_once,
+    cancel_stops_a_waiting_run,
+    sub_workflows_return_their_output,
+    retries_back_off_and_then_succeed,
+    timers_survive_a_restart_with_their_due_time,
+    errors_name_what_is_wrong,
+);
+
+fn wf(yaml: &str) -> Workflow {
+    load_str(yaml, SourceFormat::Yaml).expect("valid test workflow")
+}
+
+fn builder(t: &TestStore) -> RuntimeBuilder {
+    Runtime::builder()
+        .store_url(t.url.clone())
+        .poll_interval(Duration::from_millis(50))
+}
+
+async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(30), f)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish within 30 s"))
+}
+
+async fn functions_run_and_results_are_awaited(t: TestStore) {
+    let rt = builder(&t)
+        .function("double", |c| async move {
+            Ok(json!({ "n": c.arguments["n"].as_i64().unwrap_or(0) * 2 }))
+        })
+        .build()
+        .await
+        .unwrap();
+    let def = wf(r#"
+document: { dsl: '1.0.3', namespace: test, name: three, version: '1.0.0' }
+do:
+  - a: { call: double, with: { n: '${ .n }' } }
+  - b: { call: double, with: { n: '${ .n }' } }
+  - c: { call: double, with: { n: '${ .n }' } }
+"#);
+    let (id, outcome) = within("run", rt.run(def, json!({ "n": 3 }))).await.unwrap();
+    assert_eq!(outcome, RunOutcome::Completed(json!({ "n": 24 })));
+    let history = rt.history(&id).await.unwrap();
+    let seqs: Vec<u64> = history.iter().map(|h| h.sequence).collect();
+    assert_eq!(
+        seqs,
+        (1..=history.len() as u64).collect::<Vec<_>>(),
+        "sequences 1..n"
+    );
+    let keys: Vec<String> = history
+        .iter()
+        .filter_map(|h| match &h.event {
+            RunEvent::ActivityScheduled {
+                idempotency_key, ..
+            } => Some(idempotency_key.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(keys.len(), 3);
+    assert!(
+        keys.iter().all(|k| k.starts_with(&id)),
+        "keys carry the run id: {keys:?}"
+    );
+    let runs = rt.list_runs(&Default::default()).await.unwrap();
+    assert!(runs
+        .iter()
+        .any(|r| r.run_id == id && r.status == "completed"));
+    rt.shutdown().await;
+}
+
+async fn signals_reach_listening_runs_once(t: TestStore) {
+    let rt = builder(&t).build().await.unwrap();
+    let def = wf(r#"
+document: { dsl: '1.0.3', namespace: test, name: listen, version: '1.0.0' }
+do:
+  - first:
+      listen: { to: { one: { with: { type: com.example.go } } } }
+  - second:
+      listen: { to: { one: { with: { type: com.example.go } } } }
+  - out: { set: { got: '${ .[0].n }' } }
+"#);
+    let id = rt.start_run(def, json!({})).await.unwrap();
+    let ev = |id: &str, n: i64| json!({ "specversion": "1.0", "id": id, "source": "t", "type": "com.example.go", "data": { "n": n } });
+    rt.signal(&id, ev("a", 1)).await.unwrap();
+    // The same event again (same source and id) is dropped, so it cannot satisfy `second`.
+    rt.signal(&id, ev("a", 1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let s = rt.state(&id).await.unwrap();
+    assert!(
+        !s.status.is_terminal(),
+        "a duplicate must not complete the second listen"
+    );
+    rt.signal(&id, ev("b", 2)).await.unwrap();
+    let outcome = within("listen run", rt.wait(&id)).await.unwrap();
+    assert_eq!(outcome, RunOutcome::Completed(json!({ "got": 2 })));
+    let received = rt
+        .history(&id)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|h| matches!(h.event, RunEvent::EventReceived { .. }))
+        .count();
+    assert_eq!(received, 2, "the duplicate is not even recorded");
+    rt.shutdown().await;
+}
+
+async fn cancel_stops_a_waiting_run(t: TestStore) {
+    let rt = builder(&t).build().await.unwrap();
+    let def = wf(r#"
+document: { dsl: '1.0.3', namespace: test, name: sleepy, version: '1.0.0' }
+do:
+  - nap: { wait: PT1H }
+"#);
+    let id = rt.start_run(def, json!({})).await.unwrap();
+    rt.cancel(&id, Some("no longer needed".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        within("cancel", rt.wait(&id)).await.unwrap(),
+        RunOutcome::Cancelled
+    );
+    assert!(matches!(rt.cancel(&id, None).await, Err(Error::Ended(_))));
+    assert!(matches!(
+        rt.signal(&id, json!({"id": "x"})).await,
+        Err(Error::Ended(_))
+    ));
+    rt.shutdown().await;
+}
+
+async fn sub_workflows_return_their_output(t: TestStore) {
+    let rt = builder(&t).build().await.unwrap();
+    rt.deploy(wf(r#"
+document: { dsl: '1.0.3', namespace: test, name: child, version: '1.2.0' }
+do:
+  - square: { set: { sq: '${ .n * .n }' } }
+"#))
+        .await
+        .unwrap();
+    let parent = wf(r#"
+document: { dsl: '1.0.3', namespace: test, name: parent, version: '1.0.0' }
+do:
+  - sub:
+      run:
+        workflow: { namespace: test, name: child, version: latest, input: { n: '${ .n }' } }
+  - after: { set: { result: '${ .sq + 1 }' } }
+"#);
+    let (_, outcome) = within("parent", rt.run(parent, json!({ "n": 7 })))
+        .await
+        .unwrap();
+    assert_eq!(outcome, RunOutcome::Completed(json!({ "result": 50 })));
+    let missing = wf(r#"
+document: { dsl: '1.0.3', namespace: test, name: orphan, version: '1.0.0' }
+do:
+  - sub:
+      run:
+        workflow: { namespace: test, name: nobody, version: '1.0.0' }
+"#);
+    let (_, outcome) = within("orphan", rt.run(missing, json!({}))).await.unwrap();
+    match outcome {
+        RunOutcome::Faulted(e) => {
+            assert!(
+                e.detail.unwrap_or_default().contains("test/nobody"),
+                "names the missing workflow"
+            )
+        }
+        other => panic!("expected a fault, got {other:?}"),
+    }
+    rt.shutdown().await;
+}
+
+async fn retries_back_off_and_then_succeed(t: TestStore) {
+    let calls = Arc::new(AtomicU32::new(0));
+    let c2 = calls.clone();
+    let rt = builder(&t)
+        .function("flaky", move |_| {
+            let calls = c2.clone();
+            async move {
+                if calls.fetch_add(1, Ordering::SeqCst) < 2 {
+                    Err(WorkflowError::new(ErrorKind::Communication, "busy").with_status(503))
+                } else {
+                    Ok(json!({ "ok": true }))
+                }
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    let def = wf(r#"
+document: { dsl: '1.0.3', namespace: test, name: retry, version: '1.0.0' }
+do:
+  - guarded:
+      try:
+        - call: { call: flaky }
+      catch:
+        errors: { with: { status: 503 } }
+        retry:
+          delay: { milliseconds: 100 }
+          backoff: { exponential: {} }
+          limit: { attempt: { count: 5 } }
+"#);
+    let (id, outcome) = within("retry", rt.run(def, json!({}))).await.unwrap();
+    assert_eq!(outcome, RunOutcome::Completed(json!({ "ok": true })));
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    let history = rt.history(&id).await.unwrap();
+    let delays: Vec<u64> = history
+        .iter()
+        .filter_map(|h| match &h.event {
+            RunEvent::RetryScheduled { delay_ms, .. } => Some(*delay_ms),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delays, vec![100, 200]);
+    for h in &history {
+        if let RunEvent::TimerFired { timer, at } = &h.event {
+            let due = history.iter().find_map(|x| match &x.event {
+                RunEvent::TimerScheduled {
+                    timer: t2, due_at, ..
+                } if t2 == timer => Some(*due_at),
+                _ => None,
+            });
+            assert!(*at >= due.unwrap(), "timer {timer} fired early");
+        }
+    }
+    rt.shutdown().await;
+}
+
+async fn timers_survive_a_restart_with_their_due_time(t: TestStore) {
+    let def = wf(r#"
+document: { dsl: '1.0.3', namespace: test, name: nap, version: '1.0.0' }
+do:
+  - nap: { wait: { milliseconds: 1500 } }
+  - done: { set: { woke: true } }
+"#);
+    let first = builder(&t).build().await.unwrap();
+    let id = first.start_run(def, json!({})).await.unwrap();
+    first.shutdown().await;
+    drop(first);
+    // A new runtime (as after a restart) resumes the run; the timer keeps its recorded due time.
+    let second = builder(&t).build().await.unwrap();
+    let outcome = within("restarted run", second.wait(&id)).await.unwrap();
+    assert_eq!(outcome, RunOutcome::Completed(json!({ "woke": true })));
+    let history = second.history(&id).await.unwrap();
+    let scheduled: Vec<i64> = history
+        .iter()
+        .filter_map(|h| match &h.event {
+            RunEvent::TimerScheduled { due_at, .. } => Some(*due_at),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        scheduled.len(),
+        1,
+        "the timer is scheduled once, not again on restart"
+    );
+    let fired = history.iter().find_map(|h| match &h.event {
+        RunEvent::TimerFired { at, .. } => Some(*at),
+        _ => None,
+    });
+    assert!(
+        fired.unwrap() >= scheduled[0],
+        "fired at or after its due time"
+    );
+    second.shutdown().await;
+}
+
+async fn errors_name_what_is_wrong(t: TestStore) {
+    let rt = builder(&t).workers(false).build().await.unwrap();
+    match rt.signal("no-such-run", json!({ "id": "1" })).await {
+        Err(Error::NotFound(m)) => assert!(m.contains("no-such-run")),
+        other => panic!("expected not found, got {other:?}"),
+    }
+    match rt.signal("no-such-run", Value::String("x".into())).await {
+        Err(Error::Invalid(m)) => assert!(m.contains("CloudEvent")),
+        other => panic!("expected invalid, got {other:?}"),
+    }
+    let def = wf(r#"
+document: { dsl: '1.0.3', namespace: test, name: dup, version: '1.0.0' }
+do:
+  - a: { wait: PT1H }
+"#);
+    let opts = cairn_runtime::StartOptions {
+        run_id: Some("fixed-id".into()),
+        parent: None,
+    };
+    rt.start_run_with(def.clone(), json!({}), opts.clone())
+        .await
+        .unwrap();
+    assert!(matches!(
+        rt.start_run_with(def, json!({}), opts).await,
+        Err(Error::Conflict(_))
+    ));
+    rt.shutdown().await;
+}
