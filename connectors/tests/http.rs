@@ -644,3 +644,9 @@ async fn activity_handler_performs_http_and_rejects_other_calls() {
         "{e}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// call: openapi
+
+#[path = "http/openapi.rs"]
+mod openapi;

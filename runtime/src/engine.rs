@@ -57,6 +57,8 @@ pub struct BusEvent {
     pub run_id: String,
     /// Sequence in the run's stream.
     pub sequence: u64,
+    /// Global position in the log (0 when the store did not report one).
+    pub position: u64,
     /// The event.
     pub event: RunEvent,
 }
@@ -626,7 +628,12 @@ impl Inner {
                 g.state = state;
                 g.seq = last;
                 g.loaded = true;
-                self.publish(&run_id, last, &events);
+                self.publish(
+                    &run_id,
+                    last,
+                    a.first().map_or(0, |a| a.last_position),
+                    &events,
+                );
                 let snapshot = g.state.clone();
                 drop(g);
                 self.after_append(&run_id, &snapshot);
@@ -716,7 +723,12 @@ impl Inner {
                         .unwrap_or(g.seq + events.len() as u64);
                     g.state = next;
                     g.seq = last;
-                    self.publish(run_id, last, &events);
+                    self.publish(
+                        run_id,
+                        last,
+                        a.first().map_or(0, |a| a.last_position),
+                        &events,
+                    );
                     let snapshot = g.state.clone();
                     drop(g);
                     self.after_append(run_id, &snapshot);
@@ -739,15 +751,24 @@ impl Inner {
         }
     }
 
-    fn publish(&self, run_id: &str, last_seq: u64, events: &[RunEvent]) {
+    /// Broadcasts appended events. The events of one append request are written in one
+    /// transaction under the store's append lock, so their positions are contiguous.
+    fn publish(&self, run_id: &str, last_seq: u64, last_pos: u64, events: &[RunEvent]) {
         if self.bus.receiver_count() == 0 {
             return;
         }
-        let first = last_seq + 1 - events.len() as u64;
+        let n = events.len() as u64;
+        let first = last_seq + 1 - n;
+        let first_pos = if last_pos >= n { last_pos + 1 - n } else { 0 };
         for (i, e) in events.iter().enumerate() {
             let _ = self.bus.send(BusEvent {
                 run_id: run_id.to_string(),
                 sequence: first + i as u64,
+                position: if first_pos == 0 {
+                    0
+                } else {
+                    first_pos + i as u64
+                },
                 event: e.clone(),
             });
         }
