@@ -149,6 +149,27 @@ enum Command {
     /// Measure the runtime on a store: latency, runs/s at several concurrencies, and the raw
     /// append rate of the same store for comparison (figures on stdout, progress on stderr)
     Bench(crate::bench::BenchArgs),
+    /// Retry a faulted run from the task that failed
+    Retry {
+        /// Run id
+        run: String,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Suspend a run: nothing new starts until it is resumed
+    Suspend {
+        /// Run id
+        run: String,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Resume a suspended run
+    Resume {
+        /// Run id
+        run: String,
+        #[command(flatten)]
+        store: StoreArg,
+    },
     /// Check a definition; exit 0, or print every problem with its location
     Validate {
         /// Definition file (YAML or JSON)
@@ -296,6 +317,27 @@ async fn dispatch(cmd: Command) -> Result<u8, Fail> {
             eprintln!("event delivered to run {run}");
             Ok(0)
         }
+        Command::Retry { run, store } => {
+            let rt = client(&store.store).await?;
+            rt.retry(&run).await.map_err(runtime_fail)?;
+            rt.shutdown().await;
+            eprintln!("run {run} retried; a worker continues it");
+            Ok(0)
+        }
+        Command::Suspend { run, store } => {
+            let rt = client(&store.store).await?;
+            rt.suspend(&run).await.map_err(runtime_fail)?;
+            rt.shutdown().await;
+            eprintln!("run {run} suspended");
+            Ok(0)
+        }
+        Command::Resume { run, store } => {
+            let rt = client(&store.store).await?;
+            rt.resume(&run).await.map_err(runtime_fail)?;
+            rt.shutdown().await;
+            eprintln!("run {run} resumed");
+            Ok(0)
+        }
         Command::Cancel { run, reason, store } => {
             let rt = client(&store.store).await?;
             rt.cancel(&run, reason).await.map_err(runtime_fail)?;
@@ -310,6 +352,7 @@ fn runtime_fail(e: cairn_runtime::Error) -> Fail {
     match e {
         cairn_runtime::Error::NotFound(_)
         | cairn_runtime::Error::Invalid(_)
+        | cairn_runtime::Error::Conflict(_)
         | cairn_runtime::Error::Ended(_) => usage(e),
         other => infra(other),
     }

@@ -4,7 +4,7 @@
 //! are those of `call: http`.
 //!
 //! - The document is fetched with a GET on its URI (JSON or YAML), following redirects, and kept
-//!   in a small per-connector [`DocumentCache`] for [`DOCUMENT_TTL`].
+//!   in a small per-connector cache for [`DOCUMENT_TTL`].
 //! - The operation is found by `operationId` across `paths`; path-level parameters are merged
 //!   with the operation's (the operation's win), and local `$ref`s are resolved.
 //! - Swagger 2.0: the base URL is `schemes` + `host` + `basePath` (the document's own scheme and
@@ -50,7 +50,7 @@ const MAX_REF_DEPTH: usize = 16;
 /// Parsed OpenAPI documents by URI, each kept for [`DOCUMENT_TTL`], at most
 /// [`DOCUMENT_CACHE_CAPACITY`] of them. Shared by the clones of a connector.
 #[derive(Debug, Default)]
-pub struct DocumentCache {
+pub(crate) struct DocumentCache {
     entries: Mutex<HashMap<String, CachedDocument>>,
 }
 

@@ -1276,11 +1276,15 @@ impl Decider {
         };
         let then = self.task_of(f).and_then(|t| t.base.then.clone());
         let list_ptr = format!("{}/fork/branches", f.position);
-        if branches.len() < fork.branches.0.len() {
-            for (i, b) in fork.branches.0.iter().enumerate().skip(branches.len()) {
+        let missing: Vec<usize> = (0..fork.branches.0.len())
+            .filter(|i| branches.get(*i).is_none_or(|b| b.is_none()))
+            .collect();
+        if !missing.is_empty() {
+            for i in missing {
                 if !s.frames.contains_key(&f.id) {
                     return;
                 }
+                let b = &fork.branches.0[i];
                 self.start_task(s, f.id, i, b, &list_ptr, f.input.clone(), inp, out);
             }
             return;

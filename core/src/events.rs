@@ -361,6 +361,12 @@ pub enum RunEvent {
         /// Recorded time.
         at: Millis,
     },
+    /// An operator retried a faulted run: it goes on from the task whose error faulted it, which
+    /// starts again from scratch (a new activation, so new idempotency keys).
+    RunRetried {
+        /// Recorded time.
+        at: Millis,
+    },
     /// The run completed.
     RunCompleted {
         /// The workflow output (`output.as` applied).
@@ -421,6 +427,7 @@ impl RunEvent {
             RunEvent::TaskCancelled { .. } => "TaskCancelled",
             RunEvent::RunSuspended { .. } => "RunSuspended",
             RunEvent::RunResumed { .. } => "RunResumed",
+            RunEvent::RunRetried { .. } => "RunRetried",
             RunEvent::RunCompleted { .. } => "RunCompleted",
             RunEvent::RunFaulted { .. } => "RunFaulted",
             RunEvent::RunCancelled { .. } => "RunCancelled",

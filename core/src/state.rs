@@ -98,6 +98,13 @@ pub struct RunState {
     pub timed_out: bool,
     /// Number of events folded.
     pub events_applied: u64,
+    /// The state just before the first task fault that has not been handled yet, and that task:
+    /// where `RunRetried` goes back to. Cleared when a `try` catches or retries the error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault_origin: Option<(Box<RunState>, FrameId)>,
+    /// How many times an operator retried the run.
+    #[serde(default)]
+    pub retries: u32,
 }
 
 /// A pending durable timer.
@@ -596,6 +603,7 @@ impl RunState {
             }
             RunEvent::EventEmitted { .. } => {}
             RunEvent::RetryScheduled { id, .. } => {
+                self.fault_origin = None;
                 if let Some(f) = self.frames.get_mut(id) {
                     f.pending_error = None;
                     if let FrameKind::Try { phase, .. } = &mut f.kind {
@@ -604,6 +612,7 @@ impl RunState {
                 }
             }
             RunEvent::TaskRetried { id, attempt } => {
+                self.fault_origin = None;
                 if let Some(f) = self.frames.get_mut(id) {
                     f.pending_error = None;
                     let input = f.input.clone();
@@ -621,6 +630,7 @@ impl RunState {
                 }
             }
             RunEvent::ErrorCaught { id, error } => {
+                self.fault_origin = None;
                 if let Some(f) = self.frames.get_mut(id) {
                     f.pending_error = None;
                     f.vars.insert("\u{0}error".into(), error.to_value());
@@ -685,6 +695,11 @@ impl RunState {
                 }
             }
             RunEvent::TaskFaulted { id, error, at } => {
+                if self.fault_origin.is_none() && self.frames.contains_key(id) {
+                    let mut before = self.clone();
+                    before.events_applied -= 1;
+                    self.fault_origin = Some((Box::new(before), *id));
+                }
                 self.updated_at = *at;
                 if let Some(f) = self.remove_frame(*id) {
                     if let Some(p) = self.frames.get_mut(&f.parent) {
@@ -729,6 +744,36 @@ impl RunState {
                 self.finish(*at);
                 self.status = RunStatus::Completed;
                 self.output = Some(output.clone());
+            }
+            RunEvent::RunRetried { at } => {
+                if self.status != RunStatus::Faulted {
+                    return;
+                }
+                if let Some((before, failed)) = self.fault_origin.take() {
+                    let applied = self.events_applied;
+                    let retries = self.retries + 1;
+                    *self = *before;
+                    self.events_applied = applied;
+                    self.retries = retries;
+                    self.updated_at = *at;
+                    self.status = RunStatus::Running;
+                    self.error = None;
+                    self.fault_origin = None;
+                    if let Some(f) = self.remove_frame(failed) {
+                        if let Some(p) = self.frames.get_mut(&f.parent) {
+                            p.pending_error = None;
+                            if let FrameKind::Fork { branches } = &mut p.kind {
+                                if let Some(b) = branches.get_mut(f.index) {
+                                    *b = None;
+                                }
+                            } else if let Some(seq) = p.seq_mut() {
+                                seq.current = None;
+                                seq.last_index = f.index.checked_sub(1);
+                                seq.then = None;
+                            }
+                        }
+                    }
+                }
             }
             RunEvent::RunFaulted { error, at } => {
                 self.finish(*at);

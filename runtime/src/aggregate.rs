@@ -79,7 +79,10 @@ impl Aggregate for RunAggregate {
     ) -> Result<(), Self::Error> {
         match command {
             RunCommand::Advance { facts, now } => {
-                if self.0.status.is_terminal() && !facts.is_empty() {
+                let reopens = facts
+                    .iter()
+                    .all(|f| matches!(f, RunEvent::RunRetried { .. }));
+                if self.0.status.is_terminal() && !facts.is_empty() && !reopens {
                     return Err(RunCommandError::Ended(self.0.run_id.clone()));
                 }
                 for e in facts {

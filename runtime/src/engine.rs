@@ -399,6 +399,64 @@ impl Runtime {
             .await
     }
 
+    /// Suspends a run: nothing new starts until it is resumed (calls in flight still record their
+    /// results).
+    pub async fn suspend(&self, run_id: &str) -> Result<()> {
+        let s = self.state(run_id).await?;
+        match s.status {
+            RunStatus::Suspended => {
+                return Err(Error::Conflict(format!(
+                    "run {run_id} is already suspended"
+                )))
+            }
+            st if st.is_terminal() => {
+                return Err(Error::Ended(format!(
+                    "run {run_id} has already {}",
+                    st.as_str()
+                )))
+            }
+            _ => {}
+        }
+        self.inner
+            .advance(run_id, vec![RunEvent::RunSuspended { at: now_ms() }])
+            .await
+    }
+
+    /// Resumes a suspended run.
+    pub async fn resume(&self, run_id: &str) -> Result<()> {
+        let s = self.state(run_id).await?;
+        if s.status != RunStatus::Suspended {
+            return Err(Error::Conflict(format!(
+                "run {run_id} is not suspended (it is {})",
+                s.status_label()
+            )));
+        }
+        self.inner
+            .advance(run_id, vec![RunEvent::RunResumed { at: now_ms() }])
+            .await
+    }
+
+    /// Retries a faulted run from the task whose error faulted it. That task starts again from
+    /// scratch, as a new activation (so its calls carry new idempotency keys); everything that
+    /// completed before it is kept.
+    pub async fn retry(&self, run_id: &str) -> Result<()> {
+        let s = self.state(run_id).await?;
+        if s.status != RunStatus::Faulted {
+            return Err(Error::Conflict(format!(
+                "run {run_id} is {}, only a faulted run can be retried",
+                s.status_label()
+            )));
+        }
+        if s.fault_origin.is_none() {
+            return Err(Error::Conflict(format!(
+                "run {run_id} faulted outside any task (its input or its timeout), so there is no task to retry"
+            )));
+        }
+        self.inner
+            .advance(run_id, vec![RunEvent::RunRetried { at: now_ms() }])
+            .await
+    }
+
     /// A run's current state, folded from its events.
     pub async fn state(&self, run_id: &str) -> Result<RunState> {
         Ok(self.inner.load(run_id).await?.0)
@@ -687,7 +745,7 @@ impl Inner {
                     todo.push(RunEvent::TimerFired { timer: t, at: now });
                 }
             }
-            if g.state.status.is_terminal() {
+            if g.state.status.is_terminal() && todo.is_empty() {
                 let snapshot = g.state.clone();
                 drop(g);
                 self.after_append(run_id, &snapshot);
@@ -1006,7 +1064,9 @@ fn runtime_error(e: Error) -> WorkflowError {
 /// task, a duplicate delivery or a second cancel is dropped rather than recorded).
 fn still_applies(s: &RunState, fact: &RunEvent) -> bool {
     if s.status.is_terminal() {
-        return false;
+        return matches!(fact, RunEvent::RunRetried { .. })
+            && s.status == RunStatus::Faulted
+            && s.fault_origin.is_some();
     }
     match fact {
         RunEvent::ActivityCompleted { id, .. } | RunEvent::ActivityFailed { id, .. } => matches!(

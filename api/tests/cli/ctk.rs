@@ -17,16 +17,7 @@ use crate::common::{json_eq, spec_dir, Outcome, Sandbox};
 use crate::mock::Mock;
 
 /// Scenarios that fail for a feature Cairn does not support yet, with the reason.
-const EXPECTED_FAILURES: &[(&str, &str)] = &[
-    (
-        "ctk-05",
-        "`call: openapi` is parsed but not executed yet (no OpenAPI/Swagger 2.0 client)",
-    ),
-    (
-        "ctk-06",
-        "`call: openapi` is parsed but not executed yet (no OpenAPI/Swagger 2.0 client)",
-    ),
-];
+const EXPECTED_FAILURES: &[(&str, &str)] = &[];
 
 /// Patch D1 of `conformance.md`: the CTK's error type URI versus the standard one.
 const D1_FROM: &str = "https://serverlessworkflow.io/dsl/errors/types/communication";

@@ -42,6 +42,8 @@ on_both_stores!(
     retries_back_off_and_then_succeed,
     timers_survive_a_restart_with_their_due_time,
     errors_name_what_is_wrong,
+    a_faulted_run_is_retried_from_the_failed_task,
+    suspend_holds_a_run_until_resumed,
 );
 
 fn wf(yaml: &str) -> Workflow {
@@ -326,5 +328,107 @@ do:
         rt.start_run_with(def, json!({}), opts).await,
         Err(Error::Conflict(_))
     ));
+    rt.shutdown().await;
+}
+
+async fn a_faulted_run_is_retried_from_the_failed_task(t: TestStore) {
+    let calls = Arc::new(AtomicU32::new(0));
+    let (c1, c2) = (calls.clone(), Arc::new(AtomicU32::new(0)));
+    let c2b = c2.clone();
+    let rt = builder(&t)
+        .function("prepare", move |_| {
+            let c = c1.clone();
+            async move {
+                c.fetch_add(1, Ordering::SeqCst);
+                Ok(json!({ "prepared": true }))
+            }
+        })
+        .function("ship", move |_| {
+            let c = c2b.clone();
+            async move {
+                if c.fetch_add(1, Ordering::SeqCst) == 0 {
+                    Err(WorkflowError::new(ErrorKind::Communication, "carrier down")
+                        .with_status(503))
+                } else {
+                    Ok(json!({ "shipped": true }))
+                }
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    let def = wf(r#"
+document: { dsl: '1.0.3', namespace: test, name: ship, version: '1.0.0' }
+do:
+  - prepare: { call: prepare }
+  - both:
+      fork:
+        branches:
+          - ship: { call: ship }
+          - note: { set: { noted: true } }
+"#);
+    let (id, outcome) = within("first attempt", rt.run(def, json!({})))
+        .await
+        .unwrap();
+    assert!(matches!(outcome, RunOutcome::Faulted(_)), "{outcome:?}");
+    assert!(matches!(rt.resume(&id).await, Err(Error::Conflict(_))));
+    rt.retry(&id).await.unwrap();
+    let outcome = within("retried run", rt.wait(&id)).await.unwrap();
+    assert_eq!(
+        outcome,
+        RunOutcome::Completed(json!([{ "shipped": true }, { "noted": true }]))
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the task that completed is not run again"
+    );
+    assert_eq!(c2.load(Ordering::SeqCst), 2);
+    let keys: Vec<String> = rt
+        .history(&id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|h| match h.event {
+            RunEvent::ActivityScheduled {
+                idempotency_key, ..
+            } => Some(idempotency_key),
+            _ => None,
+        })
+        .collect();
+    let unique: std::collections::HashSet<&String> = keys.iter().collect();
+    assert_eq!(
+        unique.len(),
+        keys.len(),
+        "a retried call gets a new idempotency key"
+    );
+    assert!(
+        matches!(rt.retry(&id).await, Err(Error::Conflict(_))),
+        "a completed run is not retried"
+    );
+    rt.shutdown().await;
+}
+
+async fn suspend_holds_a_run_until_resumed(t: TestStore) {
+    let rt = builder(&t).build().await.unwrap();
+    let def = wf(r#"
+document: { dsl: '1.0.3', namespace: test, name: hold, version: '1.0.0' }
+do:
+  - nap: { wait: { milliseconds: 300 } }
+  - done: { set: { done: true } }
+"#);
+    let id = rt.start_run(def, json!({})).await.unwrap();
+    rt.suspend(&id).await.unwrap();
+    assert!(matches!(rt.suspend(&id).await, Err(Error::Conflict(_))));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let s = rt.state(&id).await.unwrap();
+    assert_eq!(
+        s.status_label(),
+        "suspended",
+        "the timer came due but the run stays suspended"
+    );
+    rt.resume(&id).await.unwrap();
+    let outcome = within("resumed run", rt.wait(&id)).await.unwrap();
+    assert_eq!(outcome, RunOutcome::Completed(json!({ "done": true })));
     rt.shutdown().await;
 }
