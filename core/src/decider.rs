@@ -47,6 +47,9 @@ pub struct DecideInput<'a> {
 pub struct Decider {
     def: Arc<Workflow>,
     def_value: Arc<Value>,
+    /// Whether any expression may read `$workflow.definition`; binding a whole definition for
+    /// every evaluation is the most expensive part of building the arguments.
+    binds_definition: bool,
 }
 
 /// What follows a finished task in its list.
@@ -62,7 +65,12 @@ impl Decider {
     /// A decider for `def`.
     pub fn new(def: Arc<Workflow>) -> Self {
         let def_value = Arc::new(serde_json::to_value(&*def).unwrap_or(Value::Null));
-        Decider { def, def_value }
+        let binds_definition = def_value.to_string().contains("$workflow");
+        Decider {
+            def,
+            def_value,
+            binds_definition,
+        }
     }
 
     /// The definition.
@@ -1561,7 +1569,7 @@ impl Decider {
             "workflow".into(),
             json!({
                 "id": s.run_id,
-                "definition": &*self.def_value,
+                "definition": if self.binds_definition { (*self.def_value).clone() } else { Value::Null },
                 "input": s.raw_input,
                 "startedAt": datetime(s.started_at),
             }),

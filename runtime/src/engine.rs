@@ -16,7 +16,7 @@ use cairn_core::error::{ErrorKind, WorkflowError};
 use cairn_core::events::{FrameId, Millis, ParentRef, RunEvent, EVENT_VERSION};
 use cairn_core::state::{FrameKind, RunState, RunStatus};
 use serde_json::{json, Value};
-use tokio::sync::{broadcast, mpsc, Mutex as AsyncMutex};
+use tokio::sync::{broadcast, mpsc, oneshot, Mutex as AsyncMutex};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn, Instrument};
@@ -227,6 +227,8 @@ impl RuntimeBuilder {
             poll_interval: self.poll_interval,
             scope: self.scope,
             owned: Mutex::default(),
+            waiters: Mutex::default(),
+            finished: Mutex::default(),
         });
         let rt = Runtime { inner };
         if rt.inner.workers {
@@ -275,6 +277,8 @@ struct Inner {
     poll_interval: Duration,
     scope: WorkerScope,
     owned: Mutex<HashSet<String>>,
+    waiters: Mutex<HashMap<String, Vec<oneshot::Sender<()>>>>,
+    finished: Mutex<HashMap<String, RunOutcome>>,
 }
 
 impl Runtime {
@@ -313,36 +317,24 @@ impl Runtime {
 
     /// Waits until the run ends.
     pub async fn wait(&self, run_id: &str) -> Result<RunOutcome> {
-        let mut rx = self.inner.bus.subscribe();
         loop {
+            if let Some(o) = self.inner.finished_outcome(run_id) {
+                return Ok(o);
+            }
+            // Register before looking, so an end recorded in between still wakes us.
+            let (tx, rx) = oneshot::channel();
+            if let Ok(mut w) = self.inner.waiters.lock() {
+                let list = w.entry(run_id.to_string()).or_default();
+                list.retain(|s| !s.is_closed());
+                list.push(tx);
+            }
             let s = self.state(run_id).await?;
-            match s.status {
-                RunStatus::Completed => {
-                    return Ok(RunOutcome::Completed(s.output.unwrap_or(Value::Null)))
-                }
-                RunStatus::Faulted => {
-                    return Ok(RunOutcome::Faulted(s.error.unwrap_or_else(|| {
-                        WorkflowError::new(ErrorKind::Runtime, "faulted without an error")
-                    })))
-                }
-                RunStatus::Cancelled => return Ok(RunOutcome::Cancelled),
-                _ => {}
+            if let Some(o) = outcome_of(&s) {
+                return Ok(o);
             }
-            // Events of this process arrive on the bus; those of other processes are seen by
-            // re-reading the store now and then.
-            let deadline = tokio::time::sleep(Duration::from_millis(250));
-            tokio::pin!(deadline);
-            loop {
-                tokio::select! {
-                    _ = &mut deadline => break,
-                    m = rx.recv() => match m {
-                        Ok(b) if b.run_id == run_id && b.event.is_terminal() => break,
-                        Ok(_) => {}
-                        Err(broadcast::error::RecvError::Lagged(_)) => break,
-                        Err(broadcast::error::RecvError::Closed) => break,
-                    },
-                }
-            }
+            // This process's own runs wake the waiter directly; runs finished by other
+            // processes are seen by looking at the store again now and then.
+            let _ = tokio::time::timeout(Duration::from_millis(250), rx).await;
         }
     }
 
@@ -531,6 +523,22 @@ impl Runtime {
     }
 }
 
+fn outcome_of(s: &RunState) -> Option<RunOutcome> {
+    match s.status {
+        RunStatus::Completed => Some(RunOutcome::Completed(
+            s.output.clone().unwrap_or(Value::Null),
+        )),
+        RunStatus::Faulted => Some(RunOutcome::Faulted(s.error.clone().unwrap_or_else(|| {
+            WorkflowError::new(ErrorKind::Runtime, "faulted without an error")
+        }))),
+        RunStatus::Cancelled => Some(RunOutcome::Cancelled),
+        _ => None,
+    }
+}
+
+/// How many ended runs' outcomes are kept for waiters that ask after the end.
+const FINISHED_CAPACITY: usize = 4096;
+
 fn decode(e: &StoredEvent) -> Result<RunEvent> {
     RunEvent::from_stored(&e.event_type, &e.event_version, e.payload.clone())
         .map_err(|err| Error::Corrupt(format!("run {} event {}: {err}", e.stream, e.sequence)))
@@ -539,6 +547,29 @@ fn decode(e: &StoredEvent) -> Result<RunEvent> {
 const NON_TERMINAL: [&str; 4] = ["pending", "running", "waiting", "suspended"];
 
 impl Inner {
+    fn finished_outcome(&self, run_id: &str) -> Option<RunOutcome> {
+        self.finished
+            .lock()
+            .ok()
+            .and_then(|f| f.get(run_id).cloned())
+    }
+
+    /// Remembers how a run ended and wakes whoever waits for it.
+    fn ended(&self, run_id: &str, state: &RunState) {
+        if let Some(o) = outcome_of(state) {
+            if let Ok(mut f) = self.finished.lock() {
+                if f.len() >= FINISHED_CAPACITY {
+                    f.clear();
+                }
+                f.insert(run_id.to_string(), o);
+            }
+        }
+        let ws = self.waiters.lock().ok().and_then(|mut w| w.remove(run_id));
+        for w in ws.into_iter().flatten() {
+            let _ = w.send(());
+        }
+    }
+
     async fn unfinished(&self) -> Result<Vec<RunSummary>> {
         Ok(self
             .store
@@ -712,10 +743,24 @@ impl Inner {
     /// Records `facts` (dropping those that no longer apply), fires due timers, decides, and
     /// appends; on a concurrency conflict reloads and tries again.
     async fn advance(self: &Arc<Self>, run_id: &str, facts: Vec<RunEvent>) -> Result<()> {
+        self.advance_with(run_id, facts, false).await
+    }
+
+    /// [`Inner::advance`], first reloading the run from the store when `reload` is set.
+    async fn advance_with(
+        self: &Arc<Self>,
+        run_id: &str,
+        facts: Vec<RunEvent>,
+        mut reload: bool,
+    ) -> Result<()> {
         let mut conflicts = 0u32;
         loop {
             let slot = self.slot(run_id);
             let mut g = slot.lock().await;
+            if reload {
+                g.loaded = false;
+                reload = false;
+            }
             if !g.loaded {
                 let (state, seq) = match self.load_from_store(run_id).await {
                     Ok(x) => x,
@@ -835,6 +880,7 @@ impl Inner {
     /// Performs what the log says is due: calls, timers, sub-workflows, parent notification.
     fn after_append(self: &Arc<Self>, run_id: &str, state: &RunState) {
         if state.status.is_terminal() {
+            self.ended(run_id, state);
             self.evict(run_id);
             if let Some(p) = &state.parent {
                 let result = match state.status {
@@ -859,6 +905,12 @@ impl Inner {
                 });
             }
             return;
+        }
+        if state.retries > 0 {
+            // A retried run is open again: forget the outcome it had.
+            if let Ok(mut f) = self.finished.lock() {
+                f.remove(run_id);
+            }
         }
         if !self.workers || state.status == RunStatus::Suspended {
             return;
@@ -1158,13 +1210,12 @@ async fn tail_loop(inner: Arc<Inner>, mut after: u64) {
             }
         }
         for run in runs {
-            if let Ok(mut m) = inner.slots.lock() {
-                // Our cached copy is stale now.
-                m.remove(&run);
-            }
             let i = inner.clone();
             inner.tracker.spawn(async move {
-                if let Err(e) = i.advance(&run, Vec::new()).await {
+                // Another process extended the run: our cached copy is stale. It is reloaded
+                // under the run's own lock (never by dropping the slot, which would let two
+                // tasks of this process write the run at once).
+                if let Err(e) = i.advance_with(&run, Vec::new(), true).await {
                     debug!(run = %run, error = %e, "cannot advance run seen in the log");
                 }
             });
