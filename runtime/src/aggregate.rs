@@ -123,3 +123,166 @@ pub async fn execute(
     r?;
     Ok(sink.collect().await.into_iter().map(|e| e.0).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    //! Given events, when a command, then events: the aggregate with no database.
+
+    use super::*;
+    use cairn_core::dsl::{load_str, SourceFormat};
+    use cairn_core::events::DefinitionRef;
+    use cairn_core::WorkflowError;
+    use cqrs_es::test::TestFramework;
+    use serde_json::json;
+
+    const T: i64 = 1_767_225_600_000;
+
+    fn services(yaml: &str) -> RunServices {
+        let def = load_str(yaml, SourceFormat::Yaml).expect("valid workflow");
+        RunServices {
+            decider: Arc::new(Decider::new(Arc::new(def))),
+            secrets: Map::new(),
+        }
+    }
+
+    fn started() -> RunEventEnvelope {
+        RunEventEnvelope(RunEvent::RunStarted {
+            run_id: "r1".into(),
+            definition: DefinitionRef {
+                namespace: "t".into(),
+                name: "w".into(),
+                version: "1.0.0".into(),
+                hash: "h".into(),
+            },
+            input: json!({ "n": 1 }),
+            at: T,
+            parent: None,
+        })
+    }
+
+    const ONE_CALL: &str = r#"
+document: { dsl: '1.0.3', namespace: t, name: w, version: '1.0.0' }
+do:
+  - work: { call: work }
+"#;
+
+    fn scheduled() -> Vec<RunEventEnvelope> {
+        vec![
+            started(),
+            RunEventEnvelope(RunEvent::WorkflowInputAccepted {
+                input: json!({ "n": 1 }),
+            }),
+            RunEventEnvelope(RunEvent::TaskStarted {
+                id: 1,
+                parent: 0,
+                index: 0,
+                position: "/do/0/work".into(),
+                name: "work".into(),
+                kind: "call".into(),
+                raw_input: json!({ "n": 1 }),
+                input: json!({ "n": 1 }),
+                at: T,
+            }),
+            RunEventEnvelope(RunEvent::ActivityScheduled {
+                id: 1,
+                attempt: 0,
+                idempotency_key: "r1:1:0".into(),
+                call: cairn_core::events::ActivityCall::Function {
+                    name: "work".into(),
+                    arguments: json!({}),
+                    input: json!({ "n": 1 }),
+                },
+            }),
+        ]
+    }
+
+    #[test]
+    fn a_new_run_is_decided_up_to_its_first_call() {
+        let mut expected = scheduled();
+        let start = expected.remove(0);
+        TestFramework::<RunAggregate>::with(services(ONE_CALL))
+            .given_no_previous_events()
+            .when(RunCommand::Advance {
+                facts: vec![start.0],
+                now: T,
+            })
+            .then_expect_events([vec![started()], expected].concat());
+    }
+
+    #[test]
+    fn a_call_result_completes_the_task_and_the_run() {
+        TestFramework::<RunAggregate>::with(services(ONE_CALL))
+            .given(scheduled())
+            .when(RunCommand::Advance {
+                facts: vec![RunEvent::ActivityCompleted {
+                    id: 1,
+                    result: json!({ "ok": true }),
+                    at: T + 5,
+                }],
+                now: T + 5,
+            })
+            .then_expect_events(vec![
+                RunEventEnvelope(RunEvent::ActivityCompleted {
+                    id: 1,
+                    result: json!({ "ok": true }),
+                    at: T + 5,
+                }),
+                RunEventEnvelope(RunEvent::TaskCompleted {
+                    id: 1,
+                    output: json!({ "ok": true }),
+                    context: None,
+                    then: None,
+                    at: T + 5,
+                }),
+                RunEventEnvelope(RunEvent::RunCompleted {
+                    output: json!({ "ok": true }),
+                    at: T + 5,
+                }),
+            ]);
+    }
+
+    #[test]
+    fn an_uncaught_call_error_faults_the_run_with_the_task_pointer() {
+        let error =
+            WorkflowError::new(cairn_core::ErrorKind::Communication, "down").with_status(503);
+        let events = TestFramework::<RunAggregate>::with(services(ONE_CALL))
+            .given(scheduled())
+            .when(RunCommand::Advance {
+                facts: vec![RunEvent::ActivityFailed {
+                    id: 1,
+                    error,
+                    at: T + 1,
+                }],
+                now: T + 1,
+            })
+            .inspect_result()
+            .expect("accepted");
+        match &events.last().map(|e| &e.0) {
+            Some(RunEvent::RunFaulted { error, .. }) => {
+                assert_eq!(error.status, 503);
+                assert_eq!(error.instance.as_deref(), Some("/do/0/work"));
+            }
+            other => panic!("expected RunFaulted, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_ended_run_rejects_new_facts() {
+        let mut given = scheduled();
+        given.push(RunEventEnvelope(RunEvent::RunCancelled {
+            reason: None,
+            at: T + 1,
+        }));
+        TestFramework::<RunAggregate>::with(services(ONE_CALL))
+            .given(given)
+            .when(RunCommand::Advance {
+                facts: vec![RunEvent::ActivityCompleted {
+                    id: 1,
+                    result: json!(1),
+                    at: T + 2,
+                }],
+                now: T + 2,
+            })
+            .then_expect_error_message("run r1 has already ended");
+    }
+}
