@@ -170,6 +170,8 @@ enum Command {
         #[command(flatten)]
         store: StoreArg,
     },
+    /// Serve the GraphQL API (and execute runs, unless --no-workers) until SIGTERM or Ctrl-C
+    Serve(crate::server::ServeArgs),
     /// Check a definition; exit 0, or print every problem with its location
     Validate {
         /// Definition file (YAML or JSON)
@@ -237,6 +239,10 @@ pub fn main() -> ExitCode {
 async fn dispatch(cmd: Command) -> Result<u8, Fail> {
     match cmd {
         Command::Validate { file, json } => validate(&file, json),
+        Command::Serve(args) => crate::server::serve(args).await.map_err(|f| Fail {
+            code: f.code,
+            error: f.error,
+        }),
         Command::Bench(args) => crate::bench::run(args).await.map_err(|f| Fail {
             code: f.code,
             error: f.error,

@@ -7,6 +7,7 @@
 mod bench;
 mod cli;
 mod secrets;
+mod server;
 
 fn main() -> std::process::ExitCode {
     cli::main()

@@ -726,6 +726,9 @@ impl Inner {
                 let snapshot = g.state.clone();
                 drop(g);
                 self.after_append(&run_id, &snapshot);
+                if self.workers && events.len() >= cairn_core::decider::MAX_EVENTS_PER_DECISION {
+                    self.continue_later(&run_id);
+                }
                 Ok(run_id)
             }
             Err(StoreError::Conflict { .. }) => {
@@ -835,6 +838,13 @@ impl Inner {
                     let snapshot = g.state.clone();
                     drop(g);
                     self.after_append(run_id, &snapshot);
+                    if self.workers && events.len() >= cairn_core::decider::MAX_EVENTS_PER_DECISION
+                    {
+                        // The decider stopped at its batch limit with work left (a loop that
+                        // never waits): go on in another batch, letting other facts (a cancel)
+                        // in between.
+                        self.continue_later(run_id);
+                    }
                     return Ok(());
                 }
                 Err(StoreError::Conflict { .. }) if conflicts < 20 => {
@@ -852,6 +862,17 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// Advances a run again in a task of its own. (A plain function, so that `advance` does
+    /// not spawn itself from within its own future.)
+    fn continue_later(self: &Arc<Self>, run_id: &str) {
+        let (i, run) = (self.clone(), run_id.to_string());
+        self.tracker.spawn(async move {
+            if let Err(e) = i.advance(&run, Vec::new()).await {
+                warn!(run = %run, error = %e, "cannot continue run");
+            }
+        });
     }
 
     /// Broadcasts appended events. The events of one append request are written in one

@@ -11,3 +11,4 @@ mod contract;
 mod crash;
 mod ctk;
 mod mock;
+mod server;

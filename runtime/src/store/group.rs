@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{
-    AppendRequest, Appended, EventStore, GroupOutcome, Result, RunFilter, RunSummary, StoreError,
-    StoredDefinition, StoredEvent,
+    AppendRequest, Appended, EventStore, GroupOutcome, Result, RunFilter, RunQuery, RunSummary,
+    StoreError, StoredDefinition, StoredEvent,
 };
 
 /// Options of [`GroupCommitter`].
@@ -97,7 +97,16 @@ async fn writer(
     shutdown: CancellationToken,
 ) {
     let mut batch: Vec<Pending> = Vec::with_capacity(max_batch);
+    // How many callers the last commit answered: more than one means we are under load.
+    let mut last_batch = 0;
     loop {
+        if last_batch > 1 {
+            // The callers just answered are runnable and about to queue their next appends: let
+            // them run first (a scheduler yield, not a timed wait) so the next batch takes them
+            // all instead of committing the one or two that happened to be first. An idle writer
+            // (last batch of one) never yields, so a lone append is written at once.
+            tokio::task::yield_now().await;
+        }
         let first = tokio::select! {
             biased;
             () = shutdown.cancelled() => {
@@ -120,12 +129,12 @@ async fn writer(
                 return;
             }
         }
-        while batch.len() < max_batch {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
-            }
+        // Everything already queued joins this batch, taken in one pass over the channel.
+        let room = max_batch.saturating_sub(batch.len());
+        if room > 0 && !rx.is_empty() {
+            rx.recv_many(&mut batch, room).await;
         }
+        last_batch = batch.len();
         commit(store.as_ref(), &mut batch).await;
     }
 }
@@ -194,6 +203,10 @@ impl EventStore for GroupCommitter {
         self.inner.list_runs(filter).await
     }
 
+    async fn query_runs(&self, query: &RunQuery) -> Result<Vec<RunSummary>> {
+        self.inner.query_runs(query).await
+    }
+
     async fn get_run(&self, run_id: &str) -> Result<Option<RunSummary>> {
         self.inner.get_run(run_id).await
     }
@@ -213,5 +226,9 @@ impl EventStore for GroupCommitter {
         version: &str,
     ) -> Result<Option<StoredDefinition>> {
         self.inner.find_definition(namespace, name, version).await
+    }
+
+    async fn list_definitions(&self) -> Result<Vec<StoredDefinition>> {
+        self.inner.list_definitions().await
     }
 }

@@ -151,6 +151,27 @@ pub struct RunFilter {
     pub limit: Option<u64>,
 }
 
+/// A page of the runs index for [`EventStore::query_runs`]: newest first (`created_at`, then
+/// `run_id`, both descending), filtered, resuming strictly after a key (keyset pagination, so a
+/// page stays stable while new runs arrive).
+///
+/// `#[non_exhaustive]`: build it from [`RunQuery::default`] and set fields, so that new filters
+/// (started between, correlation, sort order) do not break callers.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct RunQuery {
+    /// Only runs in these statuses (all when empty).
+    pub statuses: Vec<String>,
+    /// Only runs of definitions in this namespace.
+    pub namespace: Option<String>,
+    /// Only runs of definitions with this name.
+    pub name: Option<String>,
+    /// Only runs that sort after this `(created_at, run_id)` key, i.e. older ones.
+    pub after: Option<(i64, String)>,
+    /// At most this many rows.
+    pub limit: u64,
+}
+
 /// A stored definition.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredDefinition {
@@ -208,6 +229,9 @@ pub trait EventStore: Send + Sync + 'static {
     /// Runs from the `runs` index.
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>>;
 
+    /// A filtered page of the runs index (see [`RunQuery`]).
+    async fn query_runs(&self, query: &RunQuery) -> Result<Vec<RunSummary>>;
+
     /// One run's summary.
     async fn get_run(&self, run_id: &str) -> Result<Option<RunSummary>>;
 
@@ -224,6 +248,10 @@ pub trait EventStore: Send + Sync + 'static {
         name: &str,
         version: &str,
     ) -> Result<Option<StoredDefinition>>;
+
+    /// Every stored definition, ordered by namespace, name, then the order they were first
+    /// recorded in (so a redeployed version with new content comes after the old content).
+    async fn list_definitions(&self) -> Result<Vec<StoredDefinition>>;
 }
 
 /// Compares two definition versions by semantic-version precedence (`1.10.0 > 1.9.0`,

@@ -24,8 +24,14 @@
 //! Anything that writes to `events` must take the same lock (see [`APPEND_LOCK`]).
 //!
 //! Under the lock the stream heads read inside the transaction are authoritative, so a group with
-//! a stale `expected_sequence` is answered `Conflict` and left out, with no savepoint and no retry;
-//! the unique constraint on `(aggregate_type, aggregate_id, sequence)` remains as a backstop.
+//! a stale `expected_sequence` is answered `Conflict` and left out, with no savepoint; the unique
+//! constraint on `(aggregate_type, aggregate_id, sequence)` remains as a backstop.
+//!
+//! An append is one call of the server-side function `cairn_append` (migration 2), run as its
+//! statement's own transaction: lock, heads check, insert, upsert and commit cost one round trip
+//! instead of six. The plan is made on the client against assumed heads; the function writes only
+//! if the heads it reads under the lock are the assumed ones, else answers the real heads and the
+//! client plans again (see `try_append_groups`).
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -39,8 +45,8 @@ use sqlx::{Connection as _, Row as _};
 use super::plan::{self, StreamKey};
 use super::util::{is_unique_violation, redact_url, to_i64, to_u64, unavailable};
 use super::{
-    AppendRequest, Appended, EventStore, GroupOutcome, Result, RunFilter, RunSummary, StoreError,
-    StoredDefinition, StoredEvent,
+    AppendRequest, Appended, EventStore, GroupOutcome, Result, RunFilter, RunQuery, RunSummary,
+    StoreError, StoredDefinition, StoredEvent,
 };
 
 const STORE: &str = "postgres";
@@ -54,9 +60,10 @@ const MIGRATE_LOCK: i64 = 0x6361_6972_6e5f_6d67;
 
 /// Schema migrations, applied in order at connect; each runs once (see `schema_version`).
 /// Column names follow postgres-es; payloads are JSONB.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE events (
     position       BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     aggregate_type TEXT   NOT NULL,
@@ -102,7 +109,61 @@ CREATE TABLE definitions (
 );
 CREATE INDEX definitions_nnv ON definitions (namespace, name, version);
 "#,
-)];
+    ),
+    (
+        2,
+        // The whole append in one call, so it costs one round trip: lock, check the stream heads
+        // the caller planned against, insert, upsert. Being VOLATILE PL/pgSQL, every statement
+        // takes a fresh snapshot, so the heads read after the lock see every earlier holder's
+        // commit (a single plain SQL statement would read them from a snapshot taken before it
+        // waited for the lock). On a mismatch nothing is written and the real heads go back to
+        // the caller, which plans again. Positions come back in the order of the event arrays,
+        // matched by (aggregate_type, aggregate_id, sequence) rather than by RETURNING's order.
+        r#"
+CREATE OR REPLACE FUNCTION cairn_append(
+    lock_key bigint,
+    s_types text[], s_ids text[], s_heads bigint[],
+    e_types text[], e_ids text[], e_seqs bigint[], e_event_types text[], e_versions text[],
+    e_payloads jsonb[], e_metadata jsonb[],
+    r_ids text[], r_namespaces text[], r_names text[], r_versions text[], r_statuses text[],
+    r_created bigint[], r_updated bigint[], r_timers bigint[],
+    OUT positions bigint[], OUT heads bigint[])
+LANGUAGE plpgsql VOLATILE AS $fn$
+BEGIN
+    PERFORM pg_advisory_xact_lock(lock_key);
+    SELECT COALESCE(array_agg(COALESCE((SELECT MAX(e.sequence) FROM events e
+                                         WHERE e.aggregate_type = k.t AND e.aggregate_id = k.id),
+                                        0) ORDER BY k.ord), '{}')
+      INTO heads
+      FROM UNNEST(s_types, s_ids) WITH ORDINALITY AS k(t, id, ord);
+    IF heads IS DISTINCT FROM COALESCE(s_heads, '{}') THEN
+        RETURN;
+    END IF;
+    WITH ins AS (
+        INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
+                            payload, metadata)
+        SELECT r.t, r.id, r.seq, r.et, r.ev, r.p, r.m
+          FROM UNNEST(e_types, e_ids, e_seqs, e_event_types, e_versions, e_payloads, e_metadata)
+               WITH ORDINALITY AS r(t, id, seq, et, ev, p, m, ord)
+         ORDER BY r.ord
+        RETURNING events.position, events.aggregate_type, events.aggregate_id, events.sequence)
+    SELECT COALESCE(array_agg(ins.position ORDER BY r.ord), '{}')
+      INTO positions
+      FROM ins
+      JOIN UNNEST(e_types, e_ids, e_seqs) WITH ORDINALITY AS r(t, id, seq, ord)
+        ON ins.aggregate_type = r.t AND ins.aggregate_id = r.id AND ins.sequence = r.seq;
+    INSERT INTO runs (run_id, namespace, name, version, status, created_at, updated_at,
+                      next_timer_at)
+    SELECT * FROM UNNEST(r_ids, r_namespaces, r_names, r_versions, r_statuses, r_created,
+                         r_updated, r_timers)
+    ON CONFLICT (run_id) DO UPDATE SET namespace = excluded.namespace, name = excluded.name,
+        version = excluded.version, status = excluded.status,
+        updated_at = excluded.updated_at, next_timer_at = excluded.next_timer_at;
+END
+$fn$;
+"#,
+    ),
+];
 
 /// Options of [`PostgresStore::connect_with`].
 #[derive(Debug, Clone)]
@@ -194,7 +255,127 @@ impl PostgresStore {
         self.pool.close().await;
     }
 
+    /// One append, one round trip: `cairn_append` (migration 2) takes [`APPEND_LOCK`], checks
+    /// the heads this plan assumed, writes, and commits as the statement's own transaction.
+    ///
+    /// The plan first assumes each stream's head is what the first request naming it expects,
+    /// which is right unless that request is stale; when the function answers with different
+    /// heads (nothing written), the plan is redone against them, which only fails again if
+    /// another process extended one of these streams in between.
     async fn try_append_groups(
+        &self,
+        groups: &[Vec<AppendRequest>],
+    ) -> std::result::Result<Vec<GroupOutcome>, sqlx::Error> {
+        /// Calls of `cairn_append` before falling back to a transaction that plans under the lock:
+        /// the second one plans against the heads the first one read, so only a writer racing on
+        /// these very streams makes it miss too.
+        const MAX_ATTEMPTS: usize = 2;
+        let keys = plan::streams(groups);
+        if keys.is_empty() {
+            // No request at all: nothing to check or write.
+            return Ok(plan::plan(groups, &HashMap::new()).finish(&[]));
+        }
+        let mut assumed: Vec<i64> = keys
+            .iter()
+            .map(|&(t, id)| {
+                groups
+                    .iter()
+                    .flatten()
+                    .find(|r| r.aggregate_type == t && r.stream == id)
+                    .map_or(0, |r| to_i64(r.expected_sequence))
+            })
+            .collect();
+        let types: Vec<&str> = keys.iter().map(|k| k.0).collect();
+        let ids: Vec<&str> = keys.iter().map(|k| k.1).collect();
+        for _ in 0..MAX_ATTEMPTS {
+            let mut current: HashMap<StreamKey<'_>, u64> = HashMap::with_capacity(keys.len());
+            for (key, &head) in keys.iter().zip(&assumed) {
+                let head = u64::try_from(head).map_err(|_| {
+                    sqlx::Error::Protocol(format!("negative sequence in stream {}", key.1))
+                })?;
+                current.insert(*key, head);
+            }
+            let plan = plan::plan(groups, &current);
+            let rows = &plan.rows;
+            let s = &plan.summaries;
+            let (positions, heads): (Option<Vec<i64>>, Option<Vec<i64>>) = sqlx::query_as(
+                "SELECT positions, heads FROM cairn_append($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+                 $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+            )
+            .bind(APPEND_LOCK)
+            .bind(&types)
+            .bind(&ids)
+            .bind(&assumed)
+            .bind(rows.iter().map(|r| r.aggregate_type).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.stream).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| to_i64(r.sequence)).collect::<Vec<_>>())
+            .bind(
+                rows.iter()
+                    .map(|r| r.event.event_type.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                rows.iter()
+                    .map(|r| r.event.event_version.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                rows.iter()
+                    .map(|r| &r.event.payload)
+                    .collect::<Vec<&Value>>(),
+            )
+            .bind(
+                rows.iter()
+                    .map(|r| &r.event.metadata)
+                    .collect::<Vec<&Value>>(),
+            )
+            .bind(s.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>())
+            .bind(s.iter().map(|r| r.namespace.as_str()).collect::<Vec<_>>())
+            .bind(s.iter().map(|r| r.name.as_str()).collect::<Vec<_>>())
+            .bind(s.iter().map(|r| r.version.as_str()).collect::<Vec<_>>())
+            .bind(s.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
+            .bind(s.iter().map(|r| r.created_at).collect::<Vec<_>>())
+            .bind(s.iter().map(|r| r.updated_at).collect::<Vec<_>>())
+            .bind(s.iter().map(|r| r.next_timer_at).collect::<Vec<_>>())
+            .fetch_one(&self.pool)
+            .await?;
+            match (positions, heads) {
+                (Some(positions), _) => {
+                    if positions.len() != rows.len() {
+                        return Err(sqlx::Error::Protocol(format!(
+                            "cairn_append returned {} positions for {} events",
+                            positions.len(),
+                            rows.len()
+                        )));
+                    }
+                    let positions = positions
+                        .into_iter()
+                        .map(|p| {
+                            u64::try_from(p).map_err(|_| {
+                                sqlx::Error::Protocol(format!("negative position {p}"))
+                            })
+                        })
+                        .collect::<std::result::Result<Vec<u64>, _>>()?;
+                    return Ok(plan.finish(&positions));
+                }
+                (None, Some(heads)) if heads.len() == keys.len() => assumed = heads,
+                (None, heads) => {
+                    return Err(sqlx::Error::Protocol(format!(
+                        "cairn_append answered {} heads for {} streams",
+                        heads.map_or(0, |h| h.len()),
+                        keys.len()
+                    )))
+                }
+            }
+        }
+        self.append_in_transaction(groups).await
+    }
+
+    /// The same append as an explicit transaction (BEGIN, lock, heads, insert, upsert, COMMIT):
+    /// slower, but the heads it plans against are read under the lock, so it always makes
+    /// progress. Used when `cairn_append` found the assumed heads stale twice in a row, i.e. when
+    /// another process keeps extending the same streams.
+    async fn append_in_transaction(
         &self,
         groups: &[Vec<AppendRequest>],
     ) -> std::result::Result<Vec<GroupOutcome>, sqlx::Error> {
@@ -219,7 +400,7 @@ impl PostgresStore {
         .await?;
         let by_key: HashMap<(String, String), u64> = heads
             .into_iter()
-            .map(|(t, id, head)| ((t, id), head.max(0) as u64))
+            .map(|(t, id, head)| ((t, id), u64::try_from(head).unwrap_or(0)))
             .collect();
         let current: HashMap<StreamKey<'_>, u64> = keys
             .iter()
@@ -246,8 +427,9 @@ impl PostgresStore {
             let returned: Vec<(i64, String, String, i64)> = sqlx::query_as(
                 "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
                    event_version, payload, metadata) \
-                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], \
-                   $5::text[], $6::jsonb[], $7::jsonb[]) \
+                 SELECT t, id, seq, et, ev, p, m FROM UNNEST($1::text[], $2::text[], \
+                   $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[]) \
+                   WITH ORDINALITY AS r(t, id, seq, et, ev, p, m, ord) ORDER BY ord \
                  RETURNING position, aggregate_type, aggregate_id, sequence",
             )
             .bind(rows.iter().map(|r| r.aggregate_type).collect::<Vec<_>>())
@@ -286,7 +468,13 @@ impl PostgresStore {
                     r.stream.to_string(),
                     to_i64(r.sequence),
                 );
-                positions.push(by_row.get(&key).copied().unwrap_or(0).max(0) as u64);
+                let position = by_row
+                    .get(&key)
+                    .and_then(|&p| u64::try_from(p).ok())
+                    .ok_or_else(|| {
+                        sqlx::Error::Protocol(format!("insert returned no position for {key:?}"))
+                    })?;
+                positions.push(position);
             }
         }
 
@@ -464,6 +652,43 @@ impl EventStore for PostgresStore {
         rows.iter().map(run_from_row).collect()
     }
 
+    async fn query_runs(&self, query: &RunQuery) -> Result<Vec<RunSummary>> {
+        let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new(format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE 1 = 1"
+        ));
+        if !query.statuses.is_empty() {
+            qb.push(" AND status IN (");
+            let mut sep = qb.separated(", ");
+            for s in &query.statuses {
+                sep.push_bind(s);
+            }
+            qb.push(")");
+        }
+        if let Some(ns) = &query.namespace {
+            qb.push(" AND namespace = ").push_bind(ns);
+        }
+        if let Some(name) = &query.name {
+            qb.push(" AND name = ").push_bind(name);
+        }
+        if let Some((created_at, run_id)) = &query.after {
+            qb.push(" AND (created_at < ")
+                .push_bind(*created_at)
+                .push(" OR (created_at = ")
+                .push_bind(*created_at)
+                .push(" AND run_id < ")
+                .push_bind(run_id)
+                .push("))");
+        }
+        qb.push(" ORDER BY created_at DESC, run_id DESC LIMIT ")
+            .push_bind(to_i64(query.limit));
+        let rows = qb
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| unavailable(STORE, "query_runs", e))?;
+        rows.iter().map(run_from_row).collect()
+    }
+
     async fn get_run(&self, run_id: &str) -> Result<Option<RunSummary>> {
         let row = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = $1"))
             .bind(run_id)
@@ -522,5 +747,16 @@ impl EventStore for PostgresStore {
             .map(definition_from_row)
             .collect::<Result<Vec<_>>>()?;
         Ok(super::util::pick_latest(defs))
+    }
+
+    async fn list_definitions(&self) -> Result<Vec<StoredDefinition>> {
+        let rows = sqlx::query(
+            "SELECT hash, namespace, name, version, source FROM definitions \
+             ORDER BY namespace, name, seq",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| unavailable(STORE, "list_definitions", e))?;
+        rows.iter().map(definition_from_row).collect()
     }
 }

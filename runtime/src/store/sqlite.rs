@@ -25,8 +25,8 @@ use sqlx::Row as _;
 use super::plan::{self, StreamKey};
 use super::util::{is_unique_violation, to_i64, to_u64, unavailable};
 use super::{
-    AppendRequest, Appended, EventStore, GroupOutcome, Result, RunFilter, RunSummary, StoreError,
-    StoredDefinition, StoredEvent,
+    AppendRequest, Appended, EventStore, GroupOutcome, Result, RunFilter, RunQuery, RunSummary,
+    StoreError, StoredDefinition, StoredEvent,
 };
 
 const STORE: &str = "sqlite";
@@ -183,66 +183,178 @@ impl SqliteStore {
         self.writer.close().await;
     }
 
+    /// One append transaction: `BEGIN IMMEDIATE`, one heads query, one multi-row `INSERT` of every
+    /// accepted event, one multi-row upsert of the run summaries, `COMMIT` (statements are chunked
+    /// only past SQLite's bound-parameter limit). Each statement is a round trip to sqlx's worker
+    /// thread, so the count per commit stays fixed however many runs share it.
     async fn try_append_groups(
         &self,
         groups: &[Vec<AppendRequest>],
     ) -> std::result::Result<Vec<GroupOutcome>, sqlx::Error> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let mut current: HashMap<StreamKey<'_>, u64> = HashMap::new();
-        for key in plan::streams(groups) {
-            let head: Option<i64> = sqlx::query_scalar(
-                "SELECT MAX(sequence) FROM events WHERE aggregate_type = ? AND aggregate_id = ?",
-            )
-            .bind(key.0)
-            .bind(key.1)
-            .fetch_one(&mut *tx)
-            .await?;
-            current.insert(key, head.unwrap_or(0).max(0) as u64);
+        let keys = plan::streams(groups);
+        if keys.is_empty() {
+            // No request at all: nothing to check or write.
+            return Ok(plan::plan(groups, &HashMap::new()).finish(&[]));
         }
+        // The heads are read inside BEGIN IMMEDIATE on purpose, never cached across transactions:
+        // another process may append to the same file between two of our commits.
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let current = read_heads(&mut tx, &keys).await?;
         let plan = plan::plan(groups, &current);
         if plan.is_empty() {
             tx.rollback().await?;
             return Ok(plan.finish(&[]));
         }
-        let mut positions = Vec::with_capacity(plan.rows.len());
-        for row in &plan.rows {
-            let position: i64 = sqlx::query_scalar(
-                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
-                 event_version, payload, metadata) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING position",
-            )
-            .bind(row.aggregate_type)
-            .bind(row.stream)
-            .bind(to_i64(row.sequence))
-            .bind(&row.event.event_type)
-            .bind(&row.event.event_version)
-            .bind(&row.event.payload)
-            .bind(&row.event.metadata)
-            .fetch_one(&mut *tx)
-            .await?;
-            positions.push(position.max(0) as u64);
-        }
-        for s in &plan.summaries {
-            sqlx::query(
-                "INSERT INTO runs (run_id, namespace, name, version, status, created_at, \
-                 updated_at, next_timer_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (run_id) DO UPDATE SET namespace = excluded.namespace, \
-                 name = excluded.name, version = excluded.version, status = excluded.status, \
-                 updated_at = excluded.updated_at, next_timer_at = excluded.next_timer_at",
-            )
-            .bind(&s.run_id)
-            .bind(&s.namespace)
-            .bind(&s.name)
-            .bind(&s.version)
-            .bind(&s.status)
-            .bind(s.created_at)
-            .bind(s.updated_at)
-            .bind(s.next_timer_at)
-            .execute(&mut *tx)
-            .await?;
-        }
+        let positions = insert_events(&mut tx, &plan.rows).await?;
+        upsert_runs(&mut tx, &plan.summaries).await?;
         tx.commit().await?;
         Ok(plan.finish(&positions))
     }
+}
+
+/// SQLite's limit on bound parameters per statement (`SQLITE_MAX_VARIABLE_NUMBER`: 32766 since
+/// 3.32; sqlx 0.8 bundles 3.46). Multi-row statements are chunked to stay within it.
+pub(crate) const MAX_BIND_PARAMS: usize = 32_766;
+
+/// An internal inconsistency of a statement's answer, reported like a database failure.
+fn protocol(msg: String) -> sqlx::Error {
+    sqlx::Error::Protocol(msg)
+}
+
+/// The last sequence of each of `keys` (0 for a new stream), in one statement per chunk. Row
+/// numbers are inlined as literals so the answer maps back by index without comparing strings.
+async fn read_heads<'k>(
+    conn: &mut sqlx::SqliteConnection,
+    keys: &[StreamKey<'k>],
+) -> std::result::Result<HashMap<StreamKey<'k>, u64>, sqlx::Error> {
+    let mut current = HashMap::with_capacity(keys.len());
+    for chunk in keys.chunks(MAX_BIND_PARAMS / 2) {
+        let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new("WITH k(i, t, id) AS (VALUES ");
+        for (i, (t, id)) in chunk.iter().enumerate() {
+            if i > 0 {
+                qb.push(", ");
+            }
+            qb.push(format_args!("({i}, "))
+                .push_bind(*t)
+                .push(", ")
+                .push_bind(*id)
+                .push(")");
+        }
+        // The correlated MAX is one seek on the (aggregate_type, aggregate_id, sequence) index.
+        qb.push(
+            ") SELECT k.i, (SELECT MAX(e.sequence) FROM events e \
+             WHERE e.aggregate_type = k.t AND e.aggregate_id = k.id) FROM k",
+        );
+        let rows: Vec<(i64, Option<i64>)> = qb.build_query_as().fetch_all(&mut *conn).await?;
+        if rows.len() != chunk.len() {
+            return Err(protocol(format!(
+                "heads query answered {} of {} streams",
+                rows.len(),
+                chunk.len()
+            )));
+        }
+        for (i, head) in rows {
+            let key = usize::try_from(i)
+                .ok()
+                .and_then(|i| chunk.get(i))
+                .ok_or_else(|| protocol(format!("heads query answered unknown row {i}")))?;
+            let head = u64::try_from(head.unwrap_or(0))
+                .map_err(|_| protocol(format!("negative sequence in stream {}", key.1)))?;
+            current.insert(*key, head);
+        }
+    }
+    Ok(current)
+}
+
+/// Inserts `rows` with one multi-row `INSERT ... RETURNING` per chunk; answers each row's position.
+///
+/// Positions are matched to rows by `(aggregate_type, aggregate_id, sequence)`, which the unique
+/// constraint makes a key, rather than by RETURNING's order, which SQLite leaves unspecified.
+/// (Under `BEGIN IMMEDIATE` with one writer they come out contiguous anyway: AUTOINCREMENT draws
+/// them in insertion order, and the conformance suite checks it.)
+async fn insert_events(
+    conn: &mut sqlx::SqliteConnection,
+    rows: &[plan::Row<'_>],
+) -> std::result::Result<Vec<u64>, sqlx::Error> {
+    const PARAMS: usize = 7;
+    let index: HashMap<(&str, &str, i64), usize> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| ((r.aggregate_type, r.stream, to_i64(r.sequence)), i))
+        .collect();
+    let mut positions: Vec<Option<u64>> = vec![None; rows.len()];
+    for chunk in rows.chunks(MAX_BIND_PARAMS / PARAMS) {
+        let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
+             event_version, payload, metadata) ",
+        );
+        qb.push_values(chunk, |mut b, row| {
+            b.push_bind(row.aggregate_type)
+                .push_bind(row.stream)
+                .push_bind(to_i64(row.sequence))
+                .push_bind(&row.event.event_type)
+                .push_bind(&row.event.event_version)
+                .push_bind(&row.event.payload)
+                .push_bind(&row.event.metadata);
+        });
+        qb.push(" RETURNING position, aggregate_type, aggregate_id, sequence");
+        let returned = qb.build().fetch_all(&mut *conn).await?;
+        if returned.len() != chunk.len() {
+            return Err(protocol(format!(
+                "insert returned {} of {} rows",
+                returned.len(),
+                chunk.len()
+            )));
+        }
+        for r in &returned {
+            let position: i64 = r.try_get(0)?;
+            let key: (&str, &str, i64) = (r.try_get(1)?, r.try_get(2)?, r.try_get(3)?);
+            let slot = index
+                .get(&key)
+                .and_then(|&i| positions.get_mut(i))
+                .ok_or_else(|| protocol(format!("insert returned an unknown row {key:?}")))?;
+            *slot = Some(
+                u64::try_from(position)
+                    .map_err(|_| protocol(format!("negative position {position}")))?,
+            );
+        }
+    }
+    positions
+        .into_iter()
+        .map(|p| p.ok_or_else(|| protocol("insert left a row without a position".into())))
+        .collect()
+}
+
+/// Upserts the run summaries with one multi-row statement per chunk (the plan holds at most one
+/// summary per run, so no statement names a run twice).
+async fn upsert_runs(
+    conn: &mut sqlx::SqliteConnection,
+    summaries: &[&RunSummary],
+) -> std::result::Result<(), sqlx::Error> {
+    const PARAMS: usize = 8;
+    for chunk in summaries.chunks(MAX_BIND_PARAMS / PARAMS) {
+        let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO runs (run_id, namespace, name, version, status, created_at, \
+             updated_at, next_timer_at) ",
+        );
+        qb.push_values(chunk, |mut b, s| {
+            b.push_bind(&s.run_id)
+                .push_bind(&s.namespace)
+                .push_bind(&s.name)
+                .push_bind(&s.version)
+                .push_bind(&s.status)
+                .push_bind(s.created_at)
+                .push_bind(s.updated_at)
+                .push_bind(s.next_timer_at);
+        });
+        qb.push(
+            " ON CONFLICT (run_id) DO UPDATE SET namespace = excluded.namespace, \
+             name = excluded.name, version = excluded.version, status = excluded.status, \
+             updated_at = excluded.updated_at, next_timer_at = excluded.next_timer_at",
+        );
+        qb.build().execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// Applies pending migrations in one `BEGIN IMMEDIATE` transaction (so two processes opening
@@ -396,6 +508,43 @@ impl EventStore for SqliteStore {
         rows.iter().map(run_from_row).collect()
     }
 
+    async fn query_runs(&self, query: &RunQuery) -> Result<Vec<RunSummary>> {
+        let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE 1 = 1"
+        ));
+        if !query.statuses.is_empty() {
+            qb.push(" AND status IN (");
+            let mut sep = qb.separated(", ");
+            for s in &query.statuses {
+                sep.push_bind(s);
+            }
+            qb.push(")");
+        }
+        if let Some(ns) = &query.namespace {
+            qb.push(" AND namespace = ").push_bind(ns);
+        }
+        if let Some(name) = &query.name {
+            qb.push(" AND name = ").push_bind(name);
+        }
+        if let Some((created_at, run_id)) = &query.after {
+            qb.push(" AND (created_at < ")
+                .push_bind(*created_at)
+                .push(" OR (created_at = ")
+                .push_bind(*created_at)
+                .push(" AND run_id < ")
+                .push_bind(run_id)
+                .push("))");
+        }
+        qb.push(" ORDER BY created_at DESC, run_id DESC LIMIT ")
+            .push_bind(to_i64(query.limit));
+        let rows = qb
+            .build()
+            .fetch_all(&self.reader)
+            .await
+            .map_err(|e| unavailable(STORE, "query_runs", e))?;
+        rows.iter().map(run_from_row).collect()
+    }
+
     async fn get_run(&self, run_id: &str) -> Result<Option<RunSummary>> {
         let row = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?"))
             .bind(run_id)
@@ -466,5 +615,16 @@ impl EventStore for SqliteStore {
             .map(definition_from_row)
             .collect::<Result<Vec<_>>>()?;
         Ok(super::util::pick_latest(defs))
+    }
+
+    async fn list_definitions(&self) -> Result<Vec<StoredDefinition>> {
+        let rows = sqlx::query(
+            "SELECT hash, namespace, name, version, source FROM definitions \
+             ORDER BY namespace, name, seq",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .map_err(|e| unavailable(STORE, "list_definitions", e))?;
+        rows.iter().map(definition_from_row).collect()
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::common::{event, run_request, summary, TestStore};
 use cairn_runtime::store::group::{GroupCommitOptions, GroupCommitter};
 use cairn_runtime::store::{
-    AppendRequest, EventStore, RunFilter, StoreError, StoredDefinition, StoredEvent,
+    AppendRequest, EventStore, RunFilter, RunQuery, StoreError, StoredDefinition, StoredEvent,
 };
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -47,10 +47,15 @@ conformance!(
     read_all_orders_and_pages,
     concurrent_appenders_never_hide_events_from_readers,
     runs_index,
+    query_runs_pages_and_filters,
     definitions,
+    list_definitions,
     group_committer_under_64_appenders,
     group_committer_drains_on_shutdown,
     append_groups_isolates_conflicts,
+    append_groups_many_streams_contiguous_positions,
+    append_groups_beyond_parameter_limit,
+    append_groups_racing_another_store,
 );
 
 async fn append_and_load(t: TestStore) {
@@ -299,6 +304,62 @@ async fn concurrent_appenders_never_hide_events_from_readers(t: TestStore) {
     assert_eq!(t.store.read_all(0, 1_000_000).await.unwrap(), seen);
 }
 
+async fn query_runs_pages_and_filters(t: TestStore) {
+    let s = &t.store;
+    // Six runs; two share a created_at so the run id breaks the tie.
+    let rows = [
+        ("a1", "default", "order", "running", 1000),
+        ("a2", "default", "order", "completed", 2000),
+        ("a3", "default", "billing", "completed", 2000),
+        ("a4", "shop", "order", "faulted", 3000),
+        ("a5", "default", "order", "completed", 4000),
+        ("a6", "default", "order", "waiting", 5000),
+    ];
+    for (id, ns, name, status, created) in rows {
+        let mut r = run_request(id, 0, 1);
+        let mut sum = summary(id, status, created);
+        sum.namespace = ns.into();
+        sum.name = name.into();
+        r.run_summary = Some(sum);
+        s.append(vec![r]).await.unwrap();
+    }
+    let ids = |runs: Vec<cairn_runtime::store::RunSummary>| {
+        runs.into_iter().map(|r| r.run_id).collect::<Vec<_>>()
+    };
+    let mut q = RunQuery::default();
+    q.limit = 100;
+    assert_eq!(
+        ids(s.query_runs(&q).await.unwrap()),
+        ["a6", "a5", "a4", "a3", "a2", "a1"],
+        "{}",
+        t.kind
+    );
+    // Pages of two, each resuming after the last key of the previous one.
+    q.limit = 2;
+    let mut all = Vec::new();
+    loop {
+        let page = s.query_runs(&q).await.unwrap();
+        let Some(last) = page.last() else { break };
+        q.after = Some((last.created_at, last.run_id.clone()));
+        all.extend(ids(page));
+    }
+    assert_eq!(all, ["a6", "a5", "a4", "a3", "a2", "a1"], "{}", t.kind);
+
+    let mut q = RunQuery::default();
+    q.limit = 100;
+    q.statuses = vec!["completed".into(), "faulted".into()];
+    assert_eq!(
+        ids(s.query_runs(&q).await.unwrap()),
+        ["a5", "a4", "a3", "a2"]
+    );
+    q.namespace = Some("default".into());
+    assert_eq!(ids(s.query_runs(&q).await.unwrap()), ["a5", "a3", "a2"]);
+    q.name = Some("order".into());
+    assert_eq!(ids(s.query_runs(&q).await.unwrap()), ["a5", "a2"]);
+    q.after = Some((2000, "a3".into()));
+    assert_eq!(ids(s.query_runs(&q).await.unwrap()), ["a2"]);
+}
+
 async fn runs_index(t: TestStore) {
     let s = &t.store;
     let with = |stream: &str, expected, status: &str, created| {
@@ -365,6 +426,31 @@ async fn runs_index(t: TestStore) {
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict { .. }));
     assert_eq!(s.get_run("r2").await.unwrap().unwrap().status, "completed");
+}
+
+async fn list_definitions(t: TestStore) {
+    let s = &t.store;
+    assert!(s.list_definitions().await.unwrap().is_empty(), "{}", t.kind);
+    let mut other_ns = definition("zeta", "1.0.0", 0);
+    other_ns.namespace = "another".into();
+    other_ns.hash = "hash-another-zeta".into();
+    let first = definition("order", "2.0.0", 0);
+    let redeployed = definition("order", "2.0.0", 1);
+    let older = definition("order", "1.0.0", 0);
+    let alpha = definition("alpha", "1.0.0", 0);
+    for d in [&first, &redeployed, &older, &alpha, &other_ns] {
+        s.put_definition(d).await.unwrap();
+    }
+    // Idempotent: recording the same content again adds no row.
+    s.put_definition(&first).await.unwrap();
+    let listed = s.list_definitions().await.unwrap();
+    // By namespace, then name, then first registration.
+    assert_eq!(
+        listed,
+        vec![other_ns, alpha, first, redeployed, older],
+        "{}",
+        t.kind
+    );
 }
 
 fn definition(name: &str, version: &str, salt: u32) -> StoredDefinition {
@@ -572,6 +658,170 @@ async fn append_groups_isolates_conflicts(t: TestStore) {
     assert!(s.load("run", "b", 0).await.unwrap().is_empty());
     assert_eq!(s.load("run", "x", 0).await.unwrap().len(), 3);
     assert_log_order(&s.read_all(0, 100).await.unwrap());
+}
+
+/// The positions written by one `append_groups` call (there is no other writer): they must be
+/// contiguous, and each request's `last_position` must be its stream's last event.
+fn assert_contiguous(all: &[StoredEvent], first: u64, count: usize) {
+    let written: Vec<u64> = all
+        .iter()
+        .map(|e| e.position)
+        .filter(|&p| p >= first)
+        .collect();
+    assert_eq!(written.len(), count);
+    let expected: Vec<u64> = (first..first + count as u64).collect();
+    assert_eq!(
+        written, expected,
+        "positions must be contiguous and gap-free"
+    );
+}
+
+/// One batch of many groups over many streams (with run summaries, a check-only request, a
+/// stale first request on a stream, and a group extending a stream an earlier group extended).
+async fn append_groups_many_streams_contiguous_positions(t: TestStore) {
+    let s = &t.store;
+    s.append(vec![run_request("old", 0, 2)]).await.unwrap();
+    let mut groups = Vec::new();
+    // A stale first request on `old`: the store must still answer everything else precisely.
+    groups.push(vec![run_request("old", 1, 1)]);
+    for i in 0..300u64 {
+        let mut a = run_request(&format!("m{i}"), 0, 1 + i % 4);
+        a.run_summary = Some(summary(&format!("m{i}"), "running", i as i64));
+        let mut group = vec![a];
+        if i % 3 == 0 {
+            group.push(run_request(&format!("n{i}"), 0, 2));
+        }
+        groups.push(group);
+    }
+    // Extends m0 after the group above; a check-only request (no events) on `old`.
+    let mut later = run_request("m0", 1, 2);
+    later.run_summary = Some(summary("m0", "completed", 0));
+    groups.push(vec![later]);
+    groups.push(vec![run_request("old", 2, 0)]);
+    let n = groups.len();
+    let out = s.append_groups(groups.clone()).await.unwrap();
+    assert_eq!(out.len(), n);
+    assert!(
+        matches!(&out[0], Err(StoreError::Conflict { stream, expected: 1, actual: 2 }) if stream == "old")
+    );
+    let all = s.read_all(0, 100_000).await.unwrap();
+    assert_log_order(&all);
+    let written: usize = groups[1..].iter().flatten().map(|r| r.events.len()).sum();
+    assert_contiguous(&all, 3, written);
+    let last_position: HashMap<&str, u64> = all
+        .iter()
+        .map(|e| (e.stream.as_str(), e.position))
+        .collect();
+    for (group, outcome) in groups.iter().zip(&out).skip(1) {
+        let appended = outcome.as_ref().unwrap();
+        assert_eq!(appended.len(), group.len());
+        for (req, a) in group.iter().zip(appended) {
+            assert_eq!(
+                a.last_sequence,
+                req.expected_sequence + req.events.len() as u64
+            );
+            if req.events.is_empty() {
+                assert_eq!(a.last_position, 0);
+            } else if req.stream != "m0" || req.expected_sequence == 1 {
+                assert_eq!(a.last_position, last_position[req.stream.as_str()]);
+            }
+        }
+    }
+    assert_eq!(s.load("run", "m0", 0).await.unwrap().len(), 3);
+    assert_eq!(s.load("run", "old", 0).await.unwrap().len(), 2);
+    let runs = s.list_runs(&RunFilter::default()).await.unwrap();
+    assert_eq!(runs.len(), 300);
+    let m0 = s.get_run("m0").await.unwrap().unwrap();
+    assert_eq!(m0.status, "completed");
+}
+
+/// A batch bigger than SQLite's bound-parameter limit (32766) in every statement: heads of
+/// 17,000 streams, 21,000 events, 17,000 run summaries; and one stream of 5,000 events.
+async fn append_groups_beyond_parameter_limit(t: TestStore) {
+    let s = &t.store;
+    let mut groups: Vec<Vec<AppendRequest>> = (0..17_000u64)
+        .map(|i| {
+            let mut r = run_request(&format!("p{i}"), 0, 1);
+            r.run_summary = Some(summary(&format!("p{i}"), "running", i as i64));
+            vec![r]
+        })
+        .collect();
+    groups.push(vec![run_request("big", 0, 5_000)]);
+    let out = s.append_groups(groups).await.unwrap();
+    assert_eq!(out.len(), 17_001);
+    for (i, o) in out.iter().enumerate().take(17_000) {
+        let a = o.as_ref().unwrap();
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].last_position, i as u64 + 1, "request {i}");
+    }
+    assert_eq!(out[17_000].as_ref().unwrap()[0].last_position, 22_000);
+    assert_eq!(out[17_000].as_ref().unwrap()[0].last_sequence, 5_000);
+    let all = s.read_all(0, 100_000).await.unwrap();
+    assert_log_order(&all);
+    assert_contiguous(&all, 1, 22_000);
+    assert_eq!(
+        s.list_runs(&RunFilter::default()).await.unwrap().len(),
+        17_000
+    );
+    // The heads of all those streams are seen by the next batch.
+    let out = s
+        .append_groups(vec![
+            vec![run_request("p0", 0, 1)],
+            vec![run_request("p16999", 1, 1), run_request("big", 5_000, 1)],
+        ])
+        .await
+        .unwrap();
+    assert!(
+        matches!(&out[0], Err(StoreError::Conflict { stream, expected: 0, actual: 1 }) if stream == "p0")
+    );
+    assert_eq!(out[1].as_ref().unwrap()[1].last_sequence, 5_001);
+}
+
+/// Two stores on one database (as two processes): each one's batches see the other's appends,
+/// so stale groups conflict and no sequence or position is ever written twice.
+async fn append_groups_racing_another_store(t: TestStore) {
+    let a = t.store.clone();
+    let b = t.open_again().await;
+    let mut tasks = Vec::new();
+    for (w, store) in [a.clone(), b].into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            let mut ok = 0u64;
+            let mut heads: HashMap<String, u64> = HashMap::new();
+            for round in 0..60u64 {
+                let groups: Vec<Vec<AppendRequest>> = (0..4u64)
+                    .map(|k| {
+                        let stream = format!("shared{}", (round + k + w as u64) % 5);
+                        let head = heads.get(&stream).copied().unwrap_or(0);
+                        vec![run_request(&stream, head, 1)]
+                    })
+                    .collect();
+                let out = store
+                    .append_groups(groups.clone())
+                    .await
+                    .expect("append_groups");
+                for (g, o) in groups.iter().zip(out) {
+                    match o {
+                        Ok(appended) => {
+                            ok += 1;
+                            heads.insert(g[0].stream.clone(), appended[0].last_sequence);
+                        }
+                        Err(StoreError::Conflict { stream, actual, .. }) => {
+                            heads.insert(stream, actual);
+                        }
+                        Err(e) => panic!("unexpected {e}"),
+                    }
+                }
+            }
+            ok
+        }));
+    }
+    let mut ok = 0;
+    for task in tasks {
+        ok += task.await.unwrap();
+    }
+    let all = a.read_all(0, 100_000).await.unwrap();
+    assert_eq!(all.len() as u64, ok);
+    assert_log_order(&all);
 }
 
 // ---- store-specific tests ----

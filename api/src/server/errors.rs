@@ -1,0 +1,158 @@
+//! Error codes of the GraphQL API: every error a client sees carries `extensions.code`, one of
+//! the stable codes below (the same words the CLI prints with `--json`), and never an internal
+//! detail: infrastructure failures are logged here and answered with a generic message.
+
+use async_graphql::extensions::{
+    Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextRequest, NextSubscribe,
+    NextValidation,
+};
+use async_graphql::futures_util::stream::BoxStream;
+use async_graphql::parser::types::ExecutableDocument;
+use async_graphql::{
+    ErrorExtensionValues, ErrorExtensions, Response, ServerError, ServerResult, ValidationResult,
+    Variables,
+};
+use futures::StreamExt;
+use std::sync::Arc;
+
+/// A stable error code, sent as `extensions.code`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// The request is malformed or names something invalid (a bad query, argument or definition).
+    BadUserInput,
+    /// What the request names does not exist.
+    NotFound,
+    /// The request contradicts the current state (a run that has ended, a reused key).
+    Conflict,
+    /// The server is starting or draining and takes no requests.
+    Unavailable,
+    /// Something failed inside the server; details are in its log, not in the answer.
+    Internal,
+}
+
+impl Code {
+    /// The wire form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::BadUserInput => "BAD_USER_INPUT",
+            Code::NotFound => "NOT_FOUND",
+            Code::Conflict => "CONFLICT",
+            Code::Unavailable => "UNAVAILABLE",
+            Code::Internal => "INTERNAL",
+        }
+    }
+}
+
+/// A GraphQL error with `extensions.code`.
+pub fn error(code: Code, message: impl Into<String>) -> async_graphql::Error {
+    async_graphql::Error::new(message).extend_with(|_, e| e.set("code", code.as_str()))
+}
+
+/// The message every infrastructure failure is answered with.
+const INTERNAL_MESSAGE: &str = "internal error; the server log has the details";
+
+/// Logs an infrastructure failure and returns the generic `INTERNAL` error.
+pub fn internal(what: &str, e: impl std::fmt::Display) -> async_graphql::Error {
+    tracing::error!(operation = what, error = %e, "request failed");
+    error(Code::Internal, INTERNAL_MESSAGE)
+}
+
+/// Maps a runtime error to its code. Business outcomes keep their message (it names only what the
+/// client sent); store and internal failures are logged and hidden.
+pub fn runtime(what: &str, e: cairn_runtime::Error) -> async_graphql::Error {
+    use cairn_runtime::Error as E;
+    match e {
+        E::NotFound(m) => error(Code::NotFound, format!("not found: {m}")),
+        E::Invalid(m) => error(Code::BadUserInput, m),
+        E::Conflict(m) | E::Ended(m) => error(Code::Conflict, m),
+        other => internal(what, other),
+    }
+}
+
+/// Maps a store error (always an infrastructure failure from the API's point of view).
+pub fn store(what: &str, e: cairn_runtime::store::StoreError) -> async_graphql::Error {
+    internal(what, e)
+}
+
+/// Schema extension that gives the errors async-graphql produces itself a code: parse and
+/// validation failures (including depth and complexity limits) are `BAD_USER_INPUT`; anything
+/// else left without a code is `INTERNAL`.
+pub struct ErrorCodes;
+
+impl ExtensionFactory for ErrorCodes {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(ErrorCodesExtension)
+    }
+}
+
+struct ErrorCodesExtension;
+
+fn with_code(mut e: ServerError, code: Code) -> ServerError {
+    let ext = e
+        .extensions
+        .get_or_insert_with(ErrorExtensionValues::default);
+    if ext.get("code").is_none() {
+        ext.set("code", code.as_str());
+    }
+    e
+}
+
+fn fill_codes(mut resp: Response) -> Response {
+    resp.errors = resp
+        .errors
+        .into_iter()
+        .map(|e| {
+            // Input coercion inside a resolver is the client's mistake too.
+            let code = if e.message.starts_with("Failed to parse")
+                || e.message.starts_with("Invalid value")
+                || e.message.starts_with("Unknown")
+            {
+                Code::BadUserInput
+            } else {
+                Code::Internal
+            };
+            with_code(e, code)
+        })
+        .collect();
+    resp
+}
+
+#[async_graphql::async_trait::async_trait]
+impl Extension for ErrorCodesExtension {
+    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
+        fill_codes(next.run(ctx).await)
+    }
+
+    fn subscribe<'s>(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        stream: BoxStream<'s, Response>,
+        next: NextSubscribe<'_>,
+    ) -> BoxStream<'s, Response> {
+        next.run(ctx, stream).map(fill_codes).boxed()
+    }
+
+    async fn parse_query(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        query: &str,
+        variables: &Variables,
+        next: NextParseQuery<'_>,
+    ) -> ServerResult<ExecutableDocument> {
+        next.run(ctx, query, variables)
+            .await
+            .map_err(|e| with_code(e, Code::BadUserInput))
+    }
+
+    async fn validation(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        next: NextValidation<'_>,
+    ) -> Result<ValidationResult, Vec<ServerError>> {
+        next.run(ctx).await.map_err(|errs| {
+            errs.into_iter()
+                .map(|e| with_code(e, Code::BadUserInput))
+                .collect()
+        })
+    }
+}

@@ -1,0 +1,364 @@
+//! `cairn serve`: the runtime behind a GraphQL API.
+//!
+//! - [`ServeArgs`]: flags and their `CAIRN_*` environment variables.
+//! - `schema`: queries and mutations; `subscriptions`: live feeds; `errors`: `extensions.code`.
+//! - `feed`: the log follower every subscription reads from.
+//! - `metrics`: Prometheus collectors and the HTTP timing middleware.
+//!
+//! Routes: `POST /graphql`, `GET /graphql` (GraphiQL), `GET /graphql/ws` (subscriptions over
+//! `graphql-transport-ws` or the legacy `graphql-ws`), `/healthz`, `/readyz`, `/metrics`.
+//!
+//! Life cycle: bind, print the address, answer `/healthz` (and `/readyz` with 503) while the
+//! runtime opens the store and resumes runs, then serve. On SIGTERM or Ctrl-C: `/readyz` says
+//! 503 and GraphQL takes no new request, subscriptions end, in-flight requests finish, the
+//! workers record what they are doing, exit 0.
+
+mod errors;
+mod feed;
+mod metrics;
+mod schema;
+mod subscriptions;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_graphql::http::{GraphiQLSource, ALL_WEBSOCKET_PROTOCOLS};
+use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
+use axum::extract::{DefaultBodyLimit, State, WebSocketUpgrade};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use cairn_connectors::{HttpConnector, HttpOptions};
+use cairn_core::activity::{NoSecrets, Secrets};
+use cairn_runtime::Runtime;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use self::feed::{FeedOptions, LogFeed};
+use self::metrics::Metrics;
+use self::schema::{App, CairnSchema};
+
+/// Flags of `cairn serve`; each also reads a `CAIRN_*` environment variable.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ServeArgs {
+    /// Event store: sqlite://PATH or postgres://... (default: sqlite://.cairn/cairn.db, or $CAIRN_STORE)
+    #[arg(long, env = "CAIRN_STORE", default_value = "sqlite://.cairn/cairn.db")]
+    pub store: String,
+    /// Address to listen on; port 0 picks a free port (the address is printed on stderr)
+    #[arg(long, env = "CAIRN_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Serve the API only: execute no runs here (run `cairn worker` processes on the same store)
+    #[arg(long)]
+    pub no_workers: bool,
+    /// A YAML or JSON file of secrets (name: value) for $secrets and secret-based authentication
+    #[arg(long, env = "CAIRN_SECRETS_FILE")]
+    pub secrets: Option<PathBuf>,
+    /// Seconds allowed to in-flight requests and tasks when stopping
+    #[arg(long, env = "CAIRN_DRAIN_TIMEOUT", default_value_t = 30)]
+    pub drain_timeout: u64,
+}
+
+/// A failure of `cairn serve`, with the exit code of the CLI contract.
+pub struct ServeFailure {
+    /// 2 bad usage, 4 the store, the network or the runtime failed.
+    pub code: u8,
+    /// What happened.
+    pub error: anyhow::Error,
+}
+
+fn fail(code: u8, error: impl Into<anyhow::Error>) -> ServeFailure {
+    ServeFailure {
+        code,
+        error: error.into(),
+    }
+}
+
+/// Largest request body: a definition or a query, never bulk data.
+const BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+const STARTING: u8 = 0;
+const READY: u8 = 1;
+const DRAINING: u8 = 2;
+
+/// What the HTTP handlers share. The API is set once the runtime is up.
+struct Shared {
+    phase: AtomicU8,
+    api: OnceLock<(App, CairnSchema)>,
+}
+
+impl Shared {
+    /// The API, while the server takes requests.
+    fn api(&self) -> Option<&(App, CairnSchema)> {
+        if self.phase.load(Ordering::Acquire) == READY {
+            self.api.get()
+        } else {
+            None
+        }
+    }
+}
+
+/// Runs `cairn serve` until SIGTERM or Ctrl-C.
+pub async fn serve(args: ServeArgs) -> Result<u8, ServeFailure> {
+    let metrics = Metrics::new().map_err(|e| fail(4, e))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| fail(4, anyhow::anyhow!("cannot listen on {}: {e}", args.listen)))?;
+    let addr = listener.local_addr().map_err(|e| fail(4, e))?;
+    eprintln!("cairn serve listening on http://{addr}");
+
+    let shared = Arc::new(Shared {
+        phase: AtomicU8::new(STARTING),
+        api: OnceLock::new(),
+    });
+    let tracker = TaskTracker::new();
+    // `stop` ends the HTTP server (graceful); `drain` ends subscriptions and the log follower.
+    let stop = CancellationToken::new();
+    let drain = CancellationToken::new();
+    let router = router(shared.clone(), metrics.clone());
+    let http = {
+        let stop = stop.clone();
+        tracker.spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        })
+    };
+
+    let runtime = match build_runtime(&args).await {
+        Ok(rt) => rt,
+        Err(f) => {
+            stop.cancel();
+            tracker.close();
+            tracker.wait().await;
+            return Err(f);
+        }
+    };
+    let store = runtime.store();
+    let head = match feed::head_position(store.as_ref()).await {
+        Ok(h) => h,
+        Err(e) => {
+            stop.cancel();
+            runtime.shutdown().await;
+            tracker.close();
+            tracker.wait().await;
+            return Err(fail(4, anyhow::anyhow!("cannot read the log: {e}")));
+        }
+    };
+    let feed = LogFeed::start(
+        store.clone(),
+        Some(runtime.subscribe()),
+        head,
+        FeedOptions::default(),
+        metrics.clone(),
+        &tracker,
+        drain.clone(),
+    );
+    let app = App {
+        runtime: runtime.clone(),
+        store,
+        feed,
+        metrics,
+        shutdown: drain.clone(),
+    };
+    let schema = schema::build(Some(app.clone()));
+    if shared.api.set((app, schema)).is_err() {
+        return Err(fail(4, anyhow::anyhow!("the API was set up twice")));
+    }
+    shared.phase.store(READY, Ordering::Release);
+    eprintln!(
+        "cairn serve ready ({})",
+        if args.no_workers {
+            "API only, no workers"
+        } else {
+            "API and workers"
+        }
+    );
+
+    let mut http = http;
+    let crashed = tokio::select! {
+        _ = shutdown_signal() => false,
+        r = &mut http => {
+            eprintln!("error: the HTTP server stopped: {r:?}");
+            true
+        }
+    };
+    // Stop intake: readiness and GraphQL answer 503 from now on.
+    shared.phase.store(DRAINING, Ordering::Release);
+    eprintln!("cairn serve stopping");
+    drain.cancel();
+    stop.cancel();
+    let budget = Duration::from_secs(args.drain_timeout);
+    let drained = tokio::time::timeout(budget, async {
+        if !crashed {
+            let _ = http.await;
+        }
+        runtime.shutdown().await;
+        tracker.close();
+        tracker.wait().await;
+    })
+    .await;
+    if drained.is_err() {
+        eprintln!(
+            "cairn serve: drain timed out after {}s; runs left in flight resume on the next worker",
+            budget.as_secs()
+        );
+    }
+    if crashed {
+        return Err(fail(
+            4,
+            anyhow::anyhow!("the HTTP server stopped unexpectedly"),
+        ));
+    }
+    Ok(0)
+}
+
+async fn build_runtime(args: &ServeArgs) -> Result<Runtime, ServeFailure> {
+    let secrets: Secrets = match &args.secrets {
+        Some(p) => Arc::new(crate::secrets::FileSecrets::read(p).map_err(|e| fail(2, e))?),
+        None => Arc::new(NoSecrets),
+    };
+    let http =
+        HttpConnector::new(HttpOptions::default(), secrets.clone()).map_err(|e| fail(4, e))?;
+    Runtime::builder()
+        .store_url(&args.store)
+        .secrets(secrets)
+        .http(Arc::new(http))
+        .workers(!args.no_workers)
+        .build()
+        .await
+        .map_err(|e| match e {
+            cairn_runtime::Error::Store(cairn_runtime::store::StoreError::InvalidUrl {
+                ..
+            }) => fail(2, e),
+            other => fail(4, anyhow::anyhow!("store {}: {other}", redact(&args.store))),
+        })
+}
+
+fn redact(url: &str) -> String {
+    // postgres://user:password@host/db -> postgres://user:***@host/db
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((auth, host)) = rest.split_once('@') {
+            if let Some((user, _)) = auth.split_once(':') {
+                return format!("{scheme}://{user}:***@{host}");
+            }
+        }
+    }
+    url.to_string()
+}
+
+fn router(shared: Arc<Shared>, metrics: Metrics) -> Router {
+    let api = Router::new()
+        .route("/graphql", get(graphiql).post(graphql))
+        .route("/graphql/ws", get(subscriptions))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(shared);
+    let ops = Router::new()
+        .route("/metrics", get(metrics::serve))
+        .with_state(metrics.clone());
+    api.merge(ops)
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            metrics::track,
+        ))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+}
+
+/// 503 with a GraphQL-shaped body, for requests that arrive while starting or draining.
+fn unavailable() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(serde_json::json!({
+            "errors": [{
+                "message": "the server is starting or stopping; try again",
+                "extensions": { "code": errors::Code::Unavailable.as_str() }
+            }]
+        })),
+    )
+        .into_response()
+}
+
+async fn graphql(State(shared): State<Arc<Shared>>, req: GraphQLRequest) -> Response {
+    match shared.api() {
+        Some((_, schema)) => {
+            GraphQLResponse::from(schema.execute(req.into_inner()).await).into_response()
+        }
+        None => unavailable(),
+    }
+}
+
+async fn graphiql() -> Html<String> {
+    Html(
+        GraphiQLSource::build()
+            .endpoint("/graphql")
+            .subscription_endpoint("/graphql/ws")
+            .finish(),
+    )
+}
+
+async fn subscriptions(
+    State(shared): State<Arc<Shared>>,
+    protocol: GraphQLProtocol,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let Some((app, schema)) = shared.api() else {
+        return unavailable();
+    };
+    let (schema, drain) = (schema.clone(), app.shutdown.clone());
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |socket| async move {
+            let connection = GraphQLWebSocket::new(socket, schema, protocol).serve();
+            tokio::select! {
+                _ = connection => {}
+                // Subscriptions end on drain; give their `complete` messages a moment to leave.
+                _ = async {
+                    drain.cancelled().await;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                } => {}
+            }
+        })
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> (StatusCode, &'static str) {
+    match shared.phase.load(Ordering::Acquire) {
+        STARTING => return (StatusCode::SERVICE_UNAVAILABLE, "starting"),
+        DRAINING => return (StatusCode::SERVICE_UNAVAILABLE, "draining"),
+        _ => {}
+    }
+    let Some((app, _)) = shared.api() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "starting");
+    };
+    // The cheapest query both stores answer: a point read that finds nothing.
+    let probe = tokio::time::timeout(Duration::from_secs(2), app.store.get_run("readyz-probe"));
+    match probe.await {
+        Ok(Ok(_)) => (StatusCode::OK, "ready"),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "store unreachable"),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

@@ -1,0 +1,394 @@
+//! Subscriptions: a run's events, its status, and changes to the runs list.
+//!
+//! The guarantee of `runEvents`: given the last position a client saw, it delivers every later
+//! event of the run, in order, once. How:
+//! 1. join the log follower's broadcast FIRST, so nothing committed from now on can be missed;
+//! 2. replay from the store what is already committed after `after`;
+//! 3. go on with the live feed, dropping any position already delivered;
+//! 4. a subscriber that lags behind the broadcast reads the store again after its last position
+//!    instead of skipping (within one run, position order is sequence order, because a stream
+//!    is only extended by a writer that saw its last event committed).
+
+use std::sync::Arc;
+
+use async_graphql::{Context, Json, Result, SimpleObject, Subscription};
+use cairn_core::state::RunState;
+use cairn_runtime::store::{EventStore, StoredEvent, RUN_AGGREGATE};
+use futures::Stream;
+use serde_json::Value;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use super::errors::{self, Code};
+use super::metrics::SubscriptionKind;
+use super::schema::{app, decode, RunEventNode, RunStatus, RunSummaryNode, RunsFilter};
+
+/// The subscription root.
+pub struct SubscriptionRoot;
+
+/// A change of a run's status or current tasks.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct RunUpdate {
+    /// The run.
+    pub run_id: String,
+    /// Status now.
+    pub status: RunStatus,
+    /// JSON pointers of the tasks running now.
+    pub current_tasks: Vec<String>,
+    /// Position of the event that caused the change.
+    pub position: u64,
+    /// The output, once completed.
+    pub output: Option<Json<Value>>,
+    /// The error, once faulted.
+    pub error: Option<Json<Value>>,
+}
+
+/// Events after which a run never changes again. A faulted run is left out: it can be retried.
+fn is_final(event_type: &str) -> bool {
+    matches!(event_type, "RunCompleted" | "RunCancelled")
+}
+
+/// The events of one run after `after`, in order, once each (see the module docs); ends after
+/// the run's final event or when the server drains.
+fn run_log(
+    store: Arc<dyn EventStore>,
+    mut live: broadcast::Receiver<Arc<StoredEvent>>,
+    run_id: String,
+    first: Vec<StoredEvent>,
+    after: u64,
+    shutdown: CancellationToken,
+) -> impl Stream<Item = Result<StoredEvent>> {
+    async_stream::stream! {
+        let mut last_position = after;
+        let mut last_sequence = 0u64;
+        let mut done = false;
+        for e in first {
+            last_sequence = e.sequence;
+            if e.position > last_position {
+                last_position = e.position;
+                done = is_final(&e.event_type);
+                yield Ok(e);
+            }
+        }
+        while !done {
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                m = live.recv() => m,
+            };
+            match next {
+                Ok(e) => {
+                    if e.aggregate_type != RUN_AGGREGATE
+                        || e.stream != run_id
+                        || e.position <= last_position
+                    {
+                        continue;
+                    }
+                    last_position = e.position;
+                    last_sequence = e.sequence;
+                    done = is_final(&e.event_type);
+                    yield Ok((*e).clone());
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    // Fell behind the broadcast: what it dropped is committed, so the store has it.
+                    match store.load(RUN_AGGREGATE, &run_id, last_sequence).await {
+                        Ok(events) => {
+                            for e in events {
+                                last_sequence = e.sequence;
+                                if e.position > last_position {
+                                    last_position = e.position;
+                                    done = is_final(&e.event_type);
+                                    yield Ok(e);
+                                    if done {
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            yield Err(errors::store("resume subscription", e));
+                            break;
+                        }
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    }
+}
+
+/// Joins the feed, then loads the run (`NOT_FOUND` when it does not exist).
+async fn open_run_log(
+    ctx: &Context<'_>,
+    run_id: &str,
+    after: u64,
+) -> Result<(impl Stream<Item = Result<StoredEvent>>, super::schema::App)> {
+    let app = app(ctx)?.clone();
+    // Subscribe before reading the store: see the module docs.
+    let live = app.feed.subscribe();
+    let first = app
+        .store
+        .load(RUN_AGGREGATE, run_id, 0)
+        .await
+        .map_err(|e| errors::store("subscribe", e))?;
+    if first.is_empty() {
+        return Err(errors::error(
+            Code::NotFound,
+            format!("run {run_id} not found"),
+        ));
+    }
+    let stream = run_log(
+        app.store.clone(),
+        live,
+        run_id.to_string(),
+        first,
+        after,
+        app.shutdown.clone(),
+    );
+    Ok((stream, app))
+}
+
+#[Subscription(name = "Subscription")]
+impl SubscriptionRoot {
+    /// A run's events in position order, starting after position `after` (0 for all): pass the
+    /// last position you saw to resume with no gap and no duplicate. Ends after the run
+    /// completes or is cancelled (not when it faults: a retry may follow).
+    async fn run_events(
+        &self,
+        ctx: &Context<'_>,
+        run_id: String,
+        #[graphql(default = 0)] after: u64,
+    ) -> Result<impl Stream<Item = Result<RunEventNode>>> {
+        let (log, app) = open_run_log(ctx, &run_id, after).await?;
+        let guard = app.metrics.subscription(SubscriptionKind::RunEvents);
+        Ok(async_stream::stream! {
+            let _guard = guard;
+            for await e in log {
+                yield e.map(|e| RunEventNode::from_stored(&e));
+            }
+        })
+    }
+
+    /// A run's status and current tasks: the state now, then every change. Ends with the run
+    /// (completed or cancelled).
+    async fn run_updated(
+        &self,
+        ctx: &Context<'_>,
+        run_id: String,
+    ) -> Result<impl Stream<Item = Result<RunUpdate>>> {
+        let (log, app) = open_run_log(ctx, &run_id, 0).await?;
+        let guard = app.metrics.subscription(SubscriptionKind::RunUpdated);
+        Ok(async_stream::stream! {
+            let _guard = guard;
+            let mut state = RunState::default();
+            let mut shown: Option<(&'static str, Vec<String>)> = None;
+            let mut pending: Option<u64> = None;
+            futures::pin_mut!(log);
+            loop {
+                // Fold everything already available before reporting, so that a replayed history
+                // yields its latest state once rather than every step it went through.
+                let item = match pending {
+                    None => futures::StreamExt::next(&mut log).await,
+                    Some(_) => match futures::FutureExt::now_or_never(
+                        futures::StreamExt::next(&mut log),
+                    ) {
+                        Some(i) => i,
+                        None => {
+                            if let Some(update) = change(&state, &run_id, pending.take(), &mut shown) {
+                                yield Ok(update);
+                            }
+                            futures::StreamExt::next(&mut log).await
+                        }
+                    },
+                };
+                let Some(item) = item else { break };
+                match item {
+                    Ok(e) => match decode(&e) {
+                        Ok(ev) => {
+                            state.apply(&ev);
+                            pending = Some(e.position);
+                        }
+                        Err(m) => {
+                            yield Err(errors::internal("run updates", m));
+                            break;
+                        }
+                    },
+                    Err(e) => {
+                        yield Err(e);
+                        break;
+                    }
+                }
+            }
+            if let Some(update) = change(&state, &run_id, pending, &mut shown) {
+                yield Ok(update);
+            }
+        })
+    }
+
+    /// Changes to the runs list: the new summary of each run that changed (matching `filter`).
+    /// A subscriber that falls behind gets the current first page of the list again.
+    async fn runs_changed(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<RunsFilter>,
+    ) -> Result<impl Stream<Item = Result<RunSummaryNode>>> {
+        let app = app(ctx)?.clone();
+        let filter = filter.unwrap_or_default();
+        let mut live = app.feed.subscribe_runs();
+        let guard = app.metrics.subscription(SubscriptionKind::RunsChanged);
+        Ok(async_stream::stream! {
+            let _guard = guard;
+            loop {
+                let next = tokio::select! {
+                    _ = app.shutdown.cancelled() => break,
+                    m = live.recv() => m,
+                };
+                match next {
+                    Ok(s) => {
+                        if filter.matches(&s) {
+                            yield Ok(RunSummaryNode((*s).clone()));
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        let mut q = filter.query();
+                        q.limit = 100;
+                        match app.store.query_runs(&q).await {
+                            Ok(rows) => {
+                                for r in rows {
+                                    yield Ok(RunSummaryNode(r));
+                                }
+                            }
+                            Err(e) => {
+                                yield Err(errors::store("runs changed", e));
+                                break;
+                            }
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        })
+    }
+}
+
+/// The update to report when status or current tasks differ from what was shown last.
+fn change(
+    state: &RunState,
+    run_id: &str,
+    position: Option<u64>,
+    shown: &mut Option<(&'static str, Vec<String>)>,
+) -> Option<RunUpdate> {
+    let position = position?;
+    let now = (state.status_label(), state.current_tasks());
+    if shown.as_ref() == Some(&now) {
+        return None;
+    }
+    let update = RunUpdate {
+        run_id: run_id.to_string(),
+        status: RunStatus::from_label(now.0),
+        current_tasks: now.1.clone(),
+        position,
+        output: state.output.clone().map(Json),
+        error: state.error.as_ref().map(|e| Json(e.to_value())),
+    };
+    *shown = Some(now);
+    Some(update)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_runtime::store::sqlite::SqliteStore;
+    use cairn_runtime::store::{AppendRequest, NewEvent};
+    use futures::StreamExt;
+    use serde_json::json;
+
+    async fn store_with_run(n: u64) -> (tempfile::TempDir, Arc<dyn EventStore>) {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let path = dir.path().join("lag.db");
+        let store: Arc<dyn EventStore> = Arc::new(
+            SqliteStore::open(path.to_str().expect("a UTF-8 path"))
+                .await
+                .expect("a store"),
+        );
+        for i in 0..n {
+            // Another stream in between, so that positions and sequences differ.
+            let req = |stream: &str, expected: u64| AppendRequest {
+                aggregate_type: RUN_AGGREGATE.into(),
+                stream: stream.into(),
+                expected_sequence: expected,
+                events: vec![NewEvent {
+                    event_type: "TaskSkipped".into(),
+                    event_version: "1".into(),
+                    payload: json!({ "parent": 0, "index": i, "position": "/do/0" }),
+                    metadata: json!({}),
+                }],
+                run_summary: None,
+            };
+            store
+                .append(vec![req("r", i), req("other", i)])
+                .await
+                .expect("append");
+        }
+        (dir, store)
+    }
+
+    /// A subscriber that falls behind the broadcast reads the store instead of skipping, and
+    /// what it already has is not delivered twice.
+    #[tokio::test]
+    async fn a_lagging_subscriber_neither_skips_nor_repeats() {
+        let (_dir, store) = store_with_run(20).await;
+        let log = store.read_all(0, 1_000).await.expect("the log");
+        let (tx, rx) = broadcast::channel(4);
+        // The whole log goes through a channel of 4: the subscriber lags.
+        for e in &log {
+            let _ = tx.send(Arc::new(e.clone()));
+        }
+        drop(tx);
+        let run: Vec<StoredEvent> = store.load(RUN_AGGREGATE, "r", 0).await.expect("load");
+        // The replay saw only the first five; the client had seen the first two.
+        let first: Vec<StoredEvent> = run.iter().take(5).cloned().collect();
+        let after = run[1].position;
+        let got: Vec<u64> = run_log(
+            store.clone(),
+            rx,
+            "r".into(),
+            first,
+            after,
+            CancellationToken::new(),
+        )
+        .map(|e| e.expect("an event").sequence)
+        .collect()
+        .await;
+        assert_eq!(got, (3..=20).collect::<Vec<u64>>());
+    }
+
+    /// Live events of other runs and events already replayed are dropped; the stream ends after
+    /// the run's final event.
+    #[tokio::test]
+    async fn live_events_are_filtered_deduplicated_and_end_the_stream() {
+        let (_dir, store) = store_with_run(3).await;
+        let log = store.read_all(0, 1_000).await.expect("the log");
+        let (tx, rx) = broadcast::channel(64);
+        let run: Vec<StoredEvent> = log.iter().filter(|e| e.stream == "r").cloned().collect();
+        let mut fin = run[2].clone();
+        fin.event_type = "RunCompleted".into();
+        for e in &log {
+            let e = if e.position == fin.position { &fin } else { e };
+            let _ = tx.send(Arc::new(e.clone()));
+        }
+        // Never dropped: the stream must end on its own.
+        let got: Vec<u64> = run_log(
+            store.clone(),
+            rx,
+            "r".into(),
+            run[..2].to_vec(),
+            0,
+            CancellationToken::new(),
+        )
+        .map(|e| e.expect("an event").sequence)
+        .collect()
+        .await;
+        assert_eq!(got, [1, 2, 3]);
+        drop(tx);
+    }
+}
