@@ -115,6 +115,10 @@ impl Decider {
         out.push(e);
     }
 
+    fn run_faulted(s: &mut RunState, out: &mut Out, error: WorkflowError, at: Millis) {
+        Self::emit(s, out, RunEvent::RunFaulted { error, at });
+    }
+
     /// Makes one unit of progress, if any is possible.
     fn step(&self, s: &mut RunState, inp: &mut DecideInput<'_>, out: &mut Out) {
         if s.status.is_terminal() || s.status == RunStatus::Suspended || s.definition.is_none() {
@@ -127,14 +131,7 @@ impl Decider {
             let e = WorkflowError::new(ErrorKind::Timeout, "the workflow timed out")
                 .with_title("Workflow timeout")
                 .at("/");
-            return Self::emit(
-                s,
-                out,
-                RunEvent::RunFaulted {
-                    error: e,
-                    at: inp.now,
-                },
-            );
+            return Self::run_faulted(s, out, e, inp.now);
         }
         let ids: Vec<FrameId> = s.frames.keys().copied().collect();
         for id in ids {
@@ -155,14 +152,7 @@ impl Decider {
         if let Some(schema) = self.def.input.as_ref().and_then(|i| i.schema.as_ref()) {
             if let Err(e) = crate::data_schema::check(schema, &raw, "the workflow input") {
                 let e = e.at("/input/schema");
-                return Self::emit(
-                    s,
-                    out,
-                    RunEvent::RunFaulted {
-                        error: e,
-                        at: inp.now,
-                    },
-                );
+                return Self::run_faulted(s, out, e, inp.now);
             }
         }
         let input = match self.def.input.as_ref().and_then(|i| i.from.as_ref()) {
@@ -170,14 +160,7 @@ impl Decider {
                 Ok(v) => v,
                 Err(e) => {
                     let e = WorkflowError::from(e).at("/input/from");
-                    return Self::emit(
-                        s,
-                        out,
-                        RunEvent::RunFaulted {
-                            error: e,
-                            at: inp.now,
-                        },
-                    );
+                    return Self::run_faulted(s, out, e, inp.now);
                 }
             },
             None => raw,
@@ -198,14 +181,7 @@ impl Decider {
                         },
                     );
                 }
-                Err(e) => Self::emit(
-                    s,
-                    out,
-                    RunEvent::RunFaulted {
-                        error: e.at("/timeout"),
-                        at: inp.now,
-                    },
-                ),
+                Err(e) => Self::run_faulted(s, out, e.at("/timeout"), inp.now),
             }
         }
     }
@@ -360,14 +336,7 @@ impl Decider {
                 Ok(v) => v,
                 Err(e) => {
                     let e = WorkflowError::from(e).at("/output/as");
-                    return Self::emit(
-                        s,
-                        out,
-                        RunEvent::RunFaulted {
-                            error: e,
-                            at: inp.now,
-                        },
-                    );
+                    return Self::run_faulted(s, out, e, inp.now);
                 }
             },
             None => data,
@@ -375,14 +344,7 @@ impl Decider {
         if let Some(schema) = self.def.output.as_ref().and_then(|o| o.schema.as_ref()) {
             if let Err(e) = crate::data_schema::check(schema, &output, "the workflow output") {
                 let e = e.at("/output/schema");
-                return Self::emit(
-                    s,
-                    out,
-                    RunEvent::RunFaulted {
-                        error: e,
-                        at: inp.now,
-                    },
-                );
+                return Self::run_faulted(s, out, e, inp.now);
             }
         }
         Self::emit(
@@ -963,14 +925,7 @@ impl Decider {
     ) {
         let e = e.at(if f.id == ROOT { "/" } else { &f.position });
         if f.id == ROOT {
-            Self::emit(
-                s,
-                out,
-                RunEvent::RunFaulted {
-                    error: e,
-                    at: inp.now,
-                },
-            );
+            Self::run_faulted(s, out, e, inp.now);
         } else {
             Self::emit(
                 s,
@@ -995,14 +950,7 @@ impl Decider {
         out: &mut Out,
     ) {
         match &f.kind {
-            FrameKind::Root(_) => Self::emit(
-                s,
-                out,
-                RunEvent::RunFaulted {
-                    error: err,
-                    at: inp.now,
-                },
-            ),
+            FrameKind::Root(_) => Self::run_faulted(s, out, err, inp.now),
             FrameKind::Try {
                 attempt,
                 phase: TryPhase::Trying,
