@@ -172,6 +172,9 @@ enum Command {
     },
     /// Serve the GraphQL API (and execute runs, unless --no-workers) until SIGTERM or Ctrl-C
     Serve(crate::server::ServeArgs),
+    /// Manage the API tokens `cairn serve` accepts (create, list, revoke)
+    #[command(subcommand)]
+    Token(crate::server::TokenCommand),
     /// Check a definition; exit 0, or print every problem with its location
     Validate {
         /// Definition file (YAML or JSON)
@@ -240,6 +243,10 @@ async fn dispatch(cmd: Command) -> Result<u8, Fail> {
     match cmd {
         Command::Validate { file, json } => validate(&file, json),
         Command::Serve(args) => crate::server::serve(args).await.map_err(|f| Fail {
+            code: f.code,
+            error: f.error,
+        }),
+        Command::Token(cmd) => crate::server::token_command(cmd).await.map_err(|f| Fail {
             code: f.code,
             error: f.error,
         }),

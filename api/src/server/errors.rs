@@ -28,6 +28,14 @@ pub enum Code {
     Unavailable,
     /// Something failed inside the server; details are in its log, not in the answer.
     Internal,
+    /// No token, or an unknown or revoked one.
+    Unauthenticated,
+    /// The token's role does not allow the operation.
+    Forbidden,
+    /// The token sent more requests than its rate allows; retry after `Retry-After` seconds.
+    RateLimited,
+    /// The request took longer than the server's request timeout.
+    Timeout,
 }
 
 impl Code {
@@ -39,6 +47,10 @@ impl Code {
             Code::Conflict => "CONFLICT",
             Code::Unavailable => "UNAVAILABLE",
             Code::Internal => "INTERNAL",
+            Code::Unauthenticated => "UNAUTHENTICATED",
+            Code::Forbidden => "FORBIDDEN",
+            Code::RateLimited => "RATE_LIMITED",
+            Code::Timeout => "TIMEOUT",
         }
     }
 }
@@ -155,4 +167,58 @@ impl Extension for ErrorCodesExtension {
                 .collect()
         })
     }
+}
+
+/// Schema extension of `--no-introspection`: a document that selects `__schema` or `__type`
+/// is refused with `BAD_USER_INPUT` (async-graphql alone would answer `null` without an error).
+pub struct NoIntrospection;
+
+impl ExtensionFactory for NoIntrospection {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(NoIntrospection)
+    }
+}
+
+#[async_graphql::async_trait::async_trait]
+impl Extension for NoIntrospection {
+    async fn parse_query(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        query: &str,
+        variables: &Variables,
+        next: NextParseQuery<'_>,
+    ) -> ServerResult<ExecutableDocument> {
+        let doc = next.run(ctx, query, variables).await?;
+        let mut seen = std::collections::HashSet::new();
+        for (_, op) in doc.operations.iter() {
+            if introspects(&op.node.selection_set.node, &doc, &mut seen) {
+                return Err(with_code(
+                    ServerError::new("introspection is disabled on this server", None),
+                    Code::BadUserInput,
+                ));
+            }
+        }
+        Ok(doc)
+    }
+}
+
+/// Whether a root selection set selects `__schema` or `__type` (through fragments too).
+fn introspects<'d>(
+    set: &'d async_graphql::parser::types::SelectionSet,
+    doc: &'d ExecutableDocument,
+    seen: &mut std::collections::HashSet<&'d str>,
+) -> bool {
+    use async_graphql::parser::types::Selection;
+    set.items.iter().any(|item| match &item.node {
+        Selection::Field(f) => matches!(f.node.name.node.as_str(), "__schema" | "__type"),
+        Selection::InlineFragment(f) => introspects(&f.node.selection_set.node, doc, seen),
+        Selection::FragmentSpread(s) => {
+            let name = s.node.fragment_name.node.as_str();
+            seen.insert(name)
+                && doc
+                    .fragments
+                    .get(name)
+                    .is_some_and(|f| introspects(&f.node.selection_set.node, doc, seen))
+        }
+    })
 }

@@ -4,6 +4,13 @@
 //! - `schema`: queries and mutations; `subscriptions`: live feeds; `errors`: `extensions.code`.
 //! - `feed`: the log follower every subscription reads from.
 //! - `metrics`: Prometheus collectors and the HTTP timing middleware.
+//! - `auth`: tokens, roles, guards and the per-token rate limiter; `tokens`: `cairn token` and
+//!   the admin's token fields.
+//!
+//! Access: every GraphQL request needs `Authorization: Bearer <token>` (WebSocket: on the upgrade
+//! request or in the `connection_init` payload) unless `--insecure-no-auth`; the health, metrics
+//! and GraphiQL routes are open. Limits: body size (413), request timeout (408), per-token rate
+//! (429 with `Retry-After`), query depth and complexity, optional introspection.
 //!
 //! Routes: `POST /graphql`, `GET /graphql` (GraphiQL), `GET /graphql/ws` (subscriptions over
 //! `graphql-transport-ws` or the legacy `graphql-ws`), `/healthz`, `/readyz`, `/metrics`.
@@ -13,11 +20,18 @@
 //! 503 and GraphQL takes no new request, subscriptions end, in-flight requests finish, the
 //! workers record what they are doing, exit 0.
 
+mod auth;
 mod errors;
 mod feed;
 mod metrics;
 mod schema;
 mod subscriptions;
+mod tokens;
+
+pub use self::tokens::{run as token_command, TokenCommand};
+
+/// The store of every command that takes `--store`, unless told otherwise.
+const DEFAULT_STORE: &str = "sqlite://.cairn/cairn.db";
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,9 +40,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_graphql::http::{GraphiQLSource, ALL_WEBSOCKET_PROTOCOLS};
-use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
+use async_graphql_axum::{GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State, WebSocketUpgrade};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -60,6 +76,30 @@ pub struct ServeArgs {
     /// Seconds allowed to in-flight requests and tasks when stopping
     #[arg(long, env = "CAIRN_DRAIN_TIMEOUT", default_value_t = 30)]
     pub drain_timeout: u64,
+    /// LOCAL DEVELOPMENT ONLY: accept requests without a token, each as an admin
+    #[arg(long, env = "CAIRN_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+    /// Deepest query selection accepted
+    #[arg(long, env = "CAIRN_MAX_QUERY_DEPTH", default_value_t = schema::MAX_DEPTH)]
+    pub max_query_depth: usize,
+    /// Largest query complexity accepted (1 per field, connections count their page)
+    #[arg(long, env = "CAIRN_MAX_QUERY_COMPLEXITY", default_value_t = schema::MAX_COMPLEXITY)]
+    pub max_query_complexity: usize,
+    /// Largest request body in bytes (larger: 413)
+    #[arg(long, env = "CAIRN_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Requests per second allowed to each token, on average (0: no limit; over: 429)
+    #[arg(long, env = "CAIRN_RATE_LIMIT", default_value_t = 50.0)]
+    pub rate_limit: f64,
+    /// Requests a token may send at once above its rate
+    #[arg(long, env = "CAIRN_RATE_LIMIT_BURST", default_value_t = 100)]
+    pub rate_limit_burst: u32,
+    /// Milliseconds a request may take, reading its body included (longer: 408)
+    #[arg(long, env = "CAIRN_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
+    /// Refuse introspection (`__schema`, `__type`)
+    #[arg(long, env = "CAIRN_NO_INTROSPECTION")]
+    pub no_introspection: bool,
 }
 
 /// A failure of `cairn serve`, with the exit code of the CLI contract.
@@ -77,9 +117,6 @@ fn fail(code: u8, error: impl Into<anyhow::Error>) -> ServeFailure {
     }
 }
 
-/// Largest request body: a definition or a query, never bulk data.
-const BODY_LIMIT: usize = 2 * 1024 * 1024;
-
 const STARTING: u8 = 0;
 const READY: u8 = 1;
 const DRAINING: u8 = 2;
@@ -88,6 +125,7 @@ const DRAINING: u8 = 2;
 struct Shared {
     phase: AtomicU8,
     api: OnceLock<(App, CairnSchema)>,
+    access: auth::Access,
 }
 
 impl Shared {
@@ -104,6 +142,24 @@ impl Shared {
 /// Runs `cairn serve` until SIGTERM or Ctrl-C.
 pub async fn serve(args: ServeArgs) -> Result<u8, ServeFailure> {
     let metrics = Metrics::new().map_err(|e| fail(4, e))?;
+    if !(args.rate_limit.is_finite() && args.rate_limit >= 0.0) {
+        return Err(fail(
+            2,
+            anyhow::anyhow!("--rate-limit must be a number of requests per second, 0 or more"),
+        ));
+    }
+    if args.request_timeout_ms == 0 {
+        return Err(fail(
+            2,
+            anyhow::anyhow!("--request-timeout-ms must be above 0"),
+        ));
+    }
+    if args.insecure_no_auth {
+        eprintln!(
+            "\n!!! WARNING: --insecure-no-auth: this server accepts EVERY request WITHOUT A TOKEN,\n\
+             !!! as an admin. Use it on a developer machine only, never on a network.\n"
+        );
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| fail(4, anyhow::anyhow!("cannot listen on {}: {e}", args.listen)))?;
@@ -113,12 +169,22 @@ pub async fn serve(args: ServeArgs) -> Result<u8, ServeFailure> {
     let shared = Arc::new(Shared {
         phase: AtomicU8::new(STARTING),
         api: OnceLock::new(),
+        access: auth::Access::new(
+            args.insecure_no_auth,
+            args.rate_limit,
+            args.rate_limit_burst,
+        ),
     });
     let tracker = TaskTracker::new();
     // `stop` ends the HTTP server (graceful); `drain` ends subscriptions and the log follower.
     let stop = CancellationToken::new();
     let drain = CancellationToken::new();
-    let router = router(shared.clone(), metrics.clone());
+    let router = router(
+        shared.clone(),
+        metrics.clone(),
+        args.max_body_bytes,
+        Duration::from_millis(args.request_timeout_ms),
+    );
     let http = {
         let stop = stop.clone();
         tracker.spawn(async move {
@@ -164,7 +230,12 @@ pub async fn serve(args: ServeArgs) -> Result<u8, ServeFailure> {
         metrics,
         shutdown: drain.clone(),
     };
-    let schema = schema::build(Some(app.clone()));
+    let limits = schema::Limits {
+        depth: args.max_query_depth,
+        complexity: args.max_query_complexity,
+        introspection: !args.no_introspection,
+    };
+    let schema = schema::build(Some(app.clone()), limits);
     if shared.api.set((app, schema)).is_err() {
         return Err(fail(4, anyhow::anyhow!("the API was set up twice")));
     }
@@ -250,7 +321,7 @@ fn redact(url: &str) -> String {
     url.to_string()
 }
 
-fn router(shared: Arc<Shared>, metrics: Metrics) -> Router {
+fn router(shared: Arc<Shared>, metrics: Metrics, body_limit: usize, timeout: Duration) -> Router {
     let api = Router::new()
         .route("/graphql", get(graphiql).post(graphql))
         .route("/graphql/ws", get(subscriptions))
@@ -261,11 +332,79 @@ fn router(shared: Arc<Shared>, metrics: Metrics) -> Router {
         .route("/metrics", get(metrics::serve))
         .with_state(metrics.clone());
     api.merge(ops)
+        .layer(axum::middleware::from_fn_with_state(timeout, limit_time))
         .layer(axum::middleware::from_fn_with_state(
             metrics,
             metrics::track,
         ))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(body_limit))
+}
+
+/// The request timeout: reading the body and answering must fit in `limit` (a WebSocket counts
+/// until it is upgraded; the connection then lives on its own).
+async fn limit_time(
+    State(limit): State<Duration>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => refusal(
+            StatusCode::REQUEST_TIMEOUT,
+            errors::Code::Timeout,
+            &format!("the request took longer than {} ms", limit.as_millis()),
+        ),
+    }
+}
+
+/// An error answered before GraphQL runs, shaped like a GraphQL response.
+fn refusal(status: StatusCode, code: errors::Code, message: &str) -> Response {
+    (
+        status,
+        axum::Json(serde_json::json!({
+            "errors": [{ "message": message, "extensions": { "code": code.as_str() } }]
+        })),
+    )
+        .into_response()
+}
+
+/// The HTTP answer to a refused request.
+fn refused(r: auth::Refusal) -> Response {
+    match r {
+        auth::Refusal::Unauthenticated(m) => {
+            let mut resp = refusal(StatusCode::UNAUTHORIZED, errors::Code::Unauthenticated, m);
+            resp.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+            resp
+        }
+        auth::Refusal::RateLimited(wait) => {
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            let mut resp = refusal(
+                StatusCode::TOO_MANY_REQUESTS,
+                errors::Code::RateLimited,
+                &format!("rate limit exceeded; retry after {secs} s"),
+            );
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+            resp
+        }
+        auth::Refusal::Store(e) => {
+            let _ = errors::internal("authenticate", e);
+            refusal(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                errors::Code::Internal,
+                "internal error; the server log has the details",
+            )
+        }
+    }
+}
+
+fn authorization(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or(""))
 }
 
 /// 503 with a GraphQL-shaped body, for requests that arrive while starting or draining.
@@ -282,13 +421,50 @@ fn unavailable() -> Response {
         .into_response()
 }
 
-async fn graphql(State(shared): State<Arc<Shared>>, req: GraphQLRequest) -> Response {
-    match shared.api() {
-        Some((_, schema)) => {
-            GraphQLResponse::from(schema.execute(req.into_inner()).await).into_response()
+async fn graphql(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let Some((app, schema)) = shared.api() else {
+        return unavailable();
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return refusal(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                errors::Code::BadUserInput,
+                "the request body is larger than the server accepts",
+            )
         }
-        None => unavailable(),
-    }
+        Err(r) => {
+            return refusal(
+                r.status(),
+                errors::Code::BadUserInput,
+                "cannot read the request body",
+            )
+        }
+    };
+    let principal = match shared
+        .access
+        .authorize(app.store.as_ref(), authorization(&headers))
+        .await
+    {
+        Ok(p) => p,
+        Err(r) => return refused(r),
+    };
+    let req: async_graphql::Request = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return refusal(
+                StatusCode::BAD_REQUEST,
+                errors::Code::BadUserInput,
+                &format!("the body is not a GraphQL request: {e}"),
+            )
+        }
+    };
+    GraphQLResponse::from(schema.execute(req.data(principal)).await).into_response()
 }
 
 async fn graphiql() -> Html<String> {
@@ -302,17 +478,33 @@ async fn graphiql() -> Html<String> {
 
 async fn subscriptions(
     State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
     protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let Some((app, schema)) = shared.api() else {
         return unavailable();
     };
+    // A token on the upgrade request is checked now; otherwise `connection_init` may carry one
+    // (`{"Authorization": "Bearer ..."}`), the only place browsers can put it.
+    let upgraded_as = match authorization(&headers) {
+        Some(h) => match shared.access.authorize(app.store.as_ref(), Some(h)).await {
+            Ok(p) => Some(p),
+            Err(r) => return refused(r),
+        },
+        None => None,
+    };
     let (schema, drain) = (schema.clone(), app.shutdown.clone());
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| async move {
-            let connection = GraphQLWebSocket::new(socket, schema, protocol).serve();
+            let init = move |payload: serde_json::Value| {
+                let shared = shared.clone();
+                async move { Ok(connection_data(&shared, upgraded_as, &payload).await) }
+            };
+            let connection = GraphQLWebSocket::new(socket, schema, protocol)
+                .on_connection_init(init)
+                .serve();
             tokio::select! {
                 _ = connection => {}
                 // Subscriptions end on drain; give their `complete` messages a moment to leave.
@@ -322,6 +514,53 @@ async fn subscriptions(
                 } => {}
             }
         })
+}
+
+/// The data of a WebSocket connection: its [`auth::Principal`], or why it has none (then every
+/// subscription it starts fails with that code: deny by default, with a structured error).
+async fn connection_data(
+    shared: &Shared,
+    upgraded_as: Option<auth::Principal>,
+    payload: &serde_json::Value,
+) -> async_graphql::Data {
+    let mut data = async_graphql::Data::default();
+    if let Some(p) = upgraded_as {
+        data.insert(p);
+        return data;
+    }
+    let Some((app, _)) = shared.api() else {
+        data.insert(auth::Denied {
+            code: errors::Code::Unavailable,
+            message: "the server is starting or stopping; try again".into(),
+        });
+        return data;
+    };
+    let header = ["Authorization", "authorization"]
+        .iter()
+        .find_map(|k| payload.get(*k))
+        .map(|v| v.as_str().unwrap_or(""));
+    match shared.access.authorize(app.store.as_ref(), header).await {
+        Ok(p) => data.insert(p),
+        Err(auth::Refusal::Unauthenticated(m)) => data.insert(auth::Denied {
+            code: errors::Code::Unauthenticated,
+            message: m.into(),
+        }),
+        Err(auth::Refusal::RateLimited(wait)) => data.insert(auth::Denied {
+            code: errors::Code::RateLimited,
+            message: format!(
+                "rate limit exceeded; retry after {} s",
+                wait.as_secs_f64().ceil().max(1.0)
+            ),
+        }),
+        Err(auth::Refusal::Store(e)) => {
+            let _ = errors::internal("authenticate", e);
+            data.insert(auth::Denied {
+                code: errors::Code::Internal,
+                message: "internal error; the server log has the details".into(),
+            })
+        }
+    }
+    data
 }
 
 async fn healthz() -> &'static str {

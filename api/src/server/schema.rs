@@ -4,6 +4,7 @@
 //! Reads go to the store, never to the runtime's in-memory cache: a run may be executed by
 //! another process on the same store, and the store is the only view every process shares.
 
+use super::auth::{Permission, Require};
 use std::sync::Arc;
 
 use async_graphql::connection::{Connection, Edge};
@@ -31,11 +32,11 @@ use super::subscriptions::SubscriptionRoot;
 /// The schema type.
 pub type CairnSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
-/// Query depth limit: deep enough for every real query of this schema, shallow enough to stop
-/// pathological nesting.
-const MAX_DEPTH: usize = 16;
-/// Query complexity limit (async-graphql's default cost of 1 per field).
-const MAX_COMPLEXITY: usize = 2_000;
+/// Default query depth limit: deep enough for every real query of this schema, shallow enough
+/// to stop pathological nesting.
+pub const MAX_DEPTH: usize = 16;
+/// Default query complexity limit (async-graphql's default cost of 1 per field).
+pub const MAX_COMPLEXITY: usize = 2_000;
 /// Largest page of a connection.
 const MAX_PAGE: i32 = 500;
 
@@ -54,16 +55,41 @@ pub struct App {
     pub shutdown: CancellationToken,
 }
 
+/// Limits of the schema: `cairn serve` flags.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Deepest selection allowed.
+    pub depth: usize,
+    /// Largest complexity allowed.
+    pub complexity: usize,
+    /// Whether `__schema` and `__type` answer.
+    pub introspection: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            depth: MAX_DEPTH,
+            complexity: MAX_COMPLEXITY,
+            introspection: true,
+        }
+    }
+}
+
 /// Builds the schema; `app` is `None` only to print the SDL.
-pub fn build(app: Option<App>) -> CairnSchema {
+pub fn build(app: Option<App>, limits: Limits) -> CairnSchema {
     let mut b = Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
         SubscriptionRoot,
     )
-    .limit_depth(MAX_DEPTH)
-    .limit_complexity(MAX_COMPLEXITY)
-    .extension(errors::ErrorCodes);
+    .limit_depth(limits.depth)
+    .limit_complexity(limits.complexity)
+    .extension(errors::ErrorCodes)
+    .extension(super::auth::Authenticated);
+    if !limits.introspection {
+        b = b.disable_introspection().extension(errors::NoIntrospection);
+    }
     if let Some(app) = app {
         b = b.data(app);
     }
@@ -73,7 +99,7 @@ pub fn build(app: Option<App>) -> CairnSchema {
 /// The SDL of the schema, as exported to `schemas/graphql/schema.graphql`.
 #[cfg_attr(not(test), allow(dead_code))]
 pub fn sdl() -> String {
-    build(None).sdl()
+    build(None, Limits::default()).sdl()
 }
 
 pub(super) fn app<'a>(ctx: &Context<'a>) -> Result<&'a App> {
@@ -579,7 +605,7 @@ fn parse_run_cursor(c: &str) -> Result<(i64, String)> {
 /// their own object rather than grow one file.
 #[derive(MergedObject, Default)]
 #[graphql(name = "Query")]
-pub struct QueryRoot(DefinitionQueries, RunQueries);
+pub struct QueryRoot(DefinitionQueries, RunQueries, super::tokens::TokenQueries);
 
 /// Queries on definitions.
 #[derive(Default)]
@@ -588,6 +614,7 @@ pub struct DefinitionQueries;
 #[Object]
 impl DefinitionQueries {
     /// Stored definitions, by namespace, name and registration order.
+    #[graphql(guard = "Require(Permission::Read)")]
     async fn definitions(
         &self,
         ctx: &Context<'_>,
@@ -608,6 +635,7 @@ impl DefinitionQueries {
     }
 
     /// One definition; `version` `latest` (the default) picks the highest semantic version.
+    #[graphql(guard = "Require(Permission::Read)")]
     async fn definition(
         &self,
         ctx: &Context<'_>,
@@ -647,6 +675,7 @@ pub struct RunQueries;
 #[Object]
 impl RunQueries {
     /// Runs, newest first, as a Relay connection.
+    #[graphql(guard = "Require(Permission::Read)")]
     async fn runs(
         &self,
         ctx: &Context<'_>,
@@ -674,6 +703,7 @@ impl RunQueries {
     }
 
     /// One run (`NOT_FOUND` when it does not exist).
+    #[graphql(guard = "Require(Permission::Read)")]
     async fn run(&self, ctx: &Context<'_>, id: String) -> Result<Option<Run>> {
         Run::load(app(ctx)?.store.as_ref(), &id).await.map(Some)
     }
@@ -684,7 +714,11 @@ impl RunQueries {
 /// The mutation root.
 #[derive(MergedObject, Default)]
 #[graphql(name = "Mutation")]
-pub struct MutationRoot(DefinitionMutations, RunMutations);
+pub struct MutationRoot(
+    DefinitionMutations,
+    RunMutations,
+    super::tokens::TokenMutations,
+);
 
 /// The outcome of `deployDefinition`: the definition, or the problems that stopped it.
 #[derive(SimpleObject)]
@@ -704,6 +738,7 @@ pub struct DefinitionMutations;
 #[Object]
 impl DefinitionMutations {
     /// Validates and records a definition (YAML or JSON). Problems come back as data.
+    #[graphql(guard = "Require(Permission::Deploy)")]
     async fn deploy_definition(&self, ctx: &Context<'_>, source: String) -> Result<DeployResult> {
         let app = app(ctx)?;
         let def = match dsl::load_str(&source, SourceFormat::Yaml) {
@@ -763,6 +798,7 @@ impl RunMutations {
     /// Starts a run of a stored definition (`definition`) or of a definition given as text
     /// (`source`, recorded as by `deployDefinition`). With an `idempotencyKey`, the same key
     /// returns the same run.
+    #[graphql(guard = "Require(Permission::Operate)")]
     async fn start_run(
         &self,
         ctx: &Context<'_>,
@@ -850,6 +886,7 @@ impl RunMutations {
 
     /// Delivers a CloudEvent to a run (for its `listen` tasks); duplicates (same `source` and
     /// `id`) are dropped.
+    #[graphql(guard = "Require(Permission::Operate)")]
     async fn signal_run(&self, ctx: &Context<'_>, id: String, event: Json<Value>) -> Result<Run> {
         let app = app(ctx)?;
         app.runtime
@@ -860,6 +897,7 @@ impl RunMutations {
     }
 
     /// Cancels a run.
+    #[graphql(guard = "Require(Permission::Operate)")]
     async fn cancel_run(
         &self,
         ctx: &Context<'_>,
@@ -875,6 +913,7 @@ impl RunMutations {
     }
 
     /// Retries a faulted run from the task that failed.
+    #[graphql(guard = "Require(Permission::Operate)")]
     async fn retry_run(&self, ctx: &Context<'_>, id: String) -> Result<Run> {
         let app = app(ctx)?;
         app.runtime
@@ -885,6 +924,7 @@ impl RunMutations {
     }
 
     /// Suspends a run: nothing new starts until it is resumed.
+    #[graphql(guard = "Require(Permission::Operate)")]
     async fn suspend_run(&self, ctx: &Context<'_>, id: String) -> Result<Run> {
         let app = app(ctx)?;
         app.runtime
@@ -895,6 +935,7 @@ impl RunMutations {
     }
 
     /// Resumes a suspended run.
+    #[graphql(guard = "Require(Permission::Operate)")]
     async fn resume_run(&self, ctx: &Context<'_>, id: String) -> Result<Run> {
         let app = app(ctx)?;
         app.runtime

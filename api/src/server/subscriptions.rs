@@ -9,6 +9,7 @@
 //!    instead of skipping (within one run, position order is sequence order, because a stream
 //!    is only extended by a writer that saw its last event committed).
 
+use super::auth::{Permission, Require};
 use std::sync::Arc;
 
 use async_graphql::{Context, Json, Result, SimpleObject, Subscription};
@@ -152,6 +153,7 @@ impl SubscriptionRoot {
     /// A run's events in position order, starting after position `after` (0 for all): pass the
     /// last position you saw to resume with no gap and no duplicate. Ends after the run
     /// completes or is cancelled (not when it faults: a retry may follow).
+    #[graphql(guard = "Require(Permission::Read)")]
     async fn run_events(
         &self,
         ctx: &Context<'_>,
@@ -170,6 +172,7 @@ impl SubscriptionRoot {
 
     /// A run's status and current tasks: the state now, then every change. Ends with the run
     /// (completed or cancelled).
+    #[graphql(guard = "Require(Permission::Read)")]
     async fn run_updated(
         &self,
         ctx: &Context<'_>,
@@ -226,6 +229,7 @@ impl SubscriptionRoot {
 
     /// Changes to the runs list: the new summary of each run that changed (matching `filter`).
     /// A subscriber that falls behind gets the current first page of the list again.
+    #[graphql(guard = "Require(Permission::Read)")]
     async fn runs_changed(
         &self,
         ctx: &Context<'_>,

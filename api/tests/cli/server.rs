@@ -230,7 +230,23 @@ on_both_stores!(
     idempotent_start,
     errors_health_metrics_and_shutdown,
     api_only_server_follows_a_separate_worker,
+    access_rules,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_on_sqlite() {
+    limits(TestStore::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_on_sqlite() {
+    rate_limits(TestStore::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insecure_no_auth_on_sqlite() {
+    insecure_no_auth(TestStore::sqlite()).await;
+}
 
 // ----- the server process ---------------------------------------------------------------------
 
@@ -315,16 +331,66 @@ impl Drop for Proc {
     }
 }
 
+/// Runs `cairn token ARGS --store URL` to the end; returns its stdout, trimmed.
+fn token_cli(store: &TestStore, args: &[&str]) -> String {
+    let out = Command::new(bin())
+        .arg("token")
+        .args(args)
+        .args(["--store", &store.url])
+        .current_dir(store.sandbox.path())
+        .env_remove("CAIRN_STORE")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run cairn token: {e}"));
+    assert!(
+        out.status.success(),
+        "cairn token {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A new token of `role`, named `name`.
+fn new_token(store: &TestStore, role: &str, name: &str) -> String {
+    let t = token_cli(store, &["create", "--role", role, "--name", name]);
+    assert!(t.starts_with("cairn_"), "{t}");
+    t
+}
+
+/// The id of the token named `name`, from `cairn token list --json`.
+fn token_id(store: &TestStore, name: &str) -> String {
+    token_cli(store, &["list", "--json"])
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|t| t["name"] == json!(name))
+        .and_then(|t| t["id"].as_str().map(str::to_string))
+        .unwrap_or_else(|| panic!("no token named {name}"))
+}
+
+/// An HTTP answer of `/graphql`.
+struct Answer {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: Value,
+}
+
 /// A running `cairn serve` and a client for it.
 struct Server {
     proc: Proc,
     base: String,
     http: reqwest::Client,
+    /// An admin token every helper sends (empty under `--insecure-no-auth`).
+    token: String,
 }
 
 impl Server {
-    /// Starts `cairn serve --listen 127.0.0.1:0` and waits until `/readyz` answers 200.
+    /// Starts `cairn serve --listen 127.0.0.1:0` with a new admin token and waits until
+    /// `/readyz` answers 200.
     async fn start(store: &TestStore, extra: &[&str]) -> Server {
+        let token = if extra.contains(&"--insecure-no-auth") {
+            String::new()
+        } else {
+            new_token(store, "admin", "test-admin")
+        };
         let mut args = vec!["serve", "--store", &store.url, "--listen", "127.0.0.1:0"];
         args.extend_from_slice(extra);
         let proc = Proc::spawn(store, &args);
@@ -347,6 +413,7 @@ impl Server {
                 .timeout(Duration::from_secs(20))
                 .build()
                 .expect("an HTTP client"),
+            token,
         };
         let deadline = Instant::now() + PATIENCE;
         loop {
@@ -373,18 +440,45 @@ impl Server {
         format!("{}/graphql/ws", self.base.replacen("http://", "ws://", 1))
     }
 
-    /// POSTs a GraphQL request; returns the whole response document.
+    /// POSTs a GraphQL request with the admin token; returns the whole response document.
     async fn gql(&self, query: &str, variables: Value) -> Value {
-        let r = self
+        self.gql_as(Some(&self.token), query, variables).await.body
+    }
+
+    /// POSTs a GraphQL request with `token` (none: no Authorization header); returns the HTTP
+    /// status, the headers and the JSON document.
+    async fn gql_as(&self, token: Option<&str>, query: &str, variables: Value) -> Answer {
+        self.post_as(
+            token,
+            json!({ "query": query, "variables": variables }).to_string(),
+        )
+        .await
+    }
+
+    /// POSTs `body` to `/graphql` with `token`.
+    async fn post_as(&self, token: Option<&str>, body: String) -> Answer {
+        let mut req = self
             .http
             .post(self.url("/graphql"))
-            .json(&json!({ "query": query, "variables": variables }))
+            .header("Content-Type", "application/json")
+            .body(body);
+        if let Some(t) = token.filter(|t| !t.is_empty()) {
+            req = req.bearer_auth(t);
+        }
+        let r = req
             .send()
             .await
             .unwrap_or_else(|e| panic!("POST /graphql: {e}\n{}", self.proc.stderr()));
-        r.json()
+        let (status, headers) = (r.status().as_u16(), r.headers().clone());
+        let body = r
+            .json()
             .await
-            .unwrap_or_else(|e| panic!("POST /graphql answered no JSON: {e}"))
+            .unwrap_or_else(|e| panic!("POST /graphql ({status}) answered no JSON: {e}"));
+        Answer {
+            status,
+            headers,
+            body,
+        }
     }
 
     /// [`Server::gql`] that must succeed; returns `data`.
@@ -476,8 +570,23 @@ struct Subscription {
 }
 
 impl Subscription {
-    /// Connects with `protocol` (`graphql-transport-ws` or `graphql-ws`) and subscribes.
+    /// Connects with `protocol` (`graphql-transport-ws` or `graphql-ws`) and subscribes, with
+    /// the server's admin token in the `connection_init` payload.
     async fn open(server: &Server, protocol: &str, query: &str, variables: Value) -> Subscription {
+        let init = json!({ "Authorization": format!("Bearer {}", server.token) });
+        Subscription::open_with(server, protocol, None, init, query, variables).await
+    }
+
+    /// [`Subscription::open`] with an `Authorization` header on the upgrade request (or none)
+    /// and this `connection_init` payload.
+    async fn open_with(
+        server: &Server,
+        protocol: &str,
+        header: Option<&str>,
+        init: Value,
+        query: &str,
+        variables: Value,
+    ) -> Subscription {
         let mut req = server
             .ws_url()
             .into_client_request()
@@ -486,6 +595,12 @@ impl Subscription {
             "Sec-WebSocket-Protocol",
             protocol.parse().expect("a header value"),
         );
+        if let Some(t) = header {
+            req.headers_mut().insert(
+                "Authorization",
+                format!("Bearer {t}").parse().expect("a header value"),
+            );
+        }
         let (socket, resp) = tokio_tungstenite::connect_async(req)
             .await
             .unwrap_or_else(|e| panic!("WebSocket connect: {e}\n{}", server.proc.stderr()));
@@ -498,7 +613,7 @@ impl Subscription {
         );
         let legacy = protocol == "graphql-ws";
         let mut s = Subscription { socket };
-        s.send(json!({ "type": "connection_init", "payload": {} }))
+        s.send(json!({ "type": "connection_init", "payload": init }))
             .await;
         let ack = s.recv().await.expect("a connection_ack");
         assert_eq!(ack["type"], json!("connection_ack"), "{ack}");
@@ -802,6 +917,13 @@ async fn signal_suspend_resume_and_cancel(store: TestStore) {
         )
         .await;
     assert_eq!(code_of(&again), Some("CONFLICT"), "{again}");
+    // `runUpdated` folds what is already available before it reports, so a resume that lands
+    // before the subscriber saw the suspension would (rightly) show no change: wait for it.
+    let mut statuses = Vec::new();
+    while !statuses.contains(&json!("SUSPENDED")) {
+        let u = updates.next().await.expect("the suspension");
+        statuses.push(u["runUpdated"]["status"].clone());
+    }
     let r = server
         .data(
             "mutation($id: String!) { resumeRun(id: $id) { status } }",
@@ -822,7 +944,6 @@ async fn signal_suspend_resume_and_cancel(store: TestStore) {
         done["output"].to_string().contains("\"x\":1"),
         "the output should hold the event data: {done}"
     );
-    let mut statuses = Vec::new();
     while let Some(u) = updates.next().await {
         statuses.push(u["runUpdated"]["status"].clone());
     }
@@ -1203,4 +1324,527 @@ async fn api_only_server_follows_a_separate_worker(store: TestStore) {
         all.last().map(|e| e["type"].clone()),
         Some(json!("RunCompleted"))
     );
+}
+
+// ----- access and limits ----------------------------------------------------------------------
+
+const RUNS: &str = "{ runs { edges { cursor } } }";
+const DEPLOY: &str =
+    "mutation($s: String!) { deployDefinition(source: $s) { ok definition { name } } }";
+const START: &str = "mutation { startRun(definition: {namespace: \"test\", name: \"quick\"}, input: {name: \"x\"}) { run { id } } }";
+const CANCEL: &str = "mutation { cancelRun(id: \"no-such-run\") { id } }";
+
+/// The code of the first error of an answer.
+fn code(a: &Answer) -> Option<&str> {
+    code_of(&a.body)
+}
+
+async fn access_rules(store: TestStore) {
+    let server = Server::start(&store, &[]).await;
+    server.deploy(QUICK).await;
+    server.deploy(LISTEN).await;
+    let waiting = server.start_run("wait-for-ping", json!({}), None).await["run"]["id"]
+        .as_str()
+        .expect("a run id")
+        .to_string();
+    let admin = server.token.clone();
+    let editor = new_token(&store, "editor", "ed");
+    let operator = new_token(&store, "operator", "op");
+    let viewer = new_token(&store, "viewer", "view");
+
+    // Deny by default: no token, a malformed header, an unknown token. Nothing runs, not even
+    // `__typename`; the answer says why without naming anything internal.
+    for q in [RUNS, "{ __typename }", CANCEL] {
+        let a = server.gql_as(None, q, json!({})).await;
+        assert_eq!(
+            (a.status, code(&a)),
+            (401, Some("UNAUTHENTICATED")),
+            "{q}: {}",
+            a.body
+        );
+        assert_eq!(
+            a.headers
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok()),
+            Some("Bearer")
+        );
+        assert!(a.body.get("data").is_none(), "{}", a.body);
+    }
+    let unknown = format!("cairn_{}", "A".repeat(43));
+    let a = server.gql_as(Some(&unknown), RUNS, json!({})).await;
+    assert_eq!(
+        (a.status, code(&a)),
+        (401, Some("UNAUTHENTICATED")),
+        "{}",
+        a.body
+    );
+    let a = server
+        .http
+        .post(server.url("/graphql"))
+        .header("Authorization", format!("Basic {admin}"))
+        .json(&json!({ "query": RUNS }))
+        .send()
+        .await
+        .expect("POST /graphql");
+    assert_eq!(a.status().as_u16(), 401);
+
+    // Each role on a read, a deploy and two run operations. An allowed cancel of an unknown run
+    // gets past the guard to NOT_FOUND; a refused one stops at FORBIDDEN.
+    let table = [
+        (&admin, "admin", [true, true, true]),
+        (&editor, "editor", [true, false, false]),
+        (&operator, "operator", [false, true, true]),
+        (&viewer, "viewer", [false, false, false]),
+    ];
+    for (token, role, [deploy, start, cancel]) in table {
+        let a = server.gql_as(Some(token), RUNS, json!({})).await;
+        assert_eq!(a.status, 200);
+        assert!(a.body.get("errors").is_none(), "{role} reads: {}", a.body);
+
+        let a = server
+            .gql_as(Some(token), DEPLOY, json!({ "s": QUICK }))
+            .await;
+        if deploy {
+            assert_eq!(
+                a.body["data"]["deployDefinition"]["ok"],
+                json!(true),
+                "{role}: {}",
+                a.body
+            );
+        } else {
+            assert_eq!(code(&a), Some("FORBIDDEN"), "{role} deploys: {}", a.body);
+            assert_eq!(a.body["data"], Value::Null, "{}", a.body);
+        }
+
+        let a = server.gql_as(Some(token), START, json!({})).await;
+        if start {
+            assert!(
+                a.body["data"]["startRun"]["run"]["id"].is_string(),
+                "{role}: {}",
+                a.body
+            );
+        } else {
+            assert_eq!(code(&a), Some("FORBIDDEN"), "{role} starts: {}", a.body);
+        }
+
+        let a = server.gql_as(Some(token), CANCEL, json!({})).await;
+        let expected = if cancel { "NOT_FOUND" } else { "FORBIDDEN" };
+        assert_eq!(code(&a), Some(expected), "{role} cancels: {}", a.body);
+        if !cancel {
+            let msg = a.body["errors"][0]["message"].as_str().unwrap_or("");
+            assert!(msg.contains(role), "the refusal names the role: {msg}");
+        }
+    }
+    // The refused viewer signal does not reach the run.
+    server.wait_status(&waiting, "WAITING").await;
+    let signal = "mutation($id: String!) { signalRun(id: $id, event: {source: \"t\", id: \"1\", type: \"com.example.ping\", data: {}}) { id } }";
+    let a = server
+        .gql_as(Some(&viewer), signal, json!({ "id": waiting }))
+        .await;
+    assert_eq!(code(&a), Some("FORBIDDEN"), "{}", a.body);
+    assert_eq!(server.run(&waiting).await["status"], json!("WAITING"));
+
+    // Subscriptions: a viewer's token in `connection_init` reads; no token, or an unknown one,
+    // is refused per subscription with a code.
+    let vars = json!({ "id": waiting, "after": 0 });
+    let bearer = |t: &str| json!({ "Authorization": format!("Bearer {t}") });
+    let mut sub = Subscription::open_with(
+        &server,
+        "graphql-transport-ws",
+        None,
+        bearer(&viewer),
+        RUN_EVENTS,
+        vars.clone(),
+    )
+    .await;
+    let first = sub.next().await.expect("the first event");
+    assert_eq!(first["runEvents"]["type"], json!("RunStarted"), "{first}");
+    sub.close().await;
+    for (protocol, init) in [
+        ("graphql-transport-ws", json!({})),
+        ("graphql-ws", json!({})),
+        ("graphql-transport-ws", bearer(&unknown)),
+    ] {
+        let mut sub = Subscription::open_with(
+            &server,
+            protocol,
+            None,
+            init.clone(),
+            RUN_EVENTS,
+            vars.clone(),
+        )
+        .await;
+        let err = sub.error().await;
+        assert_eq!(
+            err[0]["extensions"]["code"],
+            json!("UNAUTHENTICATED"),
+            "{protocol} {init}: {err}"
+        );
+    }
+    // The token on the upgrade request works too; a bad one there is refused before the upgrade.
+    let mut sub = Subscription::open_with(
+        &server,
+        "graphql-transport-ws",
+        Some(&operator),
+        json!({}),
+        RUN_EVENTS,
+        vars.clone(),
+    )
+    .await;
+    assert!(
+        sub.next().await.is_some(),
+        "the operator's header should be accepted"
+    );
+    sub.close().await;
+    let mut req = server
+        .ws_url()
+        .into_client_request()
+        .expect("a WebSocket request");
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().expect("a header value"),
+    );
+    req.headers_mut().insert(
+        "Authorization",
+        format!("Bearer {unknown}").parse().expect("a header value"),
+    );
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+            assert_eq!(r.status().as_u16(), 401)
+        }
+        other => panic!("an unknown token should be refused at the upgrade: {other:?}"),
+    }
+
+    // Revocation takes effect on the next request, HTTP and WebSocket alike.
+    let id = token_id(&store, "view");
+    token_cli(&store, &["revoke", &id]);
+    let a = server.gql_as(Some(&viewer), RUNS, json!({})).await;
+    assert_eq!(
+        (a.status, code(&a)),
+        (401, Some("UNAUTHENTICATED")),
+        "{}",
+        a.body
+    );
+    let mut sub = Subscription::open_with(
+        &server,
+        "graphql-transport-ws",
+        None,
+        bearer(&viewer),
+        RUN_EVENTS,
+        vars.clone(),
+    )
+    .await;
+    assert_eq!(
+        sub.error().await[0]["extensions"]["code"],
+        json!("UNAUTHENTICATED")
+    );
+    let listed = token_cli(&store, &["list", "--json"]);
+    assert!(listed.contains("revokedAt\":\"20"), "{listed}");
+    for secret in [&admin, &editor, &operator, &viewer] {
+        assert!(
+            !listed.contains(secret.as_str()),
+            "token list shows no secret"
+        );
+    }
+    if store.pg.is_none() {
+        // Only hashes reach the store.
+        let path = store.url.trim_start_matches("sqlite://").to_string();
+        let mut bytes = std::fs::read(&path).unwrap_or_default();
+        bytes.extend(std::fs::read(format!("{path}-wal")).unwrap_or_default());
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            text.contains("tok_"),
+            "the tokens table should be in {path}"
+        );
+        for secret in [&admin, &editor, &operator, &viewer] {
+            assert!(
+                !text.contains(&secret[6..]),
+                "a token secret is stored in clear"
+            );
+        }
+    }
+
+    // Tokens over GraphQL are the admin's alone.
+    const CREATE: &str =
+        "mutation { createApiToken(role: VIEWER, name: \"gql\") { secret token { id role } } }";
+    for t in [&editor, &operator] {
+        let a = server.gql_as(Some(t), CREATE, json!({})).await;
+        assert_eq!(code(&a), Some("FORBIDDEN"), "{}", a.body);
+        let a = server
+            .gql_as(Some(t), "{ apiTokens { id } }", json!({}))
+            .await;
+        assert_eq!(code(&a), Some("FORBIDDEN"), "{}", a.body);
+    }
+    let created = server.data(CREATE, json!({})).await["createApiToken"].clone();
+    let secret = created["secret"].as_str().expect("a secret").to_string();
+    let gql_id = created["token"]["id"].as_str().expect("an id").to_string();
+    assert_eq!(created["token"]["role"], json!("VIEWER"));
+    let a = server.gql_as(Some(&secret), RUNS, json!({})).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let listed = server
+        .data("{ apiTokens { id name role revokedAt } }", json!({}))
+        .await;
+    assert!(!listed.to_string().contains(&secret), "{listed}");
+    assert!(listed.to_string().contains(&gql_id), "{listed}");
+    let revoked = server
+        .data(
+            "mutation($id: String!) { revokeApiToken(id: $id) { revokedAt } }",
+            json!({ "id": gql_id }),
+        )
+        .await;
+    assert!(
+        revoked["revokeApiToken"]["revokedAt"].is_string(),
+        "{revoked}"
+    );
+    let a = server.gql_as(Some(&secret), RUNS, json!({})).await;
+    assert_eq!(a.status, 401, "{}", a.body);
+    let a = server
+        .gql_as(
+            Some(&admin),
+            "mutation { revokeApiToken(id: \"tok_nope\") { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code(&a), Some("NOT_FOUND"), "{}", a.body);
+
+    // The CLI refuses an unknown role and an unknown id.
+    for args in [vec!["create", "--role", "root"], vec!["revoke", "tok_nope"]] {
+        let out = Command::new(bin())
+            .arg("token")
+            .args(&args)
+            .args(["--store", &store.url])
+            .current_dir(store.sandbox.path())
+            .output()
+            .expect("cairn token");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+
+    // Health, readiness and metrics stay open.
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let r = server.http.get(server.url(path)).send().await.expect("GET");
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+    }
+}
+
+async fn limits(store: TestStore) {
+    let server = Server::start(
+        &store,
+        &[
+            "--max-query-depth",
+            "5",
+            "--max-query-complexity",
+            "30",
+            "--max-body-bytes",
+            "4096",
+            "--request-timeout-ms",
+            "500",
+            "--no-introspection",
+        ],
+    )
+    .await;
+    let ok = server.gql(RUNS, json!({})).await;
+    assert!(ok.get("errors").is_none(), "{ok}");
+
+    // Depth: six levels where five are allowed.
+    let deep = "{ runs { edges { node { run { timeline { name } } } } } }";
+    let a = server.gql_as(Some(&server.token), deep, json!({})).await;
+    assert_eq!(code(&a), Some("BAD_USER_INPUT"), "{}", a.body);
+    assert!(
+        a.body["errors"][0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("nested too deep"),
+        "{}",
+        a.body
+    );
+    assert!(a.body.get("data").is_none_or(Value::is_null), "{}", a.body);
+
+    // Complexity: eleven shallow copies of a three-field query, 33 where 30 are allowed.
+    let wide = format!(
+        "{{ {} }}",
+        (0..11)
+            .map(|i| format!("r{i}: runs {{ edges {{ cursor }} }}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let a = server.gql_as(Some(&server.token), &wide, json!({})).await;
+    assert_eq!(code(&a), Some("BAD_USER_INPUT"), "{}", a.body);
+    assert!(
+        a.body["errors"][0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("too complex"),
+        "{}",
+        a.body
+    );
+
+    // Body size: 8 KiB where 4 KiB are allowed; 413 before any parsing.
+    let big = json!({ "query": format!("{RUNS} # {}", "x".repeat(8 * 1024)) }).to_string();
+    let a = server.post_as(Some(&server.token), big).await;
+    assert_eq!(
+        (a.status, code(&a)),
+        (413, Some("BAD_USER_INPUT")),
+        "{}",
+        a.body
+    );
+
+    // Introspection is refused, also through a fragment; plain queries still work.
+    for q in [
+        "{ __schema { types { name } } }",
+        "{ __type(name: \"Run\") { name } }",
+        "query { ...F } fragment F on Query { __schema { queryType { name } } }",
+    ] {
+        let a = server.gql_as(Some(&server.token), q, json!({})).await;
+        assert_eq!(code(&a), Some("BAD_USER_INPUT"), "{q}: {}", a.body);
+        assert!(
+            a.body["errors"][0]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("introspection"),
+            "{}",
+            a.body
+        );
+    }
+
+    // Timeout: a client that announces a body and never sends it is answered 408 after the
+    // request timeout, instead of holding a connection forever.
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let mut tcp = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /graphql HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Authorization: Bearer {}\r\nContent-Length: 100\r\n\r\n{{",
+        server.token
+    );
+    let started = Instant::now();
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, head.as_bytes())
+        .await
+        .expect("write");
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read(&mut tcp, &mut buf),
+    )
+    .await
+    .expect("an answer before 10 s")
+    .expect("read");
+    let answer = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("TIMEOUT"), "{answer}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(server);
+
+    // The default depth limit (16) stops a deeply nested introspection query; introspection is
+    // on by default.
+    let server = Server::start(&store, &["--no-workers"]).await;
+    let a = server
+        .gql_as(
+            Some(&server.token),
+            "{ __schema { queryType { name } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        a.body["data"]["__schema"]["queryType"]["name"],
+        json!("Query"),
+        "{}",
+        a.body
+    );
+    let nested = format!(
+        "{{ __schema {{ types {{ fields {{ type {{ {} name {} }} }} }} }} }}",
+        "ofType { ".repeat(14),
+        "} ".repeat(14)
+    );
+    let a = server.gql_as(Some(&server.token), &nested, json!({})).await;
+    assert_eq!(code(&a), Some("BAD_USER_INPUT"), "{}", a.body);
+    assert!(
+        a.body["errors"][0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("nested too deep"),
+        "{}",
+        a.body
+    );
+}
+
+async fn rate_limits(store: TestStore) {
+    let server = Server::start(
+        &store,
+        &[
+            "--no-workers",
+            "--rate-limit",
+            "1",
+            "--rate-limit-burst",
+            "3",
+        ],
+    )
+    .await;
+    let other = new_token(&store, "viewer", "other");
+    let t = server.token.clone();
+    for i in 0..3 {
+        let a = server.gql_as(Some(&t), RUNS, json!({})).await;
+        assert_eq!(a.status, 200, "request {i} of the burst: {}", a.body);
+    }
+    let a = server.gql_as(Some(&t), RUNS, json!({})).await;
+    assert_eq!(
+        (a.status, code(&a)),
+        (429, Some("RATE_LIMITED")),
+        "{}",
+        a.body
+    );
+    let retry = a
+        .headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    assert_eq!(
+        retry,
+        Some(1),
+        "Retry-After in whole seconds: {:?}",
+        a.headers
+    );
+    // Buckets are per token: another token is unaffected.
+    let a = server.gql_as(Some(&other), RUNS, json!({})).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    // After Retry-After, the first token may send again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let a = server.gql_as(Some(&t), RUNS, json!({})).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    // A request without a valid token is refused before it can spend anyone's budget.
+    let a = server.gql_as(None, RUNS, json!({})).await;
+    assert_eq!(a.status, 401);
+}
+
+async fn insecure_no_auth(store: TestStore) {
+    let server = Server::start(&store, &["--insecure-no-auth", "--no-workers"]).await;
+    assert!(
+        server.proc.stderr().contains("WARNING: --insecure-no-auth"),
+        "{}",
+        server.proc.stderr()
+    );
+    let a = server.gql_as(None, DEPLOY, json!({ "s": QUICK })).await;
+    assert_eq!(
+        a.body["data"]["deployDefinition"]["ok"],
+        json!(true),
+        "{}",
+        a.body
+    );
+    let mut sub = Subscription::open_with(
+        &server,
+        "graphql-transport-ws",
+        None,
+        json!({}),
+        "subscription { runsChanged { id } }",
+        json!({}),
+    )
+    .await;
+    server.gql_as(None, START, json!({})).await;
+    let d = sub.next().await.expect("a change");
+    assert!(d["runsChanged"]["id"].is_string(), "{d}");
 }

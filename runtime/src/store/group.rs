@@ -231,4 +231,20 @@ impl EventStore for GroupCommitter {
     async fn list_definitions(&self) -> Result<Vec<StoredDefinition>> {
         self.inner.list_definitions().await
     }
+
+    async fn put_token(&self, token: &super::StoredToken) -> Result<()> {
+        self.inner.put_token(token).await
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<super::StoredToken>> {
+        self.inner.token_by_hash(hash).await
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<super::StoredToken>> {
+        self.inner.list_tokens().await
+    }
+
+    async fn revoke_token(&self, id: &str, at: i64) -> Result<Option<super::StoredToken>> {
+        self.inner.revoke_token(id, at).await
+    }
 }

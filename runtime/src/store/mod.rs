@@ -252,6 +252,56 @@ pub trait EventStore: Send + Sync + 'static {
     /// Every stored definition, ordered by namespace, name, then the order they were first
     /// recorded in (so a redeployed version with new content comes after the old content).
     async fn list_definitions(&self) -> Result<Vec<StoredDefinition>>;
+
+    // ----- API tokens (not events: a token row is updated once, when it is revoked) ---------
+
+    /// Records an API token. Its `hash` must be unique; the secret itself is never stored.
+    ///
+    /// The default implementation (for stores that keep no tokens) fails, so that a server on
+    /// such a store denies every request instead of admitting any.
+    async fn put_token(&self, token: &StoredToken) -> Result<()> {
+        let _ = token;
+        Err(no_tokens())
+    }
+
+    /// The token whose secret hashes to `hash`, revoked or not.
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<StoredToken>> {
+        let _ = hash;
+        Err(no_tokens())
+    }
+
+    /// Every token, revoked ones included, oldest first.
+    async fn list_tokens(&self) -> Result<Vec<StoredToken>> {
+        Err(no_tokens())
+    }
+
+    /// Marks a token revoked at `at` (ms since epoch); revoking it again keeps the first time.
+    /// `Ok(None)` when no token has this id; otherwise the token as it now is.
+    async fn revoke_token(&self, id: &str, at: i64) -> Result<Option<StoredToken>> {
+        let _ = (id, at);
+        Err(no_tokens())
+    }
+}
+
+fn no_tokens() -> StoreError {
+    StoreError::Unavailable("this store keeps no api tokens".into())
+}
+
+/// An API token as stored: an id to name it by, a role, and the SHA-256 of its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredToken {
+    /// Public id (`tok_...`), used to list and revoke it; not a credential.
+    pub id: String,
+    /// A label for people (`ci`, `grafana`); may be empty.
+    pub name: String,
+    /// `admin`, `editor`, `operator` or `viewer` (the store does not interpret it).
+    pub role: String,
+    /// Lowercase hex SHA-256 of the secret.
+    pub hash: String,
+    /// Creation time (ms since epoch).
+    pub created_at: i64,
+    /// Revocation time (ms since epoch), if revoked.
+    pub revoked_at: Option<i64>,
 }
 
 /// Compares two definition versions by semantic-version precedence (`1.10.0 > 1.9.0`,

@@ -235,6 +235,7 @@ impl PostgresStore {
             }
         };
         migrate(&mut conn).await?;
+        migrate_tokens(&mut conn).await?;
         // Closing politely can only fail on a dead connection; it is dropped either way.
         let _ = conn.close().await;
         let pool = PgPoolOptions::new()
@@ -758,5 +759,112 @@ impl EventStore for PostgresStore {
         .await
         .map_err(|e| unavailable(STORE, "list_definitions", e))?;
         rows.iter().map(definition_from_row).collect()
+    }
+
+    async fn put_token(&self, token: &super::StoredToken) -> Result<()> {
+        self.put_token_row(token).await
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<super::StoredToken>> {
+        self.token_row_by_hash(hash).await
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<super::StoredToken>> {
+        self.token_rows().await
+    }
+
+    async fn revoke_token(&self, id: &str, at: i64) -> Result<Option<super::StoredToken>> {
+        self.revoke_token_row(id, at).await
+    }
+}
+
+// ----- API tokens -----------------------------------------------------------------------------
+
+/// The `tokens` table, created if missing (idempotent, outside the numbered migrations so that it
+/// never collides with them).
+async fn migrate_tokens(conn: &mut PgConnection) -> Result<()> {
+    // Under the migration lock: two `CREATE TABLE IF NOT EXISTS` racing can still collide in
+    // PostgreSQL's catalog.
+    let err = |e: sqlx::Error| unavailable(STORE, "migrate tokens", e);
+    let mut tx = conn.begin().await.map_err(err)?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(MIGRATE_LOCK)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS tokens (\
+         id TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, \
+         hash TEXT NOT NULL UNIQUE, created_at BIGINT NOT NULL, revoked_at BIGINT)",
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(err)?;
+    tx.commit().await.map_err(err)
+}
+
+const TOKEN_COLUMNS: &str = "id, name, role, hash, created_at, revoked_at";
+
+fn token_from_row(row: &PgRow) -> Result<super::StoredToken> {
+    let get = |e: sqlx::Error| StoreError::Corrupt(format!("postgres tokens row: {e}"));
+    Ok(super::StoredToken {
+        id: row.try_get("id").map_err(get)?,
+        name: row.try_get("name").map_err(get)?,
+        role: row.try_get("role").map_err(get)?,
+        hash: row.try_get("hash").map_err(get)?,
+        created_at: row.try_get("created_at").map_err(get)?,
+        revoked_at: row.try_get("revoked_at").map_err(get)?,
+    })
+}
+
+impl PostgresStore {
+    async fn put_token_row(&self, t: &super::StoredToken) -> Result<()> {
+        sqlx::query(&format!(
+            "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
+        ))
+        .bind(&t.id)
+        .bind(&t.name)
+        .bind(&t.role)
+        .bind(&t.hash)
+        .bind(t.created_at)
+        .bind(t.revoked_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| unavailable(STORE, "put_token", e))?;
+        Ok(())
+    }
+
+    async fn token_row_by_hash(&self, hash: &str) -> Result<Option<super::StoredToken>> {
+        let row = sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1"
+        ))
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| unavailable(STORE, "token_by_hash", e))?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    async fn token_rows(&self) -> Result<Vec<super::StoredToken>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_at, id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| unavailable(STORE, "list_tokens", e))?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    async fn revoke_token_row(&self, id: &str, at: i64) -> Result<Option<super::StoredToken>> {
+        let row = sqlx::query(&format!(
+            "UPDATE tokens SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 \
+             RETURNING {TOKEN_COLUMNS}"
+        ))
+        .bind(at)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| unavailable(STORE, "revoke_token", e))?;
+        row.as_ref().map(token_from_row).transpose()
     }
 }

@@ -149,6 +149,7 @@ impl SqliteStore {
             .await
             .map_err(|e| unavailable(STORE, &format!("open {}", path.display()), e))?;
         migrate(&writer).await?;
+        migrate_tokens(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(options.read_connections.max(1))
             .connect_with(base.read_only(true))
@@ -626,5 +627,103 @@ impl EventStore for SqliteStore {
         .await
         .map_err(|e| unavailable(STORE, "list_definitions", e))?;
         rows.iter().map(definition_from_row).collect()
+    }
+
+    async fn put_token(&self, token: &super::StoredToken) -> Result<()> {
+        self.put_token_row(token).await
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<super::StoredToken>> {
+        self.token_row_by_hash(hash).await
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<super::StoredToken>> {
+        self.token_rows().await
+    }
+
+    async fn revoke_token(&self, id: &str, at: i64) -> Result<Option<super::StoredToken>> {
+        self.revoke_token_row(id, at).await
+    }
+}
+
+// ----- API tokens -----------------------------------------------------------------------------
+
+/// The `tokens` table, created if missing (idempotent, outside the numbered migrations so that it
+/// never collides with them).
+async fn migrate_tokens(pool: &SqlitePool) -> Result<()> {
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS tokens (\
+         id TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, \
+         hash TEXT NOT NULL UNIQUE, created_at INTEGER NOT NULL, revoked_at INTEGER)",
+    )
+    .execute(pool)
+    .await
+    .map_err(|e| unavailable(STORE, "migrate tokens", e))?;
+    Ok(())
+}
+
+const TOKEN_COLUMNS: &str = "id, name, role, hash, created_at, revoked_at";
+
+fn token_from_row(row: &SqliteRow) -> Result<super::StoredToken> {
+    let get = |e: sqlx::Error| StoreError::Corrupt(format!("sqlite tokens row: {e}"));
+    Ok(super::StoredToken {
+        id: row.try_get("id").map_err(get)?,
+        name: row.try_get("name").map_err(get)?,
+        role: row.try_get("role").map_err(get)?,
+        hash: row.try_get("hash").map_err(get)?,
+        created_at: row.try_get("created_at").map_err(get)?,
+        revoked_at: row.try_get("revoked_at").map_err(get)?,
+    })
+}
+
+impl SqliteStore {
+    async fn put_token_row(&self, t: &super::StoredToken) -> Result<()> {
+        sqlx::query(&format!(
+            "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(&t.id)
+        .bind(&t.name)
+        .bind(&t.role)
+        .bind(&t.hash)
+        .bind(t.created_at)
+        .bind(t.revoked_at)
+        .execute(&self.writer)
+        .await
+        .map_err(|e| unavailable(STORE, "put_token", e))?;
+        Ok(())
+    }
+
+    async fn token_row_by_hash(&self, hash: &str) -> Result<Option<super::StoredToken>> {
+        let row = sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?"
+        ))
+        .bind(hash)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(|e| unavailable(STORE, "token_by_hash", e))?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    async fn token_rows(&self) -> Result<Vec<super::StoredToken>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_at, id"
+        ))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(|e| unavailable(STORE, "list_tokens", e))?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    async fn revoke_token_row(&self, id: &str, at: i64) -> Result<Option<super::StoredToken>> {
+        let row = sqlx::query(&format!(
+            "UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? \
+             RETURNING {TOKEN_COLUMNS}"
+        ))
+        .bind(at)
+        .bind(id)
+        .fetch_optional(&self.writer)
+        .await
+        .map_err(|e| unavailable(STORE, "revoke_token", e))?;
+        row.as_ref().map(token_from_row).transpose()
     }
 }
