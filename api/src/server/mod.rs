@@ -584,7 +584,8 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> (StatusCode, &'static str)
     }
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or Ctrl-C.
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
