@@ -16,6 +16,7 @@ use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 
 use crate::secrets::FileSecrets;
+use crate::server::shutdown_signal;
 
 /// Default store: one SQLite file in `./.cairn/`.
 const DEFAULT_STORE: &str = "sqlite://.cairn/cairn.db";
@@ -370,8 +371,6 @@ fn runtime_fail(e: cairn_runtime::Error) -> Fail {
         other => infra(other),
     }
 }
-
-use crate::server::shutdown_signal;
 
 fn redact(url: &str) -> String {
     // postgres://user:password@host/db -> postgres://user:***@host/db
