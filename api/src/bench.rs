@@ -56,6 +56,8 @@ const RAW_BATCHES: [usize; 3] = [1, 10, 100];
 /// Arguments of `cairn bench`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
+    #[command(subcommand)]
+    command: Option<BenchCommand>,
     /// Store to measure: sqlite://PATH or the URL of a scratch PostgreSQL database (tables go
     /// into a new schema that is dropped afterwards). Default: a fresh SQLite file in a
     /// temporary folder, removed afterwards
@@ -81,6 +83,15 @@ pub struct BenchArgs {
     json: bool,
 }
 
+/// Other benchmarks than the engine's (the default).
+#[derive(clap::Subcommand, Debug, Clone)]
+enum BenchCommand {
+    /// The server under load: WebSocket subscribers watching runs (`runEvents`) while they
+    /// execute, and the runs list queried meanwhile: delivery latency, query latency, and
+    /// whether every subscriber got every event once, in order
+    Subscribers(crate::bench_ws::SubscribersArgs),
+}
+
 /// A failure of `cairn bench` with its exit code (2 bad usage, 4 store or runtime).
 pub struct BenchFail {
     /// Exit code.
@@ -89,16 +100,19 @@ pub struct BenchFail {
     pub error: anyhow::Error,
 }
 
-fn usage(error: anyhow::Error) -> BenchFail {
+pub(crate) fn usage(error: anyhow::Error) -> BenchFail {
     BenchFail { code: 2, error }
 }
 
-fn infra(error: anyhow::Error) -> BenchFail {
+pub(crate) fn infra(error: anyhow::Error) -> BenchFail {
     BenchFail { code: 4, error }
 }
 
 /// Runs the benchmark; returns the exit code.
 pub async fn run(args: BenchArgs) -> Result<u8, BenchFail> {
+    if let Some(BenchCommand::Subscribers(a)) = args.command {
+        return crate::bench_ws::run(a).await;
+    }
     if args.runs == 0 {
         return Err(usage(anyhow!("--runs must be at least 1")));
     }
@@ -137,19 +151,19 @@ pub async fn run(args: BenchArgs) -> Result<u8, BenchFail> {
 // The store under test and its cleanup
 // ---------------------------------------------------------------------------------------------
 
-enum Backend {
+pub(crate) enum Backend {
     Sqlite(SqliteStore),
     Postgres(PostgresStore),
 }
 
-struct Target {
-    backend: Backend,
+pub(crate) struct Target {
+    pub(crate) backend: Backend,
     /// A temporary folder to remove at the end (the default SQLite store).
     temp_dir: Option<PathBuf>,
     /// The PostgreSQL URL as given and the schema created for the bench, dropped at the end.
     pg_schema: Option<(String, String)>,
     /// Where the store is, for the report (no password).
-    label: String,
+    pub(crate) label: String,
 }
 
 fn random_suffix() -> String {
@@ -157,7 +171,7 @@ fn random_suffix() -> String {
 }
 
 impl Target {
-    async fn open(url: Option<&str>) -> Result<Target, BenchFail> {
+    pub(crate) async fn open(url: Option<&str>) -> Result<Target, BenchFail> {
         match url {
             None => {
                 let dir = std::env::temp_dir().join(format!("cairn-bench-{}", random_suffix()));
@@ -226,14 +240,14 @@ impl Target {
         }
     }
 
-    fn store(&self) -> Arc<dyn EventStore> {
+    pub(crate) fn store(&self) -> Arc<dyn EventStore> {
         match &self.backend {
             Backend::Sqlite(s) => Arc::new(s.clone()),
             Backend::Postgres(s) => Arc::new(s.clone()),
         }
     }
 
-    fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self.backend {
             Backend::Sqlite(_) => "sqlite",
             Backend::Postgres(_) => "postgres",
@@ -241,7 +255,7 @@ impl Target {
     }
 
     /// The durability settings in force, as the database reports them.
-    async fn durability(&self) -> String {
+    pub(crate) async fn durability(&self) -> String {
         match &self.backend {
             Backend::Sqlite(s) => {
                 let mut conn = match s.write_pool().acquire().await {
@@ -298,7 +312,7 @@ impl Target {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    async fn cleanup(&self) -> anyhow::Result<()> {
+    pub(crate) async fn cleanup(&self) -> anyhow::Result<()> {
         match &self.backend {
             Backend::Sqlite(s) => s.close().await,
             Backend::Postgres(s) => s.close().await,

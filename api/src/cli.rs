@@ -176,6 +176,9 @@ enum Command {
     /// Manage the API tokens `cairn serve` accepts (create, list, revoke)
     #[command(subcommand)]
     Token(crate::server::TokenCommand),
+    /// Rebuild read models (the runs index) from the event log
+    #[command(subcommand)]
+    Projections(crate::projections::ProjectionsCommand),
     /// Check a definition; exit 0, or print every problem with its location
     Validate {
         /// Definition file (YAML or JSON)
@@ -248,6 +251,10 @@ async fn dispatch(cmd: Command) -> Result<u8, Fail> {
             error: f.error,
         }),
         Command::Token(cmd) => crate::server::token_command(cmd).await.map_err(|f| Fail {
+            code: f.code,
+            error: f.error,
+        }),
+        Command::Projections(cmd) => crate::projections::run(cmd).await.map_err(|f| Fail {
             code: f.code,
             error: f.error,
         }),

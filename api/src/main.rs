@@ -5,7 +5,9 @@
 //! invalid definition or bad input, 3 a run was cancelled, 4 the store or the runtime failed.
 
 mod bench;
+mod bench_ws;
 mod cli;
+mod projections;
 mod secrets;
 mod server;
 

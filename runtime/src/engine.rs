@@ -8,7 +8,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cairn_core::activity::{ActivityContext, ActivityHandler, NoSecrets, Secrets};
 use cairn_core::dsl::Workflow;
@@ -24,9 +24,10 @@ use tracing::{debug, warn, Instrument};
 use crate::aggregate::{self, RunCommand, RunServices};
 use crate::definitions::Definitions;
 use crate::functions::{FunctionCall, Functions, Router};
+use crate::metrics::{AppendOutcome, Metrics};
 use crate::store::{
-    self, AppendRequest, EventStore, NewEvent, RunFilter, RunSummary, StoreError, StoredEvent,
-    RUN_AGGREGATE,
+    self, AppendRequest, Appended, EventStore, NewEvent, RunFilter, RunSummary, StoreError,
+    StoredEvent, RUN_AGGREGATE,
 };
 use crate::{Error, Result};
 
@@ -96,6 +97,7 @@ pub struct RuntimeBuilder {
     poll_interval: Duration,
     group_commit: bool,
     scope: WorkerScope,
+    metrics: Option<Metrics>,
 }
 
 /// Which runs a worker executes.
@@ -121,6 +123,7 @@ impl Default for RuntimeBuilder {
             poll_interval: Duration::from_millis(200),
             group_commit: true,
             scope: WorkerScope::All,
+            metrics: None,
         }
     }
 }
@@ -186,8 +189,19 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Where the runtime's metrics go (a server passes the collectors whose registry it serves
+    /// at `/metrics`); without this, a private registry nobody reads.
+    pub fn metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     /// Opens the store and, for a worker, resumes every unfinished run.
     pub async fn build(self) -> Result<Runtime> {
+        let metrics = match self.metrics {
+            Some(m) => m,
+            None => Metrics::new().map_err(|e| Error::Internal(format!("metrics: {e}")))?,
+        };
         let base = match (self.store, self.store_url) {
             (Some(s), _) => s,
             (None, Some(url)) => store::open(&url).await?,
@@ -229,6 +243,7 @@ impl RuntimeBuilder {
             owned: Mutex::default(),
             waiters: Mutex::default(),
             finished: Mutex::default(),
+            metrics,
         });
         let rt = Runtime { inner };
         if rt.inner.workers {
@@ -279,6 +294,7 @@ struct Inner {
     owned: Mutex<HashSet<String>>,
     waiters: Mutex<HashMap<String, Vec<oneshot::Sender<()>>>>,
     finished: Mutex<HashMap<String, RunOutcome>>,
+    metrics: Metrics,
 }
 
 impl Runtime {
@@ -290,6 +306,11 @@ impl Runtime {
     /// The store this runtime writes to.
     pub fn store(&self) -> Arc<dyn EventStore> {
         self.inner.store.clone()
+    }
+
+    /// The runtime's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     /// Records a definition so that runs and sub-workflows (`run: workflow`) can find it by
@@ -658,17 +679,35 @@ impl Inner {
     }
 
     fn summary(state: &RunState, run_id: &str) -> Option<RunSummary> {
-        let d = state.definition.as_ref()?;
-        Some(RunSummary {
-            run_id: run_id.to_string(),
-            namespace: d.namespace.clone(),
-            name: d.name.clone(),
-            version: d.version.clone(),
-            status: state.status_label().to_string(),
-            created_at: state.started_at,
-            updated_at: state.updated_at,
-            next_timer_at: state.next_timer().map(|(_, due)| due),
-        })
+        // One definition of a summary, shared with `cairn projections rebuild`, so that a rebuilt
+        // row is exactly what the inline upsert writes.
+        crate::projections::run_summary(state, run_id)
+    }
+
+    /// Appends, observing latency and conflicts.
+    async fn append_timed(&self, requests: Vec<AppendRequest>) -> store::Result<Vec<Appended>> {
+        let began = Instant::now();
+        let r = self.store.append(requests).await;
+        let outcome = match &r {
+            Ok(_) => AppendOutcome::Ok,
+            Err(StoreError::Conflict { .. }) => AppendOutcome::Conflict,
+            Err(_) => AppendOutcome::Error,
+        };
+        self.metrics.append_finished(outcome, began.elapsed());
+        r
+    }
+
+    /// Counts a run that this append ended. Only the writer whose append recorded the
+    /// transition counts it (appends are optimistic per run), so each end counts once across
+    /// every process on the store.
+    fn count_finished(&self, was_terminal: bool, now: &RunState) {
+        if was_terminal || !now.status.is_terminal() {
+            return;
+        }
+        if let Some(d) = &now.definition {
+            self.metrics
+                .run_finished(&d.namespace, &d.name, now.status_label());
+        }
     }
 
     async fn start(
@@ -708,12 +747,14 @@ impl Inner {
             events: self.new_events(&events, now),
             run_summary: Self::summary(&state, &run_id),
         };
-        match self.store.append(vec![req]).await {
+        match self.append_timed(vec![req]).await {
             Ok(a) => {
                 let last = a
                     .first()
                     .map(|a| a.last_sequence)
                     .unwrap_or(events.len() as u64);
+                // A run can end in its first decision.
+                self.count_finished(false, &state);
                 g.state = state;
                 g.seq = last;
                 g.loaded = true;
@@ -821,12 +862,13 @@ impl Inner {
                 events: self.new_events(&events, now),
                 run_summary: Self::summary(&next, run_id),
             };
-            match self.store.append(vec![req]).await {
+            match self.append_timed(vec![req]).await {
                 Ok(a) => {
                     let last = a
                         .first()
                         .map(|a| a.last_sequence)
                         .unwrap_or(g.seq + events.len() as u64);
+                    self.count_finished(g.state.status.is_terminal(), &next);
                     g.state = next;
                     g.seq = last;
                     self.publish(
@@ -951,7 +993,19 @@ impl Inner {
             }
             let i = self.clone();
             let run = run_id.to_string();
-            let span = tracing::info_span!("activity", run = %run, task = %a.position, attempt = a.attempt);
+            let kind = match &a.call {
+                cairn_core::events::ActivityCall::Http(_) => "http",
+                cairn_core::events::ActivityCall::OpenApi(_) => "openapi",
+                cairn_core::events::ActivityCall::Function { .. } => "function",
+            };
+            // Run id, position and attempt are span fields, never metric labels (unbounded).
+            let span = tracing::info_span!(
+                "activity",
+                run_id = %run,
+                position = %a.position,
+                attempt = a.attempt,
+                kind,
+            );
             self.tracker.spawn(
                 async move {
                     let ctx = ActivityContext {
@@ -961,7 +1015,9 @@ impl Inner {
                         attempt: a.attempt,
                         idempotency_key: a.idempotency_key.clone(),
                     };
+                    let began = Instant::now();
                     let r = i.handler.call(&ctx, &a.call).await;
+                    i.metrics.task_finished(kind, r.is_ok(), began.elapsed());
                     let at = now_ms();
                     let fact = match r {
                         Ok(result) => RunEvent::ActivityCompleted {

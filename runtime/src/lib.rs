@@ -11,11 +11,16 @@
 //! - [`aggregate`]: the run as a cqrs-es aggregate over the pure decider of `cairn-core`.
 //! - [`definitions`]: content-addressed definitions.
 //! - [`functions`]: registered functions and the activity router.
+//! - [`metrics`]: Prometheus collectors (runs finished, task durations, append latency and
+//!   conflicts, projection lag).
+//! - [`projections`]: the `runs` index as a projection of the log, and rebuilding it.
 
 pub mod aggregate;
 pub mod definitions;
 pub mod engine;
 pub mod functions;
+pub mod metrics;
+pub mod projections;
 pub mod store;
 
 pub use engine::{

@@ -23,6 +23,10 @@ use tracing::{warn, Instrument};
 
 use super::metrics::Metrics;
 
+/// How often the follower's lag (`cairn_projection_lag_events{projection="log_follower"}`) is
+/// sampled.
+const LAG_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Options of the follower.
 #[derive(Debug, Clone)]
 pub struct FeedOptions {
@@ -97,14 +101,7 @@ impl LogFeed {
 
 /// The last position in the log (0 when empty).
 pub async fn head_position(store: &dyn EventStore) -> cairn_runtime::store::Result<u64> {
-    let mut pos = 0;
-    loop {
-        let page = store.read_all(pos, 10_000).await?;
-        match page.last() {
-            Some(e) => pos = e.position,
-            None => return Ok(pos),
-        }
-    }
+    store.head_position().await
 }
 
 struct Follower {
@@ -118,7 +115,21 @@ struct Follower {
 
 impl Follower {
     async fn run(mut self, shutdown: CancellationToken) {
+        let mut sampled: Option<tokio::time::Instant> = None;
         loop {
+            // The lag is sampled before catching up (what is waiting), at most once a second
+            // so that an idle server costs the store one cheap query per second, not per poll.
+            if sampled.is_none_or(|t| t.elapsed() >= LAG_SAMPLE_INTERVAL) {
+                sampled = Some(tokio::time::Instant::now());
+                match self.store.head_position().await {
+                    Ok(head) => {
+                        self.metrics
+                            .runtime
+                            .set_projection_lag("log_follower", head, self.position)
+                    }
+                    Err(e) => warn!(error = %e, "cannot read the head of the log"),
+                }
+            }
             self.catch_up().await;
             tokio::select! {
                 _ = shutdown.cancelled() => return,

@@ -141,7 +141,9 @@ impl Shared {
 
 /// Runs `cairn serve` until SIGTERM or Ctrl-C.
 pub async fn serve(args: ServeArgs) -> Result<u8, ServeFailure> {
-    let metrics = Metrics::new().map_err(|e| fail(4, e))?;
+    // One registry for the runtime's collectors and the server's, served at `/metrics`.
+    let runtime_metrics = cairn_runtime::metrics::Metrics::new().map_err(|e| fail(4, e))?;
+    let metrics = Metrics::new(runtime_metrics.clone()).map_err(|e| fail(4, e))?;
     if !(args.rate_limit.is_finite() && args.rate_limit >= 0.0) {
         return Err(fail(
             2,
@@ -194,7 +196,7 @@ pub async fn serve(args: ServeArgs) -> Result<u8, ServeFailure> {
         })
     };
 
-    let runtime = match build_runtime(&args).await {
+    let runtime = match build_runtime(&args, runtime_metrics).await {
         Ok(rt) => rt,
         Err(f) => {
             stop.cancel();
@@ -287,7 +289,10 @@ pub async fn serve(args: ServeArgs) -> Result<u8, ServeFailure> {
     Ok(0)
 }
 
-async fn build_runtime(args: &ServeArgs) -> Result<Runtime, ServeFailure> {
+async fn build_runtime(
+    args: &ServeArgs,
+    metrics: cairn_runtime::metrics::Metrics,
+) -> Result<Runtime, ServeFailure> {
     let secrets: Secrets = match &args.secrets {
         Some(p) => Arc::new(crate::secrets::FileSecrets::read(p).map_err(|e| fail(2, e))?),
         None => Arc::new(NoSecrets),
@@ -299,6 +304,7 @@ async fn build_runtime(args: &ServeArgs) -> Result<Runtime, ServeFailure> {
         .secrets(secrets)
         .http(Arc::new(http))
         .workers(!args.no_workers)
+        .metrics(metrics)
         .build()
         .await
         .map_err(|e| match e {
@@ -601,4 +607,80 @@ pub(crate) async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// A server inside another command, for `cairn bench subscribers`: the API of `runtime` on
+/// `listener`, accepting EVERY request as an admin without a token and without a rate limit
+/// (as `--insecure-no-auth --rate-limit 0`), with the default query limits. Loopback only.
+pub struct InProcessServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    stop: CancellationToken,
+    drain: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl InProcessServer {
+    /// Starts serving at once: the runtime is already up.
+    pub async fn start(
+        runtime: Runtime,
+        listener: tokio::net::TcpListener,
+    ) -> anyhow::Result<InProcessServer> {
+        let addr = listener.local_addr()?;
+        let metrics = Metrics::new(runtime.metrics().clone())?;
+        let shared = Arc::new(Shared {
+            phase: AtomicU8::new(STARTING),
+            api: OnceLock::new(),
+            access: auth::Access::new(true, 0.0, 1),
+        });
+        let tracker = TaskTracker::new();
+        let stop = CancellationToken::new();
+        let drain = CancellationToken::new();
+        let store = runtime.store();
+        let head = feed::head_position(store.as_ref())
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot read the log: {e}"))?;
+        let feed = LogFeed::start(
+            store.clone(),
+            Some(runtime.subscribe()),
+            head,
+            FeedOptions::default(),
+            metrics.clone(),
+            &tracker,
+            drain.clone(),
+        );
+        let app = App {
+            runtime,
+            store,
+            feed,
+            metrics: metrics.clone(),
+            shutdown: drain.clone(),
+        };
+        let schema = schema::build(Some(app.clone()), schema::Limits::default());
+        if shared.api.set((app, schema)).is_err() {
+            anyhow::bail!("the API was set up twice");
+        }
+        shared.phase.store(READY, Ordering::Release);
+        let router = router(shared, metrics, 2 * 1024 * 1024, Duration::from_secs(30));
+        let s = stop.clone();
+        tracker.spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(s.cancelled_owned())
+                .await
+        });
+        Ok(InProcessServer {
+            addr,
+            stop,
+            drain,
+            tracker,
+        })
+    }
+
+    /// Ends subscriptions and the HTTP server (waiting at most 5 s for them).
+    pub async fn shutdown(self) {
+        self.drain.cancel();
+        self.stop.cancel();
+        self.tracker.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await;
+    }
 }

@@ -91,7 +91,7 @@ pub fn build(app: Option<App>, limits: Limits) -> CairnSchema {
         b = b.disable_introspection().extension(errors::NoIntrospection);
     }
     if let Some(app) = app {
-        b = b.data(app);
+        b = b.extension(app.metrics.graphql_timing()).data(app);
     }
     b.finish()
 }

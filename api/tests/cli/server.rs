@@ -231,6 +231,7 @@ on_both_stores!(
     errors_health_metrics_and_shutdown,
     api_only_server_follows_a_separate_worker,
     access_rules,
+    projections_rebuild_repairs_the_runs_index,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1048,6 +1049,53 @@ async fn retry_a_faulted_run(store: TestStore) {
     assert!(fetches[0]["error"].is_object(), "{done}");
     assert_eq!(fetches[1]["status"], json!("completed"), "{done}");
 
+    // Metrics: each end counted once by definition and status, the two HTTP calls timed, the
+    // appends timed; run ids never appear.
+    let metrics = server
+        .http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .unwrap_or_default();
+    for line in [
+        "cairn_runs_finished_total{name=\"flaky\",namespace=\"test\",status=\"faulted\"} 1",
+        "cairn_runs_finished_total{name=\"flaky\",namespace=\"test\",status=\"completed\"} 1",
+        "cairn_task_duration_seconds_count{kind=\"http\",outcome=\"ok\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing in:\n{metrics}");
+    }
+    assert!(
+        metrics.contains("cairn_task_duration_seconds_bucket{kind=\"http\",outcome=\"error\""),
+        "{metrics}"
+    );
+    let appends = metrics
+        .lines()
+        .find(|l| l.starts_with("cairn_store_append_duration_seconds_count{outcome=\"ok\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(appends >= 3, "appends are timed:\n{metrics}");
+    assert!(
+        metrics.contains("cairn_store_append_conflicts_total"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("cairn_graphql_request_duration_seconds_count{operation=\"mutation\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("cairn_graphql_request_duration_seconds_count{operation=\"query\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("cairn_projection_lag_events{projection=\"log_follower\"}"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(&id), "run ids are never labels");
+
     // Retrying a completed run is a conflict.
     let again = server
         .gql(
@@ -1847,4 +1895,98 @@ async fn insecure_no_auth(store: TestStore) {
     server.gql_as(None, START, json!({})).await;
     let d = sub.next().await.expect("a change");
     assert!(d["runsChanged"]["id"].is_string(), "{d}");
+}
+
+/// The runs index is a projection: corrupt a row behind the server's back, and
+/// `cairn projections rebuild` (run while the server and its workers are up) puts it right and
+/// records its checkpoint.
+async fn projections_rebuild_repairs_the_runs_index(store: TestStore) {
+    let server = Server::start(&store, &[]).await;
+    server.deploy(QUICK).await;
+    let id = server
+        .start_run("quick", json!({ "name": "x" }), None)
+        .await["run"]["id"]
+        .as_str()
+        .expect("a run id")
+        .to_string();
+    server.wait_status(&id, "COMPLETED").await;
+
+    // Corrupt the index row (the events stay untouched).
+    let corrupt = "UPDATE runs SET status = 'running' WHERE run_id = ";
+    let status_sql = "SELECT status FROM runs WHERE run_id = ";
+    let status = |s: Option<String>| s.unwrap_or_default();
+    let read_status = || async {
+        if let Some(path) = store.url.strip_prefix("sqlite://") {
+            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{path}"))
+                .await
+                .expect("open the sqlite store");
+            status(
+                sqlx::query_scalar(&format!("{status_sql}?"))
+                    .bind(&id)
+                    .fetch_optional(&mut c)
+                    .await
+                    .expect("read the runs row"),
+            )
+        } else {
+            let mut c = sqlx::PgConnection::connect(&store.url)
+                .await
+                .expect("connect to postgres");
+            status(
+                sqlx::query_scalar(&format!("{status_sql}$1"))
+                    .bind(&id)
+                    .fetch_optional(&mut c)
+                    .await
+                    .expect("read the runs row"),
+            )
+        }
+    };
+    assert_eq!(read_status().await, "completed");
+    if let Some(path) = store.url.strip_prefix("sqlite://") {
+        let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{path}"))
+            .await
+            .expect("open the sqlite store");
+        sqlx::query(&format!("{corrupt}?"))
+            .bind(&id)
+            .execute(&mut c)
+            .await
+            .expect("corrupt the row");
+    } else {
+        let mut c = sqlx::PgConnection::connect(&store.url)
+            .await
+            .expect("connect to postgres");
+        sqlx::query(&format!("{corrupt}$1"))
+            .bind(&id)
+            .execute(&mut c)
+            .await
+            .expect("corrupt the row");
+    }
+    assert_eq!(read_status().await, "running");
+
+    let out = Command::new(bin())
+        .args(["projections", "rebuild", "--json", "--store", &store.url])
+        .current_dir(store.sandbox.path())
+        .env_remove("CAIRN_STORE")
+        .output()
+        .expect("run cairn projections rebuild");
+    assert!(
+        out.status.success(),
+        "cairn projections rebuild failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("the report is one JSON object");
+    assert_eq!(report["projection"], json!("runs"), "{report}");
+    assert_eq!(report["repaired"], json!([id]), "{report}");
+    assert!(report["checkpoint"].as_u64().unwrap_or(0) > 0, "{report}");
+    assert_eq!(read_status().await, "completed");
+
+    // A second rebuild finds nothing to repair and reports the checkpoint the first recorded.
+    let again = Command::new(bin())
+        .args(["projections", "rebuild", "--json", "--store", &store.url])
+        .current_dir(store.sandbox.path())
+        .env_remove("CAIRN_STORE")
+        .output()
+        .expect("run cairn projections rebuild");
+    let again: Value = serde_json::from_slice(&again.stdout).expect("a JSON report");
+    assert_eq!(again["repaired"], json!([]), "{again}");
+    assert_eq!(again["previousCheckpoint"], report["checkpoint"], "{again}");
 }

@@ -247,4 +247,22 @@ impl EventStore for GroupCommitter {
     async fn revoke_token(&self, id: &str, at: i64) -> Result<Option<super::StoredToken>> {
         self.inner.revoke_token(id, at).await
     }
+
+    async fn projection_checkpoint(&self, projection: &str) -> Result<Option<u64>> {
+        self.inner.projection_checkpoint(projection).await
+    }
+
+    async fn put_projection_checkpoint(&self, projection: &str, position: u64) -> Result<()> {
+        self.inner
+            .put_projection_checkpoint(projection, position)
+            .await
+    }
+
+    async fn rebuild_run_summary(&self, summary: &RunSummary, last_sequence: u64) -> Result<bool> {
+        self.inner.rebuild_run_summary(summary, last_sequence).await
+    }
+
+    async fn head_position(&self) -> Result<u64> {
+        self.inner.head_position().await
+    }
 }

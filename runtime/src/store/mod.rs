@@ -281,6 +281,49 @@ pub trait EventStore: Send + Sync + 'static {
         let _ = (id, at);
         Err(no_tokens())
     }
+
+    // ----- projections (read models rebuilt from the log; see `crate::projections`) ---------
+
+    /// The last global position of the log that `projection` has processed, if it recorded one.
+    async fn projection_checkpoint(&self, projection: &str) -> Result<Option<u64>> {
+        let _ = projection;
+        Err(no_projections())
+    }
+
+    /// Records that `projection` has processed the log up to `position` (overwriting).
+    async fn put_projection_checkpoint(&self, projection: &str, position: u64) -> Result<()> {
+        let _ = (projection, position);
+        Err(no_projections())
+    }
+
+    /// Writes `summary` into the `runs` index, folded from the run's events up to
+    /// `last_sequence`, but only if that is still the run's last event; `Ok(false)` when the run
+    /// has moved on (its newer append wrote a newer summary, which must not be overwritten).
+    /// Implementations check and write under the same lock as appends, so no append can slip in
+    /// between the check and the write.
+    async fn rebuild_run_summary(&self, summary: &RunSummary, last_sequence: u64) -> Result<bool> {
+        let _ = (summary, last_sequence);
+        Err(no_projections())
+    }
+
+    /// The global position of the last event in the log (0 when empty).
+    ///
+    /// The default implementation pages through [`EventStore::read_all`]; the built-in stores
+    /// answer with one query.
+    async fn head_position(&self) -> Result<u64> {
+        let mut pos = 0;
+        loop {
+            let page = self.read_all(pos, 10_000).await?;
+            match page.last() {
+                Some(e) => pos = e.position,
+                None => return Ok(pos),
+            }
+        }
+    }
+}
+
+fn no_projections() -> StoreError {
+    StoreError::Unavailable("this store keeps no projection checkpoints".into())
 }
 
 fn no_tokens() -> StoreError {

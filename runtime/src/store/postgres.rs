@@ -236,6 +236,7 @@ impl PostgresStore {
         };
         migrate(&mut conn).await?;
         migrate_tokens(&mut conn).await?;
+        migrate_projections(&mut conn).await?;
         // Closing politely can only fail on a dead connection; it is dropped either way.
         let _ = conn.close().await;
         let pool = PgPoolOptions::new()
@@ -261,8 +262,10 @@ impl PostgresStore {
     ///
     /// The plan first assumes each stream's head is what the first request naming it expects,
     /// which is right unless that request is stale; when the function answers with different
-    /// heads (nothing written), the plan is redone against them, which only fails again if
-    /// another process extended one of these streams in between.
+    /// heads (nothing written), the plan is redone against them, which only misses again if
+    /// another process extended one of these streams in between; after that second miss the
+    /// append runs as an explicit transaction that reads the heads under the lock
+    /// ([`Self::append_in_transaction`]), so racing processes cannot starve each other.
     async fn try_append_groups(
         &self,
         groups: &[Vec<AppendRequest>],
@@ -776,6 +779,22 @@ impl EventStore for PostgresStore {
     async fn revoke_token(&self, id: &str, at: i64) -> Result<Option<super::StoredToken>> {
         self.revoke_token_row(id, at).await
     }
+
+    async fn projection_checkpoint(&self, projection: &str) -> Result<Option<u64>> {
+        self.checkpoint_row(projection).await
+    }
+
+    async fn put_projection_checkpoint(&self, projection: &str, position: u64) -> Result<()> {
+        self.put_checkpoint_row(projection, position).await
+    }
+
+    async fn rebuild_run_summary(&self, summary: &RunSummary, last_sequence: u64) -> Result<bool> {
+        self.rebuild_run_row(summary, last_sequence).await
+    }
+
+    async fn head_position(&self) -> Result<u64> {
+        self.head_row().await
+    }
 }
 
 // ----- API tokens -----------------------------------------------------------------------------
@@ -866,5 +885,107 @@ impl PostgresStore {
         .await
         .map_err(|e| unavailable(STORE, "revoke_token", e))?;
         row.as_ref().map(token_from_row).transpose()
+    }
+}
+
+// ----- projections ----------------------------------------------------------------------------
+
+/// The `projection_checkpoints` table, created if missing under the migration lock (like
+/// `tokens`).
+async fn migrate_projections(conn: &mut PgConnection) -> Result<()> {
+    let err = |e: sqlx::Error| unavailable(STORE, "migrate projections", e);
+    let mut tx = conn.begin().await.map_err(err)?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(MIGRATE_LOCK)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS projection_checkpoints (\
+         projection TEXT PRIMARY KEY, position BIGINT NOT NULL CHECK (position >= 0), \
+         updated_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(err)?;
+    tx.commit().await.map_err(err)
+}
+
+impl PostgresStore {
+    async fn checkpoint_row(&self, projection: &str) -> Result<Option<u64>> {
+        let pos: Option<i64> =
+            sqlx::query_scalar("SELECT position FROM projection_checkpoints WHERE projection = $1")
+                .bind(projection)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| unavailable(STORE, "projection_checkpoint", e))?;
+        pos.map(|p| to_u64(p, "position")).transpose()
+    }
+
+    async fn put_checkpoint_row(&self, projection: &str, position: u64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO projection_checkpoints (projection, position, updated_at) \
+             VALUES ($1, $2, now()) \
+             ON CONFLICT (projection) DO UPDATE SET position = excluded.position, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(projection)
+        .bind(to_i64(position))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| unavailable(STORE, "put_projection_checkpoint", e))?;
+        Ok(())
+    }
+
+    /// Check and write in one transaction holding [`APPEND_LOCK`]: appends (which upsert `runs`
+    /// under the same lock) cannot commit between reading the run's last sequence and writing
+    /// its row, and every append that committed before is visible to the check.
+    async fn rebuild_run_row(&self, s: &RunSummary, last_sequence: u64) -> Result<bool> {
+        let err = |e: sqlx::Error| unavailable(STORE, "rebuild_run_summary", e);
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(APPEND_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        let head: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(sequence) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2",
+        )
+        .bind(super::RUN_AGGREGATE)
+        .bind(&s.run_id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(err)?;
+        if head.unwrap_or(0) != to_i64(last_sequence) {
+            return Ok(false);
+        }
+        sqlx::query(&format!(
+            "INSERT INTO runs ({RUN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (run_id) DO UPDATE SET namespace = excluded.namespace, \
+             name = excluded.name, version = excluded.version, status = excluded.status, \
+             created_at = excluded.created_at, updated_at = excluded.updated_at, \
+             next_timer_at = excluded.next_timer_at"
+        ))
+        .bind(&s.run_id)
+        .bind(&s.namespace)
+        .bind(&s.name)
+        .bind(&s.version)
+        .bind(&s.status)
+        .bind(s.created_at)
+        .bind(s.updated_at)
+        .bind(s.next_timer_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        Ok(true)
+    }
+
+    async fn head_row(&self) -> Result<u64> {
+        let head: Option<i64> = sqlx::query_scalar("SELECT MAX(position) FROM events")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| unavailable(STORE, "head_position", e))?;
+        to_u64(head.unwrap_or(0), "position")
     }
 }

@@ -150,6 +150,7 @@ impl SqliteStore {
             .map_err(|e| unavailable(STORE, &format!("open {}", path.display()), e))?;
         migrate(&writer).await?;
         migrate_tokens(&writer).await?;
+        migrate_projections(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(options.read_connections.max(1))
             .connect_with(base.read_only(true))
@@ -644,6 +645,22 @@ impl EventStore for SqliteStore {
     async fn revoke_token(&self, id: &str, at: i64) -> Result<Option<super::StoredToken>> {
         self.revoke_token_row(id, at).await
     }
+
+    async fn projection_checkpoint(&self, projection: &str) -> Result<Option<u64>> {
+        self.checkpoint_row(projection).await
+    }
+
+    async fn put_projection_checkpoint(&self, projection: &str, position: u64) -> Result<()> {
+        self.put_checkpoint_row(projection, position).await
+    }
+
+    async fn rebuild_run_summary(&self, summary: &RunSummary, last_sequence: u64) -> Result<bool> {
+        self.rebuild_run_row(summary, last_sequence).await
+    }
+
+    async fn head_position(&self) -> Result<u64> {
+        self.head_row().await
+    }
 }
 
 // ----- API tokens -----------------------------------------------------------------------------
@@ -725,5 +742,102 @@ impl SqliteStore {
         .await
         .map_err(|e| unavailable(STORE, "revoke_token", e))?;
         row.as_ref().map(token_from_row).transpose()
+    }
+}
+
+// ----- projections ----------------------------------------------------------------------------
+
+/// The `projection_checkpoints` table, created if missing (like `tokens`, outside the numbered
+/// migrations).
+async fn migrate_projections(pool: &SqlitePool) -> Result<()> {
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS projection_checkpoints (\
+         projection TEXT PRIMARY KEY, position INTEGER NOT NULL CHECK (position >= 0), \
+         updated_at INTEGER NOT NULL)",
+    )
+    .execute(pool)
+    .await
+    .map_err(|e| unavailable(STORE, "migrate projections", e))?;
+    Ok(())
+}
+
+impl SqliteStore {
+    async fn checkpoint_row(&self, projection: &str) -> Result<Option<u64>> {
+        let pos: Option<i64> =
+            sqlx::query_scalar("SELECT position FROM projection_checkpoints WHERE projection = ?")
+                .bind(projection)
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(|e| unavailable(STORE, "projection_checkpoint", e))?;
+        pos.map(|p| to_u64(p, "position")).transpose()
+    }
+
+    async fn put_checkpoint_row(&self, projection: &str, position: u64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO projection_checkpoints (projection, position, updated_at) \
+             VALUES (?, ?, CAST(unixepoch('subsec') * 1000 AS INTEGER)) \
+             ON CONFLICT (projection) DO UPDATE SET position = excluded.position, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(projection)
+        .bind(to_i64(position))
+        .execute(&self.writer)
+        .await
+        .map_err(|e| unavailable(STORE, "put_projection_checkpoint", e))?;
+        Ok(())
+    }
+
+    /// Check and write in one `BEGIN IMMEDIATE` transaction on the single writer connection, the
+    /// one appends use: no append can commit between reading the run's last sequence and
+    /// writing its row.
+    async fn rebuild_run_row(&self, s: &RunSummary, last_sequence: u64) -> Result<bool> {
+        let err = |e: sqlx::Error| unavailable(STORE, "rebuild_run_summary", e);
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(err)?;
+        let head: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(sequence) FROM events WHERE aggregate_type = ? AND aggregate_id = ?",
+        )
+        .bind(super::RUN_AGGREGATE)
+        .bind(&s.run_id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(err)?;
+        if head.unwrap_or(0) != to_i64(last_sequence) {
+            return Ok(false);
+        }
+        // Its own statement rather than the append path's upsert: a rebuild also restores
+        // `created_at`, which appends never change.
+        sqlx::query(
+            "INSERT INTO runs (run_id, namespace, name, version, status, created_at, \
+             updated_at, next_timer_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (run_id) DO UPDATE SET namespace = excluded.namespace, \
+             name = excluded.name, version = excluded.version, status = excluded.status, \
+             created_at = excluded.created_at, updated_at = excluded.updated_at, \
+             next_timer_at = excluded.next_timer_at",
+        )
+        .bind(&s.run_id)
+        .bind(&s.namespace)
+        .bind(&s.name)
+        .bind(&s.version)
+        .bind(&s.status)
+        .bind(s.created_at)
+        .bind(s.updated_at)
+        .bind(s.next_timer_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        Ok(true)
+    }
+
+    async fn head_row(&self) -> Result<u64> {
+        let head: Option<i64> = sqlx::query_scalar("SELECT MAX(position) FROM events")
+            .fetch_one(&self.reader)
+            .await
+            .map_err(|e| unavailable(STORE, "head_position", e))?;
+        to_u64(head.unwrap_or(0), "position")
     }
 }

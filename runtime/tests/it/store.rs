@@ -58,6 +58,8 @@ conformance!(
     append_groups_beyond_parameter_limit,
     append_groups_racing_another_store,
     tokens,
+    projection_checkpoints,
+    rebuild_run_summary_never_overwrites_a_newer_row,
 );
 
 async fn append_and_load(t: TestStore) {
@@ -1130,4 +1132,49 @@ async fn tokens(t: TestStore) {
     shutdown.cancel();
     tracker.close();
     tracker.wait().await;
+}
+
+async fn projection_checkpoints(t: TestStore) {
+    let s = &t.store;
+    assert_eq!(s.projection_checkpoint("runs").await.unwrap(), None);
+    s.put_projection_checkpoint("runs", 42).await.unwrap();
+    s.put_projection_checkpoint("other", 7).await.unwrap();
+    assert_eq!(s.projection_checkpoint("runs").await.unwrap(), Some(42));
+    // Overwriting moves it (a rebuild from scratch may record a smaller position).
+    s.put_projection_checkpoint("runs", 3).await.unwrap();
+    assert_eq!(s.projection_checkpoint("runs").await.unwrap(), Some(3));
+    assert_eq!(s.projection_checkpoint("other").await.unwrap(), Some(7));
+
+    assert_eq!(s.head_position().await.unwrap(), 0, "{}", t.kind);
+    let a = s.append(vec![run_request("h1", 0, 3)]).await.unwrap();
+    assert_eq!(s.head_position().await.unwrap(), a[0].last_position);
+}
+
+async fn rebuild_run_summary_never_overwrites_a_newer_row(t: TestStore) {
+    let s = &t.store;
+    let mut first = run_request("rb", 0, 2);
+    first.run_summary = Some(summary("rb", "running", 10));
+    s.append(vec![first]).await.unwrap();
+
+    // A fold up to the run's last event replaces a corrupt row.
+    let mut corrupt = summary("rb", "running", 10);
+    corrupt.status = "completed".into();
+    assert!(s.rebuild_run_summary(&corrupt, 2).await.unwrap());
+    assert_eq!(s.get_run("rb").await.unwrap().unwrap().status, "completed");
+    let fixed = summary("rb", "running", 10);
+    assert!(s.rebuild_run_summary(&fixed, 2).await.unwrap());
+    assert_eq!(s.get_run("rb").await.unwrap(), Some(fixed.clone()));
+
+    // The run moved on after the fold: the stale summary is refused, the newer row stays.
+    let mut next = run_request("rb", 2, 1);
+    let mut newer = summary("rb", "waiting", 10);
+    newer.updated_at = 20;
+    next.run_summary = Some(newer.clone());
+    s.append(vec![next]).await.unwrap();
+    assert!(
+        !s.rebuild_run_summary(&fixed, 2).await.unwrap(),
+        "{}",
+        t.kind
+    );
+    assert_eq!(s.get_run("rb").await.unwrap(), Some(newer));
 }
