@@ -625,7 +625,11 @@ async fn subscribe(
         "Sec-WebSocket-Protocol",
         axum::http::HeaderValue::from_static("graphql-transport-ws"),
     );
-    let (mut socket, _) = tokio::time::timeout_at(deadline, tokio_tungstenite::connect_async(req))
+    // A small read buffer: tungstenite zero-fills it before every read (see the server side).
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(4 * 1024);
+    let connect = tokio_tungstenite::connect_async_with_config(req, Some(config), false);
+    let (mut socket, _) = tokio::time::timeout_at(deadline, connect)
         .await
         .context("timed out connecting")?
         .context("cannot connect")?;

@@ -12,7 +12,7 @@ use cairn_core::dsl::{self, Workflow};
 use cairn_core::lifecycle::LifecycleProjector;
 use cairn_runtime::store::RunFilter;
 use cairn_runtime::{RunOutcome, Runtime, WorkerScope};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde_json::{json, Value};
 
 use crate::secrets::FileSecrets;
@@ -89,6 +89,10 @@ enum Command {
         store: StoreArg,
         #[command(flatten)]
         secrets: SecretsArg,
+        /// A YAML (or JSON) settings file, as for `cairn serve`; the worker uses its `store` and
+        /// `secrets` (flags and CAIRN_* variables override it)
+        #[arg(long, env = "CAIRN_CONFIG", value_name = "PATH")]
+        config: Option<PathBuf>,
         /// Exit once no unfinished run is left
         #[arg(long)]
         exit_when_idle: bool,
@@ -210,13 +214,20 @@ fn infra(e: impl Into<anyhow::Error>) -> Fail {
 }
 
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m).map(|c| (c, m)));
+    let (mut cli, matches) = match parsed {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
+    if let Err(e) = apply_config(&mut cli.command, &matches) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -241,6 +252,34 @@ pub fn main() -> ExitCode {
             ExitCode::from(f.code)
         }
     }
+}
+
+/// `--config FILE` of `cairn serve` and `cairn worker`: fills what neither a flag nor a
+/// `CAIRN_*` variable gave (precedence: flag > environment > file > default).
+fn apply_config(cmd: &mut Command, matches: &clap::ArgMatches) -> anyhow::Result<()> {
+    use crate::server::config::{apply_to_serve, apply_to_worker, ConfigFile};
+    match cmd {
+        Command::Serve(args) => {
+            if let (Some(path), Some(m)) =
+                (args.config.clone(), matches.subcommand_matches("serve"))
+            {
+                apply_to_serve(args, m, ConfigFile::load(&path)?);
+            }
+        }
+        Command::Worker {
+            store,
+            secrets,
+            config: Some(path),
+            ..
+        } => {
+            if let Some(m) = matches.subcommand_matches("worker") {
+                let file = ConfigFile::load(path)?;
+                apply_to_worker(&mut store.store, &mut secrets.secrets, m, file);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 async fn dispatch(cmd: Command) -> Result<u8, Fail> {
@@ -307,6 +346,7 @@ async fn dispatch(cmd: Command) -> Result<u8, Fail> {
             store,
             secrets,
             exit_when_idle,
+            ..
         } => {
             let rt = worker(&store.store, &secrets, WorkerScope::All).await?;
             eprintln!("worker started on {}", redact(&store.store));

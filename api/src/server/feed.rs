@@ -1,5 +1,8 @@
 //! The log follower: one task per server that reads the global event log in position order and
-//! fans every event out to the subscriptions through a broadcast channel.
+//! fans every run event out to the subscribers of that run, through one broadcast channel per run
+//! watched (created by its first subscriber, removed when its last one goes away). An event costs
+//! the subscribers of its own run, not every subscriber of the server, and it is wrapped once in
+//! a shared [`RunEventNode`] whose payload is decoded at most once, when `data` is selected.
 //!
 //! Why follow the store rather than the runtime's bus: the bus only carries events appended by
 //! this process, while a run may be executed by a `cairn worker` elsewhere on the same store.
@@ -7,14 +10,15 @@
 //! last position delivered" never skips an event. The local bus is still used, as a doorbell: an
 //! append by this process wakes the follower at once instead of at its next poll.
 //!
-//! A subscriber joins the broadcast first and then replays from the store; what it gets twice it
+//! A subscriber joins its run's channel first and then replays from the store; what it gets twice it
 //! drops by position, and when it lags behind the channel it reads the store again instead of
 //! skipping (see `subscriptions.rs`).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use cairn_runtime::store::{EventStore, RunSummary, StoredEvent, RUN_AGGREGATE};
+use cairn_runtime::store::{EventStore, RunSummary, RUN_AGGREGATE};
 use cairn_runtime::BusEvent;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -22,6 +26,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{warn, Instrument};
 
 use super::metrics::Metrics;
+use super::schema::RunEventNode;
 
 /// How often the follower's lag (`cairn_projection_lag_events{projection="log_follower"}`) is
 /// sampled.
@@ -35,9 +40,11 @@ pub struct FeedOptions {
     pub poll_interval: Duration,
     /// Events read per store query (default 1,000).
     pub batch: u64,
-    /// Capacity of the broadcast channels (default 16,384); a subscriber further behind than
-    /// this falls back to the store.
+    /// Capacity of the runs-list channel (default 16,384).
     pub capacity: usize,
+    /// Capacity of each run's channel (default 1,024); a subscriber further behind its run than
+    /// this falls back to the store.
+    pub run_capacity: usize,
 }
 
 impl Default for FeedOptions {
@@ -46,14 +53,20 @@ impl Default for FeedOptions {
             poll_interval: Duration::from_millis(25),
             batch: 1_000,
             capacity: 16_384,
+            run_capacity: 1_024,
         }
     }
 }
 
+/// The channel of each run someone watches, by run id.
+type Routes = Arc<Mutex<HashMap<String, broadcast::Sender<RunEventNode>>>>;
+
 /// Handle of the log follower. Cheap to clone.
 #[derive(Clone)]
 pub struct LogFeed {
-    events: broadcast::Sender<Arc<StoredEvent>>,
+    /// The channel of each run someone watches.
+    routes: Routes,
+    run_capacity: usize,
     runs: broadcast::Sender<Arc<RunSummary>>,
 }
 
@@ -68,9 +81,12 @@ impl LogFeed {
         tracker: &TaskTracker,
         shutdown: CancellationToken,
     ) -> LogFeed {
-        let (events, _) = broadcast::channel(opts.capacity);
         let (runs, _) = broadcast::channel(opts.capacity);
-        let feed = LogFeed { events, runs };
+        let feed = LogFeed {
+            routes: Arc::default(),
+            run_capacity: opts.run_capacity.max(1),
+            runs,
+        };
         let follower = Follower {
             store,
             doorbell,
@@ -87,9 +103,29 @@ impl LogFeed {
         feed
     }
 
-    /// Every event appended from now on, in position order.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<StoredEvent>> {
-        self.events.subscribe()
+    /// Every event of run `run_id` appended from now on, in position order. The run's channel
+    /// goes away with its last receiver.
+    pub fn subscribe(&self, run_id: &str) -> RunReceiver {
+        let mut routes = lock(&self.routes);
+        let rx = match routes.get(run_id) {
+            Some(tx) => tx.subscribe(),
+            None => {
+                let (tx, rx) = broadcast::channel(self.run_capacity);
+                routes.insert(run_id.to_string(), tx);
+                rx
+            }
+        };
+        RunReceiver {
+            rx: Some(rx),
+            run_id: run_id.to_string(),
+            routes: Some(self.routes.clone()),
+        }
+    }
+
+    /// How many runs have a channel now (for tests).
+    #[cfg(test)]
+    fn routed_runs(&self) -> usize {
+        lock(&self.routes).len()
     }
 
     /// The new summary of every run whose events were appended from now on (at most one per run
@@ -97,6 +133,56 @@ impl LogFeed {
     pub fn subscribe_runs(&self) -> broadcast::Receiver<Arc<RunSummary>> {
         self.runs.subscribe()
     }
+}
+
+/// The receiving end of one run's channel; the last one dropped removes the channel.
+pub struct RunReceiver {
+    rx: Option<broadcast::Receiver<RunEventNode>>,
+    run_id: String,
+    /// `None` for a receiver outside the feed (tests).
+    routes: Option<Routes>,
+}
+
+impl RunReceiver {
+    /// A receiver not registered with any feed.
+    #[cfg(test)]
+    pub fn detached(rx: broadcast::Receiver<RunEventNode>) -> Self {
+        RunReceiver {
+            rx: Some(rx),
+            run_id: String::new(),
+            routes: None,
+        }
+    }
+
+    /// The next event of the run, as [`broadcast::Receiver::recv`].
+    pub async fn recv(&mut self) -> Result<RunEventNode, broadcast::error::RecvError> {
+        match self.rx.as_mut() {
+            Some(rx) => rx.recv().await,
+            None => Err(broadcast::error::RecvError::Closed),
+        }
+    }
+}
+
+impl Drop for RunReceiver {
+    fn drop(&mut self) {
+        let Some(routes) = self.routes.take() else {
+            return;
+        };
+        // Under the lock, so that no subscriber joins the channel between the check and removal.
+        let mut routes = lock(&routes);
+        drop(self.rx.take());
+        if routes
+            .get(&self.run_id)
+            .is_some_and(|tx| tx.receiver_count() == 0)
+        {
+            routes.remove(&self.run_id);
+        }
+    }
+}
+
+/// Locks the routes; a panic while holding the lock cannot leave the map inconsistent.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The last position in the log (0 when empty).
@@ -157,13 +243,24 @@ impl Follower {
                 }
             };
             let full = page.len() as u64 >= self.opts.batch;
-            for e in page {
-                self.position = e.position;
-                if e.aggregate_type == RUN_AGGREGATE && !touched.contains(&e.stream) {
-                    touched.push(e.stream.clone());
+            if let Some(last) = page.last() {
+                self.position = last.position;
+            }
+            {
+                // One lock per page; sending never blocks.
+                let routes = lock(&self.feed.routes);
+                for e in page {
+                    if e.aggregate_type != RUN_AGGREGATE {
+                        continue;
+                    }
+                    if !touched.contains(&e.stream) {
+                        touched.push(e.stream.clone());
+                    }
+                    if let Some(tx) = routes.get(&e.stream) {
+                        // No receiver left is not an error: the last one removes the channel.
+                        let _ = tx.send(RunEventNode::new(e));
+                    }
                 }
-                // No receiver is not an error: nobody subscribes right now.
-                let _ = self.feed.events.send(Arc::new(e));
             }
             self.metrics
                 .follower_position
@@ -202,5 +299,95 @@ async fn ring(doorbell: &mut Option<broadcast::Receiver<BusEvent>>) -> bool {
             Err(broadcast::error::RecvError::Closed) => false,
         },
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_runtime::store::sqlite::SqliteStore;
+    use cairn_runtime::store::{AppendRequest, NewEvent};
+    use serde_json::json;
+
+    /// Each subscriber gets the events of its own run only, every subscriber of a run shares
+    /// the same event, and a run's channel goes away with its last subscriber.
+    #[tokio::test]
+    async fn events_are_routed_to_their_run_and_channels_are_removed() {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let path = dir.path().join("feed.db");
+        let store: Arc<dyn EventStore> = Arc::new(
+            SqliteStore::open(path.to_str().expect("a UTF-8 path"))
+                .await
+                .expect("a store"),
+        );
+        let metrics = Metrics::new(cairn_runtime::metrics::Metrics::new().expect("metrics"))
+            .expect("server metrics");
+        let tracker = TaskTracker::new();
+        let shutdown = CancellationToken::new();
+        let opts = FeedOptions {
+            poll_interval: Duration::from_millis(5),
+            ..FeedOptions::default()
+        };
+        let feed = LogFeed::start(
+            store.clone(),
+            None,
+            0,
+            opts,
+            metrics,
+            &tracker,
+            shutdown.clone(),
+        );
+        let mut a1 = feed.subscribe("a");
+        let mut a2 = feed.subscribe("a");
+        let mut b = feed.subscribe("b");
+        assert_eq!(feed.routed_runs(), 2);
+        for i in 0..3u64 {
+            let req = |stream: &str| AppendRequest {
+                aggregate_type: RUN_AGGREGATE.into(),
+                stream: stream.into(),
+                expected_sequence: i,
+                events: vec![NewEvent {
+                    event_type: "TaskSkipped".into(),
+                    event_version: "1".into(),
+                    payload: json!({ "parent": 0, "index": i, "position": "/do/0" }),
+                    metadata: json!({}),
+                }],
+                run_summary: None,
+            };
+            store
+                .append(vec![req("a"), req("c"), req("b")])
+                .await
+                .expect("append");
+        }
+        for seq in 1..=3u64 {
+            let x = next(&mut a1).await;
+            let y = next(&mut a2).await;
+            assert_eq!(
+                (x.stored().stream.as_str(), x.stored().sequence),
+                ("a", seq)
+            );
+            assert!(x.same_as(&y), "one value per event");
+            let z = next(&mut b).await;
+            assert_eq!(
+                (z.stored().stream.as_str(), z.stored().sequence),
+                ("b", seq)
+            );
+        }
+        drop(a1);
+        assert_eq!(feed.routed_runs(), 2);
+        drop(a2);
+        assert_eq!(feed.routed_runs(), 1);
+        drop(b);
+        assert_eq!(feed.routed_runs(), 0);
+        shutdown.cancel();
+        tracker.close();
+        tracker.wait().await;
+    }
+
+    async fn next(rx: &mut RunReceiver) -> RunEventNode {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("an event in time")
+            .expect("an event")
     }
 }

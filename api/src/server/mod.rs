@@ -1,6 +1,7 @@
 //! `cairn serve`: the runtime behind a GraphQL API.
 //!
-//! - [`ServeArgs`]: flags and their `CAIRN_*` environment variables.
+//! - [`ServeArgs`]: flags and their `CAIRN_*` environment variables; `config`: `--config FILE`
+//!   (flag > environment > file > default).
 //! - `schema`: queries and mutations; `subscriptions`: live feeds; `errors`: `extensions.code`.
 //! - `feed`: the log follower every subscription reads from.
 //! - `metrics`: Prometheus collectors and the HTTP timing middleware.
@@ -21,6 +22,7 @@
 //! workers record what they are doing, exit 0.
 
 mod auth;
+pub mod config;
 mod errors;
 mod feed;
 mod metrics;
@@ -61,6 +63,10 @@ use self::schema::{App, CairnSchema};
 /// Flags of `cairn serve`; each also reads a `CAIRN_*` environment variable.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ServeArgs {
+    /// A YAML (or JSON) file of settings, keys as the long flags in snake_case (`no_workers: true`);
+    /// flags and CAIRN_* variables override it
+    #[arg(long, env = "CAIRN_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
     /// Event store: sqlite://PATH or postgres://... (default: sqlite://.cairn/cairn.db, or $CAIRN_STORE)
     #[arg(long, env = "CAIRN_STORE", default_value = "sqlite://.cairn/cairn.db")]
     pub store: String,
@@ -503,6 +509,9 @@ async fn subscriptions(
     let (schema, drain) = (schema.clone(), app.shutdown.clone());
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        // tungstenite zero-fills its read buffer before each read; subscribers send almost
+        // nothing, so a small buffer saves that work on every poll of every socket.
+        .read_buffer_size(4 * 1024)
         .on_upgrade(move |socket| async move {
             let init = move |payload: serde_json::Value| {
                 let shared = shared.clone();

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::{
-    Context, Enum, ErrorExtensions, InputObject, Json, MergedObject, Object, Result, Schema,
-    SimpleObject,
+    Context, Enum, ErrorExtensions, InputObject, InputValueError, InputValueResult, Json,
+    MergedObject, Object, Result, Scalar, ScalarType, Schema, SimpleObject,
 };
 use base64::Engine as _;
 use cairn_core::decider::iso8601;
@@ -18,7 +18,8 @@ use cairn_core::dsl::{self, Problem as DslProblem, SourceFormat, Workflow};
 use cairn_core::events::RunEvent;
 use cairn_core::state::RunState;
 use cairn_runtime::store::{
-    EventStore, RunQuery, RunSummary, StoredDefinition, StoredEvent, RUN_AGGREGATE,
+    EventStore, RunOrder, RunQuery, RunSortField, RunSummary, StoredDefinition, StoredEvent,
+    RUN_AGGREGATE,
 };
 use cairn_runtime::{Runtime, StartOptions};
 use serde_json::Value;
@@ -247,41 +248,81 @@ pub struct DefinitionRef {
     pub hash: String,
 }
 
-/// One event of a run's history.
-#[derive(SimpleObject, Clone, Debug)]
-#[graphql(name = "RunEvent")]
-pub struct RunEventNode {
-    /// Global position in the log: resume a subscription after it.
-    pub position: u64,
-    /// Sequence within the run (1-based).
-    pub sequence: u64,
-    /// Event type (`RunStarted`, `TaskCompleted`, ...).
-    #[graphql(name = "type")]
-    pub event_type: String,
-    /// Payload, upcast to the current event version.
-    pub data: Json<Value>,
-    /// When it was recorded (ISO 8601), when known.
-    pub recorded_at: Option<String>,
+/// One event of a run's history. Cheap to clone: the event is shared (one per event for every
+/// subscriber), and its payload is upcast at most once, when a selection asks for `data`.
+#[derive(Clone, Debug)]
+pub struct RunEventNode(Arc<RunEventCell>);
+
+#[derive(Debug)]
+struct RunEventCell {
+    event: StoredEvent,
+    data: std::sync::OnceLock<Value>,
 }
 
 impl RunEventNode {
+    /// Wraps a stored event (no decoding: `data` is computed when first selected).
+    pub fn new(e: StoredEvent) -> Self {
+        RunEventNode(Arc::new(RunEventCell {
+            event: e,
+            data: std::sync::OnceLock::new(),
+        }))
+    }
+
     /// From a stored event; an event this version cannot decode is shown as stored.
     pub fn from_stored(e: &StoredEvent) -> Self {
-        let data = match RunEvent::from_stored(&e.event_type, &e.event_version, e.payload.clone()) {
-            Ok(ev) => ev.payload(),
-            Err(_) => e.payload.clone(),
-        };
-        RunEventNode {
-            position: e.position,
-            sequence: e.sequence,
-            event_type: e.event_type.clone(),
-            data: Json(data),
-            recorded_at: e
-                .metadata
-                .get("recorded_at")
-                .and_then(Value::as_i64)
-                .map(iso8601),
-        }
+        RunEventNode::new(e.clone())
+    }
+
+    /// The event as stored.
+    pub fn stored(&self) -> &StoredEvent {
+        &self.0.event
+    }
+
+    /// Whether both are the same shared value (for tests).
+    #[cfg(test)]
+    pub fn same_as(&self, other: &RunEventNode) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// One event of a run's history.
+#[Object(name = "RunEvent")]
+impl RunEventNode {
+    /// Global position in the log: resume a subscription after it.
+    async fn position(&self) -> u64 {
+        self.0.event.position
+    }
+
+    /// Sequence within the run (1-based).
+    async fn sequence(&self) -> u64 {
+        self.0.event.sequence
+    }
+
+    /// Event type (`RunStarted`, `TaskCompleted`, ...).
+    #[graphql(name = "type")]
+    async fn event_type(&self) -> &str {
+        &self.0.event.event_type
+    }
+
+    /// Payload, upcast to the current event version.
+    async fn data(&self) -> Json<&Value> {
+        let e = &self.0.event;
+        Json(self.0.data.get_or_init(|| {
+            match RunEvent::from_stored(&e.event_type, &e.event_version, e.payload.clone()) {
+                Ok(ev) => ev.payload(),
+                Err(_) => e.payload.clone(),
+            }
+        }))
+    }
+
+    /// When it was recorded (ISO 8601), when known.
+    async fn recorded_at(&self) -> Option<String> {
+        self.0
+            .event
+            .metadata
+            .get("recorded_at")
+            .and_then(Value::as_i64)
+            .map(iso8601)
     }
 }
 
@@ -538,6 +579,35 @@ impl RunSummaryNode {
     }
 }
 
+/// A point in time: on input an RFC 3339 date-time with any offset (`2026-11-27T18:00:00Z`,
+/// `2026-11-27T19:00:00.250+01:00`), kept to the millisecond; on output RFC 3339 in UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, async_graphql::Description)]
+pub struct DateTime(pub i64);
+
+#[Scalar(
+    name = "DateTime",
+    use_type_description,
+    specified_by_url = "https://datatracker.ietf.org/doc/html/rfc3339"
+)]
+impl ScalarType for DateTime {
+    fn parse(value: async_graphql::Value) -> InputValueResult<Self> {
+        let async_graphql::Value::String(text) = &value else {
+            return Err(InputValueError::expected_type(value));
+        };
+        chrono::DateTime::parse_from_rfc3339(text)
+            .map(|t| DateTime(t.timestamp_millis()))
+            .map_err(|e| {
+                InputValueError::custom(format!(
+                    "`{text}` is not an RFC 3339 date-time such as 2026-11-27T18:00:00Z: {e}"
+                ))
+            })
+    }
+
+    fn to_value(&self) -> async_graphql::Value {
+        async_graphql::Value::String(iso8601(self.0))
+    }
+}
+
 /// Filter of the runs list and of `runsChanged`.
 #[derive(InputObject, Debug, Default, Clone)]
 pub struct RunsFilter {
@@ -547,6 +617,11 @@ pub struct RunsFilter {
     pub namespace: Option<String>,
     /// Only runs of definitions with this name.
     pub name: Option<String>,
+    /// Only runs started at or after this time (inclusive).
+    pub started_after: Option<DateTime>,
+    /// Only runs started strictly before this time (so `startedAfter: T` of one window and
+    /// `startedBefore: T` of the previous one neither overlap nor leave a gap).
+    pub started_before: Option<DateTime>,
 }
 
 impl RunsFilter {
@@ -557,9 +632,11 @@ impl RunsFilter {
             .is_none_or(|st| st.iter().any(|x| x.label() == s.status))
             && self.namespace.as_ref().is_none_or(|n| *n == s.namespace)
             && self.name.as_ref().is_none_or(|n| *n == s.name)
+            && self.started_after.is_none_or(|t| s.created_at >= t.0)
+            && self.started_before.is_none_or(|t| s.created_at < t.0)
     }
 
-    /// The store query of this filter (no page bounds set).
+    /// The store query of this filter (no page bounds set; newest first).
     pub(super) fn query(&self) -> RunQuery {
         let mut q = RunQuery::default();
         q.statuses = self
@@ -570,7 +647,52 @@ impl RunsFilter {
             .collect();
         q.namespace = self.namespace.clone();
         q.name = self.name.clone();
+        q.created_from = self.started_after.map(|t| t.0);
+        q.created_before = self.started_before.map(|t| t.0);
         q
+    }
+}
+
+/// What the runs list sorts on; the run id breaks ties.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug, Default)]
+pub enum RunOrderField {
+    /// When the run started (stable: pages never shift).
+    #[default]
+    CreatedAt,
+    /// When the run last changed (a run that changes while you page moves in the order).
+    UpdatedAt,
+}
+
+/// A sort direction.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug, Default)]
+pub enum OrderDirection {
+    /// Smallest first.
+    Asc,
+    /// Largest (newest) first.
+    #[default]
+    Desc,
+}
+
+/// The order of the runs list (default: `CREATED_AT`, `DESC`).
+#[derive(InputObject, Debug, Default, Clone, Copy)]
+pub struct RunsOrderBy {
+    /// The key.
+    #[graphql(default)]
+    pub field: RunOrderField,
+    /// The direction.
+    #[graphql(default)]
+    pub direction: OrderDirection,
+}
+
+impl RunsOrderBy {
+    fn store(self) -> RunOrder {
+        RunOrder {
+            field: match self.field {
+                RunOrderField::CreatedAt => RunSortField::CreatedAt,
+                RunOrderField::UpdatedAt => RunSortField::UpdatedAt,
+            },
+            descending: self.direction == OrderDirection::Desc,
+        }
     }
 }
 
@@ -584,19 +706,44 @@ fn page_size(first: i32) -> Result<usize> {
     Ok(usize::try_from(first).unwrap_or(1))
 }
 
-fn run_cursor(s: &RunSummary) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(format!("{}:{}", s.created_at, s.run_id))
+/// The tag of an order in a cursor, so that a cursor of one order is refused by another.
+fn order_tag(order: RunOrder) -> &'static str {
+    match (order.field, order.descending) {
+        (RunSortField::CreatedAt, true) => "cd",
+        (RunSortField::CreatedAt, false) => "ca",
+        (RunSortField::UpdatedAt, true) => "ud",
+        (RunSortField::UpdatedAt, false) => "ua",
+    }
 }
 
-fn parse_run_cursor(c: &str) -> Result<(i64, String)> {
+/// The opaque cursor of a row in `order`: its sort key and run id (keyset pagination).
+fn run_cursor(s: &RunSummary, order: RunOrder) -> String {
+    let key = match order.field {
+        RunSortField::CreatedAt => s.created_at,
+        RunSortField::UpdatedAt => s.updated_at,
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
+        "{}:{key}:{}",
+        order_tag(order),
+        s.run_id
+    ))
+}
+
+fn parse_run_cursor(c: &str, order: RunOrder) -> Result<(i64, String)> {
     let bad = || errors::error(Code::BadUserInput, "`after` is not a cursor of this list");
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(c)
         .map_err(|_| bad())?;
     let text = String::from_utf8(bytes).map_err(|_| bad())?;
-    let (created, id) = text.split_once(':').ok_or_else(bad)?;
-    Ok((created.parse().map_err(|_| bad())?, id.to_string()))
+    let (tag, rest) = text.split_once(':').ok_or_else(bad)?;
+    if tag != order_tag(order) {
+        return Err(errors::error(
+            Code::BadUserInput,
+            "`after` is a cursor of another `orderBy`; start again without `after`",
+        ));
+    }
+    let (key, id) = rest.split_once(':').ok_or_else(bad)?;
+    Ok((key.parse().map_err(|_| bad())?, id.to_string()))
 }
 
 // ----- queries --------------------------------------------------------------------------------
@@ -674,7 +821,9 @@ pub struct RunQueries;
 
 #[Object]
 impl RunQueries {
-    /// Runs, newest first, as a Relay connection.
+    /// Runs as a Relay connection, newest first unless `orderBy` says otherwise. Cursors are
+    /// keyset positions (sort key and run id): a page never repeats or skips a run because new
+    /// runs arrived; a cursor belongs to the `orderBy` it was issued under.
     #[graphql(guard = "Require(Permission::Read)")]
     async fn runs(
         &self,
@@ -682,10 +831,16 @@ impl RunQueries {
         #[graphql(default = 20)] first: i32,
         after: Option<String>,
         filter: Option<RunsFilter>,
+        order_by: Option<RunsOrderBy>,
     ) -> Result<Connection<String, RunSummaryNode>> {
         let first = page_size(first)?;
+        let order = order_by.unwrap_or_default().store();
         let mut q = filter.unwrap_or_default().query();
-        q.after = after.as_deref().map(parse_run_cursor).transpose()?;
+        q.order = order;
+        q.after = after
+            .as_deref()
+            .map(|c| parse_run_cursor(c, order))
+            .transpose()?;
         q.limit = first as u64 + 1;
         let mut rows = app(ctx)?
             .store
@@ -697,7 +852,7 @@ impl RunQueries {
         let mut conn = Connection::new(q.after.is_some(), more);
         conn.edges.extend(
             rows.into_iter()
-                .map(|r| Edge::new(run_cursor(&r), RunSummaryNode(r))),
+                .map(|r| Edge::new(run_cursor(&r, order), RunSummaryNode(r))),
         );
         Ok(conn)
     }
@@ -988,11 +1143,19 @@ mod tests {
             version: "1".into(),
             status: "running".into(),
             created_at: 42,
-            updated_at: 42,
+            updated_at: 7,
             next_timer_at: None,
         };
-        let (c, id) = parse_run_cursor(&run_cursor(&s)).expect("a cursor");
+        let order = RunOrder::default();
+        let (c, id) = parse_run_cursor(&run_cursor(&s, order), order).expect("a cursor");
         assert_eq!((c, id.as_str()), (42, "a:b"));
-        assert!(parse_run_cursor("!!").is_err());
+        assert!(parse_run_cursor("!!", order).is_err());
+        let by_update = RunOrder {
+            field: RunSortField::UpdatedAt,
+            descending: false,
+        };
+        let (c, _) = parse_run_cursor(&run_cursor(&s, by_update), by_update).expect("a cursor");
+        assert_eq!(c, 7);
+        assert!(parse_run_cursor(&run_cursor(&s, by_update), order).is_err());
     }
 }

@@ -2,12 +2,16 @@
 //!
 //! The guarantee of `runEvents`: given the last position a client saw, it delivers every later
 //! event of the run, in order, once. How:
-//! 1. join the log follower's broadcast FIRST, so nothing committed from now on can be missed;
+//! 1. join the log follower's channel for the run FIRST, so nothing committed from now on can be
+//!    missed (the follower routes each event to its run's channel only);
 //! 2. replay from the store what is already committed after `after`;
 //! 3. go on with the live feed, dropping any position already delivered;
-//! 4. a subscriber that lags behind the broadcast reads the store again after its last position
+//! 4. a subscriber that lags behind its channel reads the store again after its last position
 //!    instead of skipping (within one run, position order is sequence order, because a stream
 //!    is only extended by a writer that saw its last event committed).
+//!
+//! Every subscriber of a run gets the same [`RunEventNode`] (a shared event, its payload decoded
+//! once, only when `data` is selected).
 
 use super::auth::{Permission, Require};
 use std::sync::Arc;
@@ -21,6 +25,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use super::errors::{self, Code};
+use super::feed::RunReceiver;
 use super::metrics::SubscriptionKind;
 use super::schema::{app, decode, RunEventNode, RunStatus, RunSummaryNode, RunsFilter};
 
@@ -53,12 +58,12 @@ fn is_final(event_type: &str) -> bool {
 /// the run's final event or when the server drains.
 fn run_log(
     store: Arc<dyn EventStore>,
-    mut live: broadcast::Receiver<Arc<StoredEvent>>,
+    mut live: RunReceiver,
     run_id: String,
     first: Vec<StoredEvent>,
     after: u64,
     shutdown: CancellationToken,
-) -> impl Stream<Item = Result<StoredEvent>> {
+) -> impl Stream<Item = Result<RunEventNode>> {
     async_stream::stream! {
         let mut last_position = after;
         let mut last_sequence = 0u64;
@@ -68,7 +73,7 @@ fn run_log(
             if e.position > last_position {
                 last_position = e.position;
                 done = is_final(&e.event_type);
-                yield Ok(e);
+                yield Ok(RunEventNode::new(e));
             }
         }
         while !done {
@@ -77,7 +82,9 @@ fn run_log(
                 m = live.recv() => m,
             };
             match next {
-                Ok(e) => {
+                Ok(node) => {
+                    let e = node.stored();
+                    // The channel is the run's own; the check guards against a misrouted event.
                     if e.aggregate_type != RUN_AGGREGATE
                         || e.stream != run_id
                         || e.position <= last_position
@@ -87,10 +94,10 @@ fn run_log(
                     last_position = e.position;
                     last_sequence = e.sequence;
                     done = is_final(&e.event_type);
-                    yield Ok((*e).clone());
+                    yield Ok(node);
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
-                    // Fell behind the broadcast: what it dropped is committed, so the store has it.
+                    // Fell behind the channel: what it dropped is committed, so the store has it.
                     match store.load(RUN_AGGREGATE, &run_id, last_sequence).await {
                         Ok(events) => {
                             for e in events {
@@ -98,7 +105,7 @@ fn run_log(
                                 if e.position > last_position {
                                     last_position = e.position;
                                     done = is_final(&e.event_type);
-                                    yield Ok(e);
+                                    yield Ok(RunEventNode::new(e));
                                     if done {
                                         break;
                                     }
@@ -122,10 +129,10 @@ async fn open_run_log(
     ctx: &Context<'_>,
     run_id: &str,
     after: u64,
-) -> Result<(impl Stream<Item = Result<StoredEvent>>, super::schema::App)> {
+) -> Result<(impl Stream<Item = Result<RunEventNode>>, super::schema::App)> {
     let app = app(ctx)?.clone();
     // Subscribe before reading the store: see the module docs.
-    let live = app.feed.subscribe();
+    let live = app.feed.subscribe(run_id);
     let first = app
         .store
         .load(RUN_AGGREGATE, run_id, 0)
@@ -165,7 +172,7 @@ impl SubscriptionRoot {
         Ok(async_stream::stream! {
             let _guard = guard;
             for await e in log {
-                yield e.map(|e| RunEventNode::from_stored(&e));
+                yield e;
             }
         })
     }
@@ -205,10 +212,10 @@ impl SubscriptionRoot {
                 };
                 let Some(item) = item else { break };
                 match item {
-                    Ok(e) => match decode(&e) {
+                    Ok(node) => match decode(node.stored()) {
                         Ok(ev) => {
                             state.apply(&ev);
-                            pending = Some(e.position);
+                            pending = Some(node.stored().position);
                         }
                         Err(m) => {
                             yield Err(errors::internal("run updates", m));
@@ -345,7 +352,7 @@ mod tests {
         let (tx, rx) = broadcast::channel(4);
         // The whole log goes through a channel of 4: the subscriber lags.
         for e in &log {
-            let _ = tx.send(Arc::new(e.clone()));
+            let _ = tx.send(RunEventNode::new(e.clone()));
         }
         drop(tx);
         let run: Vec<StoredEvent> = store.load(RUN_AGGREGATE, "r", 0).await.expect("load");
@@ -354,13 +361,13 @@ mod tests {
         let after = run[1].position;
         let got: Vec<u64> = run_log(
             store.clone(),
-            rx,
+            RunReceiver::detached(rx),
             "r".into(),
             first,
             after,
             CancellationToken::new(),
         )
-        .map(|e| e.expect("an event").sequence)
+        .map(|e| e.expect("an event").stored().sequence)
         .collect()
         .await;
         assert_eq!(got, (3..=20).collect::<Vec<u64>>());
@@ -378,18 +385,18 @@ mod tests {
         fin.event_type = "RunCompleted".into();
         for e in &log {
             let e = if e.position == fin.position { &fin } else { e };
-            let _ = tx.send(Arc::new(e.clone()));
+            let _ = tx.send(RunEventNode::new(e.clone()));
         }
         // Never dropped: the stream must end on its own.
         let got: Vec<u64> = run_log(
             store.clone(),
-            rx,
+            RunReceiver::detached(rx),
             "r".into(),
             run[..2].to_vec(),
             0,
             CancellationToken::new(),
         )
-        .map(|e| e.expect("an event").sequence)
+        .map(|e| e.expect("an event").stored().sequence)
         .collect()
         .await;
         assert_eq!(got, [1, 2, 3]);

@@ -172,11 +172,18 @@ impl Drop for Running {
 
 /// Starts `cairn ARGS` in `cwd` with piped output and no inherited store settings.
 pub fn spawn_in(cwd: &Path, args: &[&str]) -> Running {
+    spawn_in_env(cwd, args, &[])
+}
+
+/// [`spawn_in`] with these environment variables set.
+pub fn spawn_in_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Running {
     let mut cmd = Command::new(bin());
     cmd.args(args)
         .current_dir(cwd)
         .env_remove("CAIRN_STORE")
         .env_remove("CAIRN_SECRETS_FILE")
+        .env_remove("CAIRN_CONFIG")
+        .envs(env.iter().copied())
         .env_remove("RUST_BACKTRACE")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -234,6 +241,11 @@ impl Sandbox {
     /// Runs `cairn ARGS` to the end (or [`TIMEOUT`]).
     pub fn cairn(&self, args: &[&str]) -> Outcome {
         spawn_in(self.path(), args).finish(TIMEOUT)
+    }
+
+    /// Runs `cairn ARGS` to the end with these environment variables set.
+    pub fn cairn_env(&self, args: &[&str], env: &[(&str, &str)]) -> Outcome {
+        spawn_in_env(self.path(), args, env).finish(TIMEOUT)
     }
 
     /// Starts `cairn ARGS` in the background.

@@ -482,3 +482,125 @@ fn cancel_a_waiting_run() {
     // Cancelling again: the run has ended.
     sb.cairn(&["cancel", &id, "--store", &store]).expect_code(2);
 }
+
+// ----- `--config FILE`: flag > environment > file > default ------------------------------------
+
+/// `cairn serve` checks `--rate-limit` before it binds or opens the store, so a negative rate
+/// shows which layer won without starting a server; a bad store scheme shows the file's store.
+#[test]
+fn serve_config_precedence_flag_env_file() {
+    let sb = Sandbox::new();
+    let bad_rate = sb.write(
+        "bad-rate.yaml",
+        "listen: 127.0.0.1:0\nrate_limit: -1\nstore: 'foo://from-file'\n",
+    );
+    let good_rate = sb.write(
+        "good-rate.yaml",
+        "listen: 127.0.0.1:0\nrate_limit: 5\nstore: 'foo://from-file'\n",
+    );
+    let bad = bad_rate.to_string_lossy();
+    let good = good_rate.to_string_lossy();
+
+    // The file alone: its rate applies.
+    sb.cairn(&["serve", "--config", &bad])
+        .expect_code(2)
+        .expect_message("--rate-limit");
+    // The same file through CAIRN_CONFIG.
+    sb.cairn_env(&["serve"], &[("CAIRN_CONFIG", &bad)])
+        .expect_code(2)
+        .expect_message("--rate-limit");
+    // Environment beats the file: the rate passes, and the file's store is used.
+    sb.cairn_env(&["serve", "--config", &bad], &[("CAIRN_RATE_LIMIT", "5")])
+        .expect_code(2)
+        .expect_message("foo://from-file");
+    // The file's rate passes; the file's store is used.
+    sb.cairn(&["serve", "--config", &good])
+        .expect_code(2)
+        .expect_message("foo://from-file");
+    // Environment beats the file.
+    sb.cairn_env(&["serve", "--config", &good], &[("CAIRN_RATE_LIMIT", "-1")])
+        .expect_code(2)
+        .expect_message("--rate-limit");
+    // A flag beats the environment and the file.
+    sb.cairn_env(
+        &["serve", "--config", &good, "--rate-limit=-1"],
+        &[("CAIRN_RATE_LIMIT", "5")],
+    )
+    .expect_code(2)
+    .expect_message("--rate-limit");
+    sb.cairn_env(
+        &["serve", "--config", &good, "--store", "bar://from-flag"],
+        &[("CAIRN_STORE", "baz://from-env")],
+    )
+    .expect_code(2)
+    .expect_message("bar://from-flag");
+    sb.cairn_env(
+        &["serve", "--config", &good],
+        &[("CAIRN_STORE", "baz://from-env")],
+    )
+    .expect_code(2)
+    .expect_message("baz://from-env");
+}
+
+#[test]
+fn worker_takes_its_store_from_the_config_file() {
+    let sb = Sandbox::new();
+    let from_file = sb.path().join("from-file.db");
+    let cfg = sb.write(
+        "cairn.yaml",
+        &format!("store: 'sqlite://{}'\n", from_file.display()),
+    );
+    let out = sb.cairn(&[
+        "worker",
+        "--exit-when-idle",
+        "--config",
+        &cfg.to_string_lossy(),
+    ]);
+    out.expect_code(0);
+    assert!(from_file.exists(), "the file's store: {}", out.describe());
+    // A flag beats it.
+    let from_flag = sb.store_named("from-flag");
+    let out = sb.cairn(&[
+        "worker",
+        "--exit-when-idle",
+        "--config",
+        &cfg.to_string_lossy(),
+        "--store",
+        &from_flag,
+    ]);
+    out.expect_code(0);
+    assert!(
+        sb.path().join("from-flag.db").exists(),
+        "the flag's store: {}",
+        out.describe()
+    );
+}
+
+#[test]
+fn config_file_unknown_key_is_named_with_the_file() {
+    let sb = Sandbox::new();
+    let cfg = sb.write("cairn.yaml", "listen: 127.0.0.1:0\nno_worker: true\n");
+    sb.cairn(&["serve", "--config", &cfg.to_string_lossy()])
+        .expect_code(2)
+        .expect_message("no_worker")
+        .expect_message("cairn.yaml")
+        .expect_message("line 2");
+}
+
+#[test]
+fn config_file_malformed_or_missing() {
+    let sb = Sandbox::new();
+    let cfg = sb.write("broken.yaml", "listen: 127.0.0.1:0\nstore: [a,\n");
+    let out = sb.cairn(&["serve", "--config", &cfg.to_string_lossy()]);
+    out.expect_code(2)
+        .expect_message("broken.yaml")
+        .expect_message("line");
+    let cfg = sb.write("typed.yaml", "rate_limit: fast\n");
+    sb.cairn(&["worker", "--config", &cfg.to_string_lossy()])
+        .expect_code(2)
+        .expect_message("typed.yaml")
+        .expect_message("line 1");
+    sb.cairn(&["serve", "--config", "nowhere.yaml"])
+        .expect_code(2)
+        .expect_message("nowhere.yaml");
+}

@@ -6,6 +6,7 @@
 //! `postgres://postgres@127.0.0.1:5432/test`), dropped afterwards; they are skipped loudly when
 //! the server is unreachable, and fail instead under `CI=true`.
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -232,6 +233,7 @@ on_both_stores!(
     api_only_server_follows_a_separate_worker,
     access_rules,
     projections_rebuild_repairs_the_runs_index,
+    runs_filters_sorting_and_pages,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1989,4 +1991,132 @@ async fn projections_rebuild_repairs_the_runs_index(store: TestStore) {
     let again: Value = serde_json::from_slice(&again.stdout).expect("a JSON report");
     assert_eq!(again["repaired"], json!([]), "{again}");
     assert_eq!(again["previousCheckpoint"], report["checkpoint"], "{again}");
+}
+
+const RUNS_PAGE: &str = "query($first: Int!, $after: String, $filter: RunsFilter, $order: RunsOrderBy) { runs(first: $first, after: $after, filter: $filter, orderBy: $order) { pageInfo { hasNextPage } edges { cursor node { id status createdAt updatedAt } } } }";
+
+/// Every run of `filter` in `order`, in pages of two; panics on a repeated run.
+async fn all_pages(server: &Server, filter: Value, order: Value) -> Vec<Value> {
+    let mut after: Option<String> = None;
+    let mut nodes = Vec::new();
+    loop {
+        let d = server
+            .data(
+                RUNS_PAGE,
+                json!({ "first": 2, "after": after, "filter": filter, "order": order }),
+            )
+            .await;
+        let edges = d["runs"]["edges"].as_array().cloned().unwrap_or_default();
+        for e in &edges {
+            nodes.push(e["node"].clone());
+        }
+        if d["runs"]["pageInfo"]["hasNextPage"] != json!(true) {
+            break;
+        }
+        after = edges
+            .last()
+            .and_then(|e| e["cursor"].as_str())
+            .map(str::to_string);
+        assert!(after.is_some(), "a next page needs a cursor: {d}");
+    }
+    let ids: HashSet<&Value> = nodes.iter().map(|n| &n["id"]).collect();
+    assert_eq!(ids.len(), nodes.len(), "a run came twice: {nodes:?}");
+    nodes
+}
+
+fn ids_of(nodes: &[Value]) -> Vec<String> {
+    nodes
+        .iter()
+        .map(|n| n["id"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// `runs(filter: {startedAfter, startedBefore}, orderBy)`, paged with keyset cursors.
+async fn runs_filters_sorting_and_pages(store: TestStore) {
+    // No workers, runs that wait: rows change only when this test changes them.
+    let server = Server::start(&store, &["--no-workers"]).await;
+    server.deploy(LISTEN).await;
+    let mut started = Vec::new();
+    for i in 0..5 {
+        let r = server
+            .start_run("wait-for-ping", json!({ "n": i }), None)
+            .await;
+        started.push(r["run"]["id"].as_str().unwrap_or_default().to_string());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Cancel the second run: its `updatedAt` moves past the others'.
+    server
+        .data(
+            "mutation($id: String!) { cancelRun(id: $id) { id } }",
+            json!({ "id": started[1] }),
+        )
+        .await;
+
+    let key = |n: &Value, f: &str| {
+        (
+            n[f].as_str().unwrap_or_default().to_string(),
+            n["id"].as_str().unwrap_or_default().to_string(),
+        )
+    };
+    for (field, json_field) in [("CREATED_AT", "createdAt"), ("UPDATED_AT", "updatedAt")] {
+        for dir in ["ASC", "DESC"] {
+            let nodes = all_pages(
+                &server,
+                json!({}),
+                json!({ "field": field, "direction": dir }),
+            )
+            .await;
+            assert_eq!(nodes.len(), 5, "{field} {dir}: {nodes:?}");
+            let keys: Vec<_> = nodes.iter().map(|n| key(n, json_field)).collect();
+            let mut sorted = keys.clone();
+            sorted.sort();
+            if dir == "DESC" {
+                sorted.reverse();
+            }
+            assert_eq!(keys, sorted, "{field} {dir}");
+        }
+    }
+    // The default is newest first, and equals CREATED_AT DESC.
+    let default = all_pages(&server, json!({}), Value::Null).await;
+    let mut newest_first = started.clone();
+    newest_first.reverse();
+    assert_eq!(ids_of(&default), newest_first);
+    // UPDATED_AT DESC puts the cancelled run first.
+    let by_update = all_pages(&server, json!({}), json!({ "field": "UPDATED_AT" })).await;
+    assert_eq!(ids_of(&by_update)[0], started[1], "{by_update:?}");
+
+    // Started between: from the second run's start (inclusive) to the fourth's (exclusive).
+    let asc = all_pages(&server, json!({}), json!({ "direction": "ASC" })).await;
+    assert_eq!(ids_of(&asc), started);
+    let window = json!({
+        "startedAfter": asc[1]["createdAt"],
+        "startedBefore": asc[3]["createdAt"],
+    });
+    let inside = all_pages(&server, window.clone(), json!({ "direction": "ASC" })).await;
+    assert_eq!(ids_of(&inside), started[1..3].to_vec(), "{window}");
+    // Any offset is accepted; with a status filter too.
+    let far = json!({ "startedAfter": "2000-01-01T01:00:00+01:00", "status": ["CANCELLED"] });
+    assert_eq!(
+        ids_of(&all_pages(&server, far, Value::Null).await),
+        [started[1].clone()]
+    );
+
+    // Bad input: not a date-time; a cursor of another order.
+    let bad = server
+        .gql(
+            RUNS_PAGE,
+            json!({ "first": 2, "filter": { "startedAfter": "yesterday" } }),
+        )
+        .await;
+    assert!(bad.get("errors").is_some(), "{bad}");
+    assert!(bad.to_string().contains("RFC 3339"), "{bad}");
+    let page = server.data(RUNS_PAGE, json!({ "first": 2 })).await;
+    let cursor = page["runs"]["edges"][0]["cursor"].clone();
+    let other = server
+        .gql(
+            RUNS_PAGE,
+            json!({ "first": 2, "after": cursor, "order": { "field": "UPDATED_AT" } }),
+        )
+        .await;
+    assert_eq!(code_of(&other), Some("BAD_USER_INPUT"), "{other}");
 }

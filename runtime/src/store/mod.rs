@@ -151,12 +151,12 @@ pub struct RunFilter {
     pub limit: Option<u64>,
 }
 
-/// A page of the runs index for [`EventStore::query_runs`]: newest first (`created_at`, then
-/// `run_id`, both descending), filtered, resuming strictly after a key (keyset pagination, so a
-/// page stays stable while new runs arrive).
+/// A page of the runs index for [`EventStore::query_runs`]: sorted by [`RunQuery::order`]
+/// (default: `created_at`, then `run_id`, both descending: newest first), filtered, resuming
+/// strictly after a key (keyset pagination, so a page stays stable while new runs arrive).
 ///
 /// `#[non_exhaustive]`: build it from [`RunQuery::default`] and set fields, so that new filters
-/// (started between, correlation, sort order) do not break callers.
+/// do not break callers.
 #[derive(Debug, Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct RunQuery {
@@ -166,10 +166,55 @@ pub struct RunQuery {
     pub namespace: Option<String>,
     /// Only runs of definitions with this name.
     pub name: Option<String>,
-    /// Only runs that sort after this `(created_at, run_id)` key, i.e. older ones.
+    /// Only runs created at or after this time (ms since epoch).
+    pub created_from: Option<i64>,
+    /// Only runs created strictly before this time (ms since epoch).
+    pub created_before: Option<i64>,
+    /// The sort key and direction (the run id breaks ties, in the same direction).
+    pub order: RunOrder,
+    /// Only runs that sort after this `(key, run_id)`, where the key is the field of
+    /// [`RunQuery::order`]: the next page.
     pub after: Option<(i64, String)>,
     /// At most this many rows.
     pub limit: u64,
+}
+
+/// The sort order of [`RunQuery`]; the default is `created_at` descending (newest first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunOrder {
+    /// The key.
+    pub field: RunSortField,
+    /// Largest first, or smallest first.
+    pub descending: bool,
+}
+
+impl Default for RunOrder {
+    fn default() -> Self {
+        RunOrder {
+            field: RunSortField::CreatedAt,
+            descending: true,
+        }
+    }
+}
+
+/// What [`RunOrder`] sorts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunSortField {
+    /// `created_at` (when the run started; never changes, so pages are exactly stable).
+    CreatedAt,
+    /// `updated_at` (the last change: a run that changes while a client pages moves, and may
+    /// show again on a later page or be passed over, as in any keyset on a mutable key).
+    UpdatedAt,
+}
+
+impl RunSortField {
+    /// The column.
+    pub fn column(self) -> &'static str {
+        match self {
+            RunSortField::CreatedAt => "created_at",
+            RunSortField::UpdatedAt => "updated_at",
+        }
+    }
 }
 
 /// A stored definition.

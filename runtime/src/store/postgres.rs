@@ -237,6 +237,7 @@ impl PostgresStore {
         migrate(&mut conn).await?;
         migrate_tokens(&mut conn).await?;
         migrate_projections(&mut conn).await?;
+        migrate_run_order(&mut conn).await?;
         // Closing politely can only fail on a dead connection; it is dropped either way.
         let _ = conn.close().await;
         let pool = PgPoolOptions::new()
@@ -674,16 +675,27 @@ impl EventStore for PostgresStore {
         if let Some(name) = &query.name {
             qb.push(" AND name = ").push_bind(name);
         }
-        if let Some((created_at, run_id)) = &query.after {
-            qb.push(" AND (created_at < ")
-                .push_bind(*created_at)
-                .push(" OR (created_at = ")
-                .push_bind(*created_at)
-                .push(" AND run_id < ")
-                .push_bind(run_id)
-                .push("))");
+        if let Some(t) = query.created_from {
+            qb.push(" AND created_at >= ").push_bind(t);
         }
-        qb.push(" ORDER BY created_at DESC, run_id DESC LIMIT ")
+        if let Some(t) = query.created_before {
+            qb.push(" AND created_at < ").push_bind(t);
+        }
+        // Keyset: the row value `(key, run_id)` strictly past the cursor, in the sort direction.
+        let key = query.order.field.column();
+        let (cmp, dir) = if query.order.descending {
+            ("<", "DESC")
+        } else {
+            (">", "ASC")
+        };
+        if let Some((at, run_id)) = &query.after {
+            qb.push(format!(" AND ({key}, run_id) {cmp} ("))
+                .push_bind(*at)
+                .push(", ")
+                .push_bind(run_id)
+                .push(")");
+        }
+        qb.push(format!(" ORDER BY {key} {dir}, run_id {dir} LIMIT "))
             .push_bind(to_i64(query.limit));
         let rows = qb
             .build()
@@ -988,4 +1000,27 @@ impl PostgresStore {
             .map_err(|e| unavailable(STORE, "head_position", e))?;
         to_u64(head.unwrap_or(0), "position")
     }
+}
+
+// ----- runs list order ------------------------------------------------------------------------
+
+/// Indexes of the runs list's keyset pages (`query_runs`): `(created_at, run_id)` and
+/// `(updated_at, run_id)`, each read forwards or backwards; created if missing under the
+/// migration lock (like `tokens`).
+async fn migrate_run_order(conn: &mut PgConnection) -> Result<()> {
+    let err = |e: sqlx::Error| unavailable(STORE, "migrate runs order", e);
+    let mut tx = conn.begin().await.map_err(err)?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(MIGRATE_LOCK)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+    sqlx::raw_sql(
+        "CREATE INDEX IF NOT EXISTS runs_created_id ON runs (created_at, run_id);\
+         CREATE INDEX IF NOT EXISTS runs_updated_id ON runs (updated_at, run_id);",
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(err)?;
+    tx.commit().await.map_err(err)
 }

@@ -151,6 +151,7 @@ impl SqliteStore {
         migrate(&writer).await?;
         migrate_tokens(&writer).await?;
         migrate_projections(&writer).await?;
+        migrate_run_order(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(options.read_connections.max(1))
             .connect_with(base.read_only(true))
@@ -528,16 +529,27 @@ impl EventStore for SqliteStore {
         if let Some(name) = &query.name {
             qb.push(" AND name = ").push_bind(name);
         }
-        if let Some((created_at, run_id)) = &query.after {
-            qb.push(" AND (created_at < ")
-                .push_bind(*created_at)
-                .push(" OR (created_at = ")
-                .push_bind(*created_at)
-                .push(" AND run_id < ")
-                .push_bind(run_id)
-                .push("))");
+        if let Some(t) = query.created_from {
+            qb.push(" AND created_at >= ").push_bind(t);
         }
-        qb.push(" ORDER BY created_at DESC, run_id DESC LIMIT ")
+        if let Some(t) = query.created_before {
+            qb.push(" AND created_at < ").push_bind(t);
+        }
+        // Keyset: the row value `(key, run_id)` strictly past the cursor, in the sort direction.
+        let key = query.order.field.column();
+        let (cmp, dir) = if query.order.descending {
+            ("<", "DESC")
+        } else {
+            (">", "ASC")
+        };
+        if let Some((at, run_id)) = &query.after {
+            qb.push(format!(" AND ({key}, run_id) {cmp} ("))
+                .push_bind(*at)
+                .push(", ")
+                .push_bind(run_id)
+                .push(")");
+        }
+        qb.push(format!(" ORDER BY {key} {dir}, run_id {dir} LIMIT "))
             .push_bind(to_i64(query.limit));
         let rows = qb
             .build()
@@ -841,3 +853,20 @@ impl SqliteStore {
         to_u64(head.unwrap_or(0), "position")
     }
 }
+
+// ----- runs list order ------------------------------------------------------------------------
+
+/// Indexes of the runs list's keyset pages (`query_runs`): `(created_at, run_id)` and
+/// `(updated_at, run_id)`, each read forwards or backwards; created if missing (like `tokens`).
+async fn migrate_run_order(pool: &SqlitePool) -> Result<()> {
+    sqlx::raw_sql(RUN_ORDER_INDEXES)
+        .execute(pool)
+        .await
+        .map_err(|e| unavailable(STORE, "migrate runs order", e))?;
+    Ok(())
+}
+
+/// The indexes of [`migrate_run_order`] (the same statements on PostgreSQL).
+const RUN_ORDER_INDEXES: &str = "\
+    CREATE INDEX IF NOT EXISTS runs_created_id ON runs (created_at, run_id);\
+    CREATE INDEX IF NOT EXISTS runs_updated_id ON runs (updated_at, run_id);";

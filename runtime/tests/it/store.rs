@@ -11,8 +11,8 @@ use std::time::Duration;
 use crate::common::{event, run_request, summary, TestStore};
 use cairn_runtime::store::group::{GroupCommitOptions, GroupCommitter};
 use cairn_runtime::store::{
-    AppendRequest, EventStore, RunFilter, RunQuery, StoreError, StoredDefinition, StoredEvent,
-    StoredToken,
+    AppendRequest, EventStore, RunFilter, RunOrder, RunQuery, RunSortField, StoreError,
+    StoredDefinition, StoredEvent, StoredToken,
 };
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -49,6 +49,7 @@ conformance!(
     concurrent_appenders_never_hide_events_from_readers,
     runs_index,
     query_runs_pages_and_filters,
+    query_runs_orders_and_time_window,
     definitions,
     list_definitions,
     group_committer_under_64_appenders,
@@ -362,6 +363,96 @@ async fn query_runs_pages_and_filters(t: TestStore) {
     assert_eq!(ids(s.query_runs(&q).await.unwrap()), ["a5", "a2"]);
     q.after = Some((2000, "a3".into()));
     assert_eq!(ids(s.query_runs(&q).await.unwrap()), ["a2"]);
+}
+
+/// `query_runs` with a started-between window and each order, paged by keyset on a tie.
+async fn query_runs_orders_and_time_window(t: TestStore) {
+    let s = &t.store;
+    // (id, created_at, updated_at): b2 and b3 tie on created_at, b1 and b4 on updated_at.
+    let rows = [
+        ("b1", 1000, 9000),
+        ("b2", 2000, 3000),
+        ("b3", 2000, 8000),
+        ("b4", 4000, 9000),
+        ("b5", 5000, 5000),
+    ];
+    for (id, created, updated) in rows {
+        let mut r = run_request(id, 0, 1);
+        let mut sum = summary(id, "running", created);
+        sum.updated_at = updated;
+        r.run_summary = Some(sum);
+        s.append(vec![r]).await.unwrap();
+    }
+    let ids = |runs: Vec<cairn_runtime::store::RunSummary>| {
+        runs.into_iter().map(|r| r.run_id).collect::<Vec<_>>()
+    };
+    // Every order, whole and in pages of two resuming after the last key.
+    let orders = [
+        (
+            RunSortField::CreatedAt,
+            true,
+            ["b5", "b4", "b3", "b2", "b1"],
+        ),
+        (
+            RunSortField::CreatedAt,
+            false,
+            ["b1", "b2", "b3", "b4", "b5"],
+        ),
+        (
+            RunSortField::UpdatedAt,
+            true,
+            ["b4", "b1", "b3", "b5", "b2"],
+        ),
+        (
+            RunSortField::UpdatedAt,
+            false,
+            ["b2", "b5", "b3", "b1", "b4"],
+        ),
+    ];
+    for (field, descending, want) in orders {
+        let mut q = RunQuery::default();
+        q.order = RunOrder { field, descending };
+        q.limit = 100;
+        assert_eq!(
+            ids(s.query_runs(&q).await.unwrap()),
+            want,
+            "{} {field:?} desc={descending}",
+            t.kind
+        );
+        q.limit = 2;
+        let mut all = Vec::new();
+        loop {
+            let page = s.query_runs(&q).await.unwrap();
+            let Some(last) = page.last() else { break };
+            let key = match field {
+                RunSortField::CreatedAt => last.created_at,
+                RunSortField::UpdatedAt => last.updated_at,
+            };
+            q.after = Some((key, last.run_id.clone()));
+            all.extend(ids(page));
+        }
+        assert_eq!(all, want, "{} paged {field:?} desc={descending}", t.kind);
+    }
+    // Started between: from inclusive, before exclusive.
+    let mut q = RunQuery::default();
+    q.limit = 100;
+    q.created_from = Some(2000);
+    q.created_before = Some(5000);
+    assert_eq!(ids(s.query_runs(&q).await.unwrap()), ["b4", "b3", "b2"]);
+    q.created_from = Some(2001);
+    assert_eq!(ids(s.query_runs(&q).await.unwrap()), ["b4"]);
+    q.created_from = None;
+    q.created_before = Some(2000);
+    assert_eq!(ids(s.query_runs(&q).await.unwrap()), ["b1"]);
+    // With a window, an order and a cursor together.
+    q.created_before = Some(9999);
+    q.created_from = Some(1500);
+    q.order = RunOrder {
+        field: RunSortField::UpdatedAt,
+        descending: false,
+    };
+    q.after = Some((5000, "b5".into()));
+    assert_eq!(ids(s.query_runs(&q).await.unwrap()), ["b3", "b4"]);
 }
 
 async fn runs_index(t: TestStore) {

@@ -1,0 +1,191 @@
+//! `--config FILE` (`CAIRN_CONFIG`): settings of `cairn serve` and `cairn worker` from a YAML
+//! (or JSON) file whose keys are the long flag names in snake_case (`no_workers`,
+//! `rate_limit`, ...).
+//!
+//! Precedence: flag > environment > file > default. The file is parsed into [`ConfigFile`]
+//! (every field optional, unknown keys refused) and a file value replaces an argument only when
+//! clap says that argument took its default ([`ArgMatches::value_source`]), so a value given on
+//! the command line or in a `CAIRN_*` variable always wins, whatever its value.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::parser::ValueSource;
+use clap::ArgMatches;
+use serde::Deserialize;
+
+use super::ServeArgs;
+
+/// The settings file. Keys are the `ServeArgs` field names (the long flags, `-` as `_`).
+/// `cairn worker` reads the same file and uses `store` and `secrets` only.
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub store: Option<String>,
+    pub listen: Option<SocketAddr>,
+    pub no_workers: Option<bool>,
+    pub secrets: Option<PathBuf>,
+    pub drain_timeout: Option<u64>,
+    pub insecure_no_auth: Option<bool>,
+    pub max_query_depth: Option<usize>,
+    pub max_query_complexity: Option<usize>,
+    pub max_body_bytes: Option<usize>,
+    pub rate_limit: Option<f64>,
+    pub rate_limit_burst: Option<u32>,
+    pub request_timeout_ms: Option<u64>,
+    pub no_introspection: Option<bool>,
+}
+
+impl ConfigFile {
+    /// Reads and parses `path`. Errors name the file and, when the text is at fault, the
+    /// line and column (an unknown key is named with the keys allowed).
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
+    }
+
+    /// Parses the text of a settings file; an empty file (or only comments) sets nothing.
+    pub fn parse(text: &str) -> Result<Self, serde_norway::Error> {
+        let parsed: Option<ConfigFile> = serde_norway::from_str(text)?;
+        Ok(parsed.unwrap_or_default())
+    }
+}
+
+/// Whether the argument `id` took its default (was given neither as a flag nor through its
+/// environment variable), so that a file value may replace it.
+fn defaulted(matches: &ArgMatches, id: &str) -> bool {
+    !matches!(
+        matches.value_source(id),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    )
+}
+
+/// Fills every argument of `args` left at its default with the file's value.
+pub fn apply_to_serve(args: &mut ServeArgs, matches: &ArgMatches, file: ConfigFile) {
+    macro_rules! fill {
+        ($($field:ident),* $(,)?) => {
+            $(
+                if let Some(v) = file.$field {
+                    if defaulted(matches, stringify!($field)) {
+                        args.$field = v;
+                    }
+                }
+            )*
+        };
+    }
+    fill!(
+        store,
+        listen,
+        no_workers,
+        drain_timeout,
+        insecure_no_auth,
+        max_query_depth,
+        max_query_complexity,
+        max_body_bytes,
+        rate_limit,
+        rate_limit_burst,
+        request_timeout_ms,
+        no_introspection,
+    );
+    if let Some(v) = file.secrets {
+        if defaulted(matches, "secrets") {
+            args.secrets = Some(v);
+        }
+    }
+}
+
+/// The settings `cairn worker` takes from the file: its store and secrets file.
+pub fn apply_to_worker(
+    store: &mut String,
+    secrets: &mut Option<PathBuf>,
+    matches: &ArgMatches,
+    file: ConfigFile,
+) {
+    if let Some(v) = file.store {
+        if defaulted(matches, "store") {
+            *store = v;
+        }
+    }
+    if let Some(v) = file.secrets {
+        if defaulted(matches, "secrets") {
+            *secrets = Some(v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, FromArgMatches, Parser};
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn resolve(argv: &[&str], file: &str) -> ServeArgs {
+        let matches = Cli::command()
+            .try_get_matches_from(std::iter::once("cairn").chain(argv.iter().copied()))
+            .expect("valid flags");
+        let mut cli = Cli::from_arg_matches(&matches).expect("valid flags");
+        apply_to_serve(
+            &mut cli.serve,
+            &matches,
+            ConfigFile::parse(file).expect("a valid file"),
+        );
+        cli.serve
+    }
+
+    #[test]
+    fn file_fills_defaults_and_flags_win() {
+        let file = "store: sqlite://file.db\nlisten: 127.0.0.1:9999\nno_workers: true\n\
+                    rate_limit: 7.5\nsecrets: s.yaml\nmax_query_depth: 3\n";
+        let a = resolve(
+            &["--listen", "127.0.0.1:1234", "--max-query-depth", "16"],
+            file,
+        );
+        assert_eq!(a.store, "sqlite://file.db");
+        assert_eq!(a.listen.port(), 1234, "a flag beats the file");
+        assert_eq!(
+            a.max_query_depth, 16,
+            "a flag equal to the default still beats the file"
+        );
+        assert!(a.no_workers);
+        assert_eq!(a.rate_limit, 7.5);
+        assert_eq!(a.secrets, Some(PathBuf::from("s.yaml")));
+        // Not in the file, not given: the default.
+        assert_eq!(a.drain_timeout, 30);
+    }
+
+    #[test]
+    fn empty_file_sets_nothing() {
+        let a = resolve(&[], "# nothing\n");
+        assert_eq!(a.store, "sqlite://.cairn/cairn.db");
+        assert!(!a.no_workers);
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let e = ConfigFile::parse("store: x\nrate_limt: 3\n")
+            .expect_err("an unknown key")
+            .to_string();
+        assert!(e.contains("rate_limt"), "{e}");
+        assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn malformed_file_gives_line_and_column() {
+        let e = ConfigFile::parse("store: x\nlisten: [1,\n")
+            .expect_err("malformed")
+            .to_string();
+        assert!(e.contains("line"), "{e}");
+        assert!(e.contains("column"), "{e}");
+        let e = ConfigFile::parse("rate_limit: fast\n")
+            .expect_err("a wrong type")
+            .to_string();
+        assert!(e.contains("line 1"), "{e}");
+    }
+}
