@@ -302,7 +302,8 @@ impl PostgresStore {
             }
             let plan = plan::plan(groups, &current);
             let rows = &plan.rows;
-            let s = &plan.summaries;
+            let ev = event_columns(rows);
+            let sc = summary_columns(&plan.summaries);
             let (positions, heads): (Option<Vec<i64>>, Option<Vec<i64>>) = sqlx::query_as(
                 "SELECT positions, heads FROM cairn_append($1, $2, $3, $4, $5, $6, $7, $8, $9, \
                  $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
@@ -311,37 +312,21 @@ impl PostgresStore {
             .bind(&types)
             .bind(&ids)
             .bind(&assumed)
-            .bind(rows.iter().map(|r| r.aggregate_type).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.stream).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| to_i64(r.sequence)).collect::<Vec<_>>())
-            .bind(
-                rows.iter()
-                    .map(|r| r.event.event_type.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                rows.iter()
-                    .map(|r| r.event.event_version.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                rows.iter()
-                    .map(|r| &r.event.payload)
-                    .collect::<Vec<&Value>>(),
-            )
-            .bind(
-                rows.iter()
-                    .map(|r| &r.event.metadata)
-                    .collect::<Vec<&Value>>(),
-            )
-            .bind(s.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>())
-            .bind(s.iter().map(|r| r.namespace.as_str()).collect::<Vec<_>>())
-            .bind(s.iter().map(|r| r.name.as_str()).collect::<Vec<_>>())
-            .bind(s.iter().map(|r| r.version.as_str()).collect::<Vec<_>>())
-            .bind(s.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
-            .bind(s.iter().map(|r| r.created_at).collect::<Vec<_>>())
-            .bind(s.iter().map(|r| r.updated_at).collect::<Vec<_>>())
-            .bind(s.iter().map(|r| r.next_timer_at).collect::<Vec<_>>())
+            .bind(ev.0)
+            .bind(ev.1)
+            .bind(ev.2)
+            .bind(ev.3)
+            .bind(ev.4)
+            .bind(ev.5)
+            .bind(ev.6)
+            .bind(sc.0)
+            .bind(sc.1)
+            .bind(sc.2)
+            .bind(sc.3)
+            .bind(sc.4)
+            .bind(sc.5)
+            .bind(sc.6)
+            .bind(sc.7)
             .fetch_one(&self.pool)
             .await?;
             match (positions, heads) {
@@ -429,6 +414,7 @@ impl PostgresStore {
             // One statement for the whole batch, whatever its size: arrays keep the SQL text
             // fixed (one prepared statement) and the round trips to one.
             let rows = &plan.rows;
+            let ev = event_columns(rows);
             let returned: Vec<(i64, String, String, i64)> = sqlx::query_as(
                 "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
                    event_version, payload, metadata) \
@@ -437,29 +423,13 @@ impl PostgresStore {
                    WITH ORDINALITY AS r(t, id, seq, et, ev, p, m, ord) ORDER BY ord \
                  RETURNING position, aggregate_type, aggregate_id, sequence",
             )
-            .bind(rows.iter().map(|r| r.aggregate_type).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.stream).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| to_i64(r.sequence)).collect::<Vec<_>>())
-            .bind(
-                rows.iter()
-                    .map(|r| r.event.event_type.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                rows.iter()
-                    .map(|r| r.event.event_version.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                rows.iter()
-                    .map(|r| &r.event.payload)
-                    .collect::<Vec<&Value>>(),
-            )
-            .bind(
-                rows.iter()
-                    .map(|r| &r.event.metadata)
-                    .collect::<Vec<&Value>>(),
-            )
+            .bind(ev.0)
+            .bind(ev.1)
+            .bind(ev.2)
+            .bind(ev.3)
+            .bind(ev.4)
+            .bind(ev.5)
+            .bind(ev.6)
             .fetch_all(&mut *tx)
             .await?;
             // Map by key rather than trusting RETURNING's row order.
@@ -484,7 +454,7 @@ impl PostgresStore {
         }
 
         if !plan.summaries.is_empty() {
-            let s = &plan.summaries;
+            let sc = summary_columns(&plan.summaries);
             sqlx::query(
                 "INSERT INTO runs (run_id, namespace, name, version, status, created_at, \
                    updated_at, next_timer_at) \
@@ -494,14 +464,14 @@ impl PostgresStore {
                    name = excluded.name, version = excluded.version, status = excluded.status, \
                    updated_at = excluded.updated_at, next_timer_at = excluded.next_timer_at",
             )
-            .bind(s.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>())
-            .bind(s.iter().map(|r| r.namespace.as_str()).collect::<Vec<_>>())
-            .bind(s.iter().map(|r| r.name.as_str()).collect::<Vec<_>>())
-            .bind(s.iter().map(|r| r.version.as_str()).collect::<Vec<_>>())
-            .bind(s.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
-            .bind(s.iter().map(|r| r.created_at).collect::<Vec<_>>())
-            .bind(s.iter().map(|r| r.updated_at).collect::<Vec<_>>())
-            .bind(s.iter().map(|r| r.next_timer_at).collect::<Vec<_>>())
+            .bind(sc.0)
+            .bind(sc.1)
+            .bind(sc.2)
+            .bind(sc.3)
+            .bind(sc.4)
+            .bind(sc.5)
+            .bind(sc.6)
+            .bind(sc.7)
             .execute(&mut *tx)
             .await?;
         }
@@ -1023,4 +993,55 @@ async fn migrate_run_order(conn: &mut PgConnection) -> Result<()> {
     .await
     .map_err(err)?;
     tx.commit().await.map_err(err)
+}
+
+/// The column arrays of planned event rows, in table order, for an `UNNEST` insert. The append
+/// function and the explicit-transaction fallback bind the same arrays.
+type EventColumns<'a> = (
+    Vec<&'a str>,
+    Vec<&'a str>,
+    Vec<i64>,
+    Vec<&'a str>,
+    Vec<&'a str>,
+    Vec<&'a Value>,
+    Vec<&'a Value>,
+);
+
+fn event_columns<'a>(rows: &[plan::Row<'a>]) -> EventColumns<'a> {
+    (
+        rows.iter().map(|r| r.aggregate_type).collect(),
+        rows.iter().map(|r| r.stream).collect(),
+        rows.iter().map(|r| to_i64(r.sequence)).collect(),
+        rows.iter().map(|r| r.event.event_type.as_str()).collect(),
+        rows.iter()
+            .map(|r| r.event.event_version.as_str())
+            .collect(),
+        rows.iter().map(|r| &r.event.payload).collect(),
+        rows.iter().map(|r| &r.event.metadata).collect(),
+    )
+}
+
+/// The column arrays of run summaries, in table order, for the runs upsert.
+type SummaryColumns<'a> = (
+    Vec<&'a str>,
+    Vec<&'a str>,
+    Vec<&'a str>,
+    Vec<&'a str>,
+    Vec<&'a str>,
+    Vec<i64>,
+    Vec<i64>,
+    Vec<Option<i64>>,
+);
+
+fn summary_columns<'a>(s: &[&'a RunSummary]) -> SummaryColumns<'a> {
+    (
+        s.iter().map(|r| r.run_id.as_str()).collect(),
+        s.iter().map(|r| r.namespace.as_str()).collect(),
+        s.iter().map(|r| r.name.as_str()).collect(),
+        s.iter().map(|r| r.version.as_str()).collect(),
+        s.iter().map(|r| r.status.as_str()).collect(),
+        s.iter().map(|r| r.created_at).collect(),
+        s.iter().map(|r| r.updated_at).collect(),
+        s.iter().map(|r| r.next_timer_at).collect(),
+    )
 }
