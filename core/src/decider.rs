@@ -148,7 +148,7 @@ impl Decider {
 
     fn accept_input(&self, s: &mut RunState, inp: &mut DecideInput<'_>, out: &mut Out) {
         let raw = s.raw_input.clone();
-        let vars = self.base_vars(s, None, &Value::Null, inp, false);
+        let vars = self.base_vars(s, &Value::Null, inp);
         if let Some(schema) = self.def.input.as_ref().and_then(|i| i.schema.as_ref()) {
             if let Err(e) = crate::data_schema::check(schema, &raw, "the workflow input") {
                 let e = e.at("/input/schema");
@@ -330,7 +330,7 @@ impl Decider {
         inp: &mut DecideInput<'_>,
         out: &mut Out,
     ) {
-        let vars = self.base_vars(s, None, &data, inp, false);
+        let vars = self.base_vars(s, &data, inp);
         let output = match self.def.output.as_ref().and_then(|o| o.as_.as_ref()) {
             Some(a) => match eval_as(a, &data, &vars) {
                 Ok(v) => v,
@@ -374,7 +374,7 @@ impl Decider {
         let position = format!("{list_ptr}/{index}/{}", escape_pointer(&named.name));
         let task = &named.task;
         let mut vars = self.scope_vars(s, parent);
-        vars.extend(self.base_vars(s, None, &raw_input, inp, false));
+        vars.extend(self.base_vars(s, &raw_input, inp));
         vars.insert(
             "task".into(),
             json!({
@@ -1499,14 +1499,7 @@ impl Decider {
     }
 
     /// The spec's arguments, without `$task`.
-    fn base_vars(
-        &self,
-        s: &RunState,
-        _f: Option<&Frame>,
-        input: &Value,
-        inp: &DecideInput<'_>,
-        _x: bool,
-    ) -> Vars {
+    fn base_vars(&self, s: &RunState, input: &Value, inp: &DecideInput<'_>) -> Vars {
         let mut v = Vars::new();
         v.insert("context".into(), s.context.clone());
         v.insert("input".into(), input.clone());
@@ -1533,7 +1526,7 @@ impl Decider {
     /// Everything an expression evaluated inside activation `f` sees.
     fn frame_vars(&self, s: &RunState, f: &Frame, input: &Value, inp: &DecideInput<'_>) -> Vars {
         let mut vars = self.scope_vars(s, f.id);
-        vars.extend(self.base_vars(s, Some(f), input, inp, false));
+        vars.extend(self.base_vars(s, input, inp));
         if f.id != ROOT {
             vars.insert(
                 "task".into(),
