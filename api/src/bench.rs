@@ -90,6 +90,9 @@ enum BenchCommand {
     /// execute, and the runs list queried meanwhile: delivery latency, query latency, and
     /// whether every subscriber got every event once, in order
     Subscribers(crate::bench_ws::SubscribersArgs),
+    /// Loading a long run: every event folded, against its snapshot plus the events after it
+    /// (the ratio), and what each snapshot interval would cost
+    Snapshots(crate::bench_snapshots::SnapshotsArgs),
 }
 
 /// A failure of `cairn bench` with its exit code (2 bad usage, 4 store or runtime).
@@ -110,8 +113,10 @@ pub(crate) fn infra(error: anyhow::Error) -> BenchFail {
 
 /// Runs the benchmark; returns the exit code.
 pub async fn run(args: BenchArgs) -> Result<u8, BenchFail> {
-    if let Some(BenchCommand::Subscribers(a)) = args.command {
-        return crate::bench_ws::run(a).await;
+    match args.command {
+        Some(BenchCommand::Subscribers(a)) => return crate::bench_ws::run(a).await,
+        Some(BenchCommand::Snapshots(a)) => return crate::bench_snapshots::run(a).await,
+        None => {}
     }
     if args.runs == 0 {
         return Err(usage(anyhow!("--runs must be at least 1")));

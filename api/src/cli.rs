@@ -10,7 +10,7 @@ use cairn_connectors::{HttpConnector, HttpOptions};
 use cairn_core::activity::{NoSecrets, Secrets};
 use cairn_core::dsl::{self, Workflow};
 use cairn_core::lifecycle::LifecycleProjector;
-use cairn_runtime::store::RunFilter;
+use cairn_runtime::store::RunQuery;
 use cairn_runtime::{RunOutcome, Runtime, WorkerScope};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde_json::{json, Value};
@@ -37,6 +37,36 @@ struct StoreArg {
     /// Event store: sqlite://PATH or postgres://... (default: sqlite://.cairn/cairn.db, or $CAIRN_STORE)
     #[arg(long, env = "CAIRN_STORE", default_value = DEFAULT_STORE)]
     store: String,
+}
+
+/// How a worker identifies itself and how long its lease lasts (see docs/operations.md).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct LeaseArg {
+    /// The name this worker registers under (default: host, pid and a random part). Restarting
+    /// a worker under the same name takes its runs back at once; two live workers must never
+    /// share a name
+    #[arg(long = "worker-name", env = "CAIRN_WORKER_NAME", value_name = "NAME")]
+    pub worker_name: Option<String>,
+    /// How long a worker's lease lasts without renewal, in ms: how soon others take over the
+    /// runs of a worker that died or stalls [default: 10000]
+    #[arg(long = "lease-ttl-ms", env = "CAIRN_LEASE_TTL_MS", value_name = "MS")]
+    pub lease_ttl_ms: Option<u64>,
+}
+
+impl LeaseArg {
+    /// Applies the settings to a runtime builder.
+    pub(crate) fn apply(
+        &self,
+        mut b: cairn_runtime::RuntimeBuilder,
+    ) -> cairn_runtime::RuntimeBuilder {
+        if let Some(n) = &self.worker_name {
+            b = b.worker_name(n.clone());
+        }
+        if let Some(ms) = self.lease_ttl_ms {
+            b = b.lease_ttl(std::time::Duration::from_millis(ms));
+        }
+        b
+    }
 }
 
 #[derive(clap::Args, Clone)]
@@ -73,6 +103,10 @@ enum Command {
         /// Input: JSON text, or @PATH of a JSON or YAML file
         #[arg(long)]
         input: Option<String>,
+        /// Record this correlation id with the run (1 to 256 characters, no control characters),
+        /// to find it later with `cairn runs --correlation-id`
+        #[arg(long = "correlation-id", value_name = "ID")]
+        correlation_id: Option<String>,
         #[command(flatten)]
         store: StoreArg,
     },
@@ -89,6 +123,8 @@ enum Command {
         store: StoreArg,
         #[command(flatten)]
         secrets: SecretsArg,
+        #[command(flatten)]
+        lease: LeaseArg,
         /// A YAML (or JSON) settings file, as for `cairn serve`; the worker uses its `store` and
         /// `secrets` (flags and CAIRN_* variables override it)
         #[arg(long, env = "CAIRN_CONFIG", value_name = "PATH")]
@@ -122,6 +158,9 @@ enum Command {
         /// Only runs with this status (pending, running, waiting, suspended, completed, faulted, cancelled)
         #[arg(long)]
         status: Option<String>,
+        /// Only runs started with this correlation id
+        #[arg(long = "correlation-id", value_name = "ID")]
+        correlation_id: Option<String>,
         #[command(flatten)]
         store: StoreArg,
         /// Print JSON
@@ -319,11 +358,24 @@ async fn dispatch(cmd: Command) -> Result<u8, Fail> {
             )
             .await
         }
-        Command::Start { file, input, store } => {
+        Command::Start {
+            file,
+            input,
+            correlation_id,
+            store,
+        } => {
+            check_correlation_id(correlation_id.as_deref())?;
             let def = load(&file)?;
             let input = read_input(input.as_deref())?;
             let rt = client(&store.store).await?;
-            let id = rt.start_run(def, input).await.map_err(infra)?;
+            let opts = cairn_runtime::StartOptions {
+                correlation_id,
+                ..Default::default()
+            };
+            let id = rt
+                .start_run_with(def, input, opts)
+                .await
+                .map_err(runtime_fail)?;
             rt.shutdown().await;
             println!("{id}");
             Ok(0)
@@ -345,10 +397,11 @@ async fn dispatch(cmd: Command) -> Result<u8, Fail> {
         Command::Worker {
             store,
             secrets,
+            lease,
             exit_when_idle,
             ..
         } => {
-            let rt = worker(&store.store, &secrets, WorkerScope::All).await?;
+            let rt = worker(&store.store, &secrets, WorkerScope::All, &lease).await?;
             eprintln!("worker started on {}", redact(&store.store));
             if exit_when_idle {
                 tokio::select! {
@@ -366,10 +419,11 @@ async fn dispatch(cmd: Command) -> Result<u8, Fail> {
         Command::History { run, store, json } => history(&run, &store.store, json).await,
         Command::Runs {
             status,
+            correlation_id,
             store,
             json,
             limit,
-        } => runs(status, &store.store, json, limit).await,
+        } => runs(status, correlation_id, &store.store, json, limit).await,
         Command::Signal { run, event, store } => {
             let event = read_json(&event, "--event")?;
             let rt = client(&store.store).await?;
@@ -406,6 +460,14 @@ async fn dispatch(cmd: Command) -> Result<u8, Fail> {
             eprintln!("run {run} cancelled");
             Ok(0)
         }
+    }
+}
+
+/// Exit 2 unless a given `--correlation-id` is well formed.
+fn check_correlation_id(id: Option<&str>) -> Result<(), Fail> {
+    match id.map(cairn_core::events::check_correlation_id) {
+        Some(Err(m)) => Err(usage(anyhow::anyhow!("--correlation-id: {m}"))),
+        _ => Ok(()),
     }
 }
 
@@ -527,10 +589,16 @@ fn store_fail(store: &str, e: cairn_runtime::Error) -> Fail {
     }
 }
 
-async fn worker(store: &str, secrets: &SecretsArg, scope: WorkerScope) -> Result<Runtime, Fail> {
+async fn worker(
+    store: &str,
+    secrets: &SecretsArg,
+    scope: WorkerScope,
+    lease: &LeaseArg,
+) -> Result<Runtime, Fail> {
     let secrets = secrets_of(secrets)?;
     let http = HttpConnector::new(HttpOptions::default(), secrets.clone()).map_err(infra)?;
-    Runtime::builder()
+    lease
+        .apply(Runtime::builder())
         .store_url(store)
         .secrets(secrets)
         .http(Arc::new(http))
@@ -554,7 +622,7 @@ async fn run(
     for w in with {
         extra.push(load(w)?);
     }
-    let rt = worker(store, secrets, WorkerScope::OwnRuns).await?;
+    let rt = worker(store, secrets, WorkerScope::OwnRuns, &LeaseArg::default()).await?;
     for d in extra {
         rt.deploy(d).await.map_err(infra)?;
     }
@@ -728,7 +796,13 @@ fn clip(s: &str) -> String {
     }
 }
 
-async fn runs(status: Option<String>, store: &str, as_json: bool, limit: u64) -> Result<u8, Fail> {
+async fn runs(
+    status: Option<String>,
+    correlation_id: Option<String>,
+    store: &str,
+    as_json: bool,
+    limit: u64,
+) -> Result<u8, Fail> {
     const KNOWN: [&str; 7] = [
         "pending",
         "running",
@@ -746,14 +820,14 @@ async fn runs(status: Option<String>, store: &str, as_json: bool, limit: u64) ->
             )));
         }
     }
+    check_correlation_id(correlation_id.as_deref())?;
     let rt = client(store).await?;
-    let list = rt
-        .list_runs(&RunFilter {
-            statuses: status.into_iter().collect(),
-            limit: Some(limit),
-        })
-        .await
-        .map_err(infra)?;
+    // Newest first, as `list_runs`; the query form because only it filters by correlation.
+    let mut q = RunQuery::default();
+    q.statuses = status.into_iter().collect();
+    q.correlation_id = correlation_id;
+    q.limit = limit;
+    let list = rt.store().query_runs(&q).await.map_err(infra)?;
     rt.shutdown().await;
     let mut out = std::io::stdout().lock();
     for r in list {
@@ -763,6 +837,7 @@ async fn runs(status: Option<String>, store: &str, as_json: bool, limit: u64) ->
                 "status": r.status,
                 "createdAt": cairn_core::decider::iso8601(r.created_at),
                 "updatedAt": cairn_core::decider::iso8601(r.updated_at),
+                "correlationId": r.correlation_id,
             });
             let _ = writeln!(out, "{v}");
         } else {

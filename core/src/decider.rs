@@ -78,13 +78,15 @@ impl Decider {
         &self.def
     }
 
-    /// The first event of a run.
+    /// The first event of a run. `correlation_id` is the caller's, recorded as given (callers
+    /// check it with [`crate::events::check_correlation_id`]).
     pub fn start(
         run_id: &str,
         definition: DefinitionRef,
         input: Value,
         now: Millis,
         parent: Option<ParentRef>,
+        correlation_id: Option<String>,
     ) -> RunEvent {
         RunEvent::RunStarted {
             run_id: run_id.to_string(),
@@ -92,6 +94,7 @@ impl Decider {
             input,
             at: now,
             parent,
+            correlation_id,
         }
     }
 

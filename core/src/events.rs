@@ -162,6 +162,11 @@ pub enum RunEvent {
         /// The parent run and task, for a sub-workflow.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         parent: Option<ParentRef>,
+        /// The caller's correlation id (1 to 256 characters, no control characters), to find
+        /// the run by later. Absent when the run was started without one, as in every event
+        /// written before the field existed, so the event's version stays "1".
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        correlation_id: Option<String>,
     },
     /// The workflow input was transformed (`input.from`) and the context initialised.
     WorkflowInputAccepted {
@@ -391,6 +396,25 @@ pub enum RunEvent {
     },
 }
 
+/// The most characters a correlation id may have.
+pub const MAX_CORRELATION_ID_CHARS: usize = 256;
+
+/// Checks a caller's correlation id: 1 to [`MAX_CORRELATION_ID_CHARS`] characters, none of them
+/// a control character (it is printed in lists and logs, where those would garble the line).
+/// The error says what is wrong, without repeating the value.
+pub fn check_correlation_id(id: &str) -> Result<(), String> {
+    let chars = id.chars().count();
+    if chars == 0 || chars > MAX_CORRELATION_ID_CHARS {
+        return Err(format!(
+            "a correlation id must have 1 to {MAX_CORRELATION_ID_CHARS} characters, not {chars}"
+        ));
+    }
+    if id.chars().any(char::is_control) {
+        return Err("a correlation id must not contain control characters".to_string());
+    }
+    Ok(())
+}
+
 /// The parent of a sub-workflow run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ParentRef {
@@ -505,5 +529,58 @@ pub fn upcast(event_type: &str, version: &str, payload: Value) -> Result<Value, 
             event_type: event_type.to_string(),
             version: other.to_string(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests may panic on failure
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::state::RunState;
+
+    fn started(correlation_id: Option<&str>) -> RunEvent {
+        RunEvent::RunStarted {
+            run_id: "r1".into(),
+            definition: DefinitionRef {
+                namespace: "t".into(),
+                name: "w".into(),
+                version: "1.0.0".into(),
+                hash: "h".into(),
+            },
+            input: json!({}),
+            at: 1,
+            parent: None,
+            correlation_id: correlation_id.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn correlation_id_is_optional_on_the_wire_and_folded() {
+        // Without one the payload has no such key, exactly as before the field existed.
+        let plain = started(None).payload();
+        assert!(plain.get("correlation_id").is_none(), "{plain}");
+        let old = RunEvent::from_stored("RunStarted", EVENT_VERSION, plain).unwrap();
+        assert_eq!(old, started(None));
+        // With one, it survives the store and lands in the state.
+        let with = started(Some("order-7")).payload();
+        assert_eq!(with["correlation_id"], json!("order-7"));
+        let back = RunEvent::from_stored("RunStarted", EVENT_VERSION, with).unwrap();
+        let state = RunState::from_events([&back]);
+        assert_eq!(state.correlation_id.as_deref(), Some("order-7"));
+        assert_eq!(RunState::from_events([&started(None)]).correlation_id, None);
+    }
+
+    #[test]
+    fn correlation_ids_are_checked() {
+        assert!(check_correlation_id("order-7").is_ok());
+        assert!(check_correlation_id("ünïcödé ✓").is_ok());
+        assert!(check_correlation_id(&"é".repeat(MAX_CORRELATION_ID_CHARS)).is_ok());
+        assert!(check_correlation_id("").is_err());
+        assert!(check_correlation_id(&"x".repeat(MAX_CORRELATION_ID_CHARS + 1)).is_err());
+        assert!(check_correlation_id("a\nb").is_err());
+        assert!(check_correlation_id("a\u{7f}b").is_err());
     }
 }

@@ -3,6 +3,9 @@
 //! [`RunState::apply`] is total and pure: it never fails and never evaluates an expression, so a
 //! history that was once accepted always folds to the same state. Decisions (what happens next)
 //! live in [`crate::decider`]; this module only records their consequences.
+//!
+//! A state is also its own snapshot ([`RunState::to_snapshot`], [`SNAPSHOT_FORMAT`]): the fold of
+//! a run's first events, so that loading a long run folds only the events after it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -66,15 +69,29 @@ pub struct RunState {
     pub definition: Option<DefinitionRef>,
     /// The parent, for a sub-workflow run.
     pub parent: Option<ParentRef>,
+    /// The caller's correlation id given at start (set by `RunStarted`). Skipped when absent, so
+    /// snapshots of runs without one keep their shape.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
     /// Life-cycle status.
     pub status: RunStatus,
     /// Raw workflow input.
     pub raw_input: Value,
     /// Transformed workflow input, once accepted.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present_value"
+    )]
     pub input: Option<Value>,
     /// `$context`.
     pub context: Value,
     /// Output, once completed.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present_value"
+    )]
     pub output: Option<Value>,
     /// Error, once faulted.
     pub error: Option<WorkflowError>,
@@ -105,6 +122,13 @@ pub struct RunState {
     /// How many times an operator retried the run.
     #[serde(default)]
     pub retries: u32,
+}
+
+/// Reads a field that is present as `Some`, even when it is `null`: an input or output that is
+/// JSON `null` must stay apart from none yet through a snapshot, and serde's `Option` reads `null`
+/// as `None`. An absent field is `None` (through `#[serde(default)]`).
+fn present_value<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 /// A pending durable timer.
@@ -341,10 +365,12 @@ impl RunState {
                 input,
                 at,
                 parent,
+                correlation_id,
             } => {
                 self.run_id = run_id.clone();
                 self.definition = Some(definition.clone());
                 self.parent = parent.clone();
+                self.correlation_id = correlation_id.clone();
                 self.raw_input = input.clone();
                 self.started_at = *at;
                 self.updated_at = *at;
@@ -899,6 +925,30 @@ impl RunState {
         self.status.as_str()
     }
 
+    /// When the run next needs a worker (ms since epoch), for the scheduling of runs across
+    /// workers: `updated_at` (already due) when it can progress now (a call to make, a
+    /// sub-workflow to start or watch, a decision to take), the earliest timer when it only
+    /// waits for timers, `None` when no worker can move it (ended, suspended, or waiting for an
+    /// event from outside).
+    pub fn wake_at(&self) -> Option<Millis> {
+        if self.status.is_terminal() || self.status == RunStatus::Suspended {
+            return None;
+        }
+        let busy = self.frames.values().any(|f| {
+            matches!(
+                &f.kind,
+                FrameKind::Activity {
+                    scheduled: Some(_),
+                    result: None,
+                } | FrameKind::Child { result: None, .. }
+            )
+        });
+        if busy || self.status_label() != "waiting" {
+            return Some(self.updated_at);
+        }
+        self.next_timer().map(|(_, due)| due)
+    }
+
     /// JSON pointers of the tasks running now (leaves of the activation tree).
     pub fn current_tasks(&self) -> Vec<String> {
         let parents: BTreeSet<FrameId> = self
@@ -912,6 +962,80 @@ impl RunState {
             .filter(|f| f.id != ROOT && !parents.contains(&f.id))
             .map(|f| f.position.clone())
             .collect()
+    }
+}
+
+/// Version of the snapshot form of [`RunState`] ([`RunState::to_snapshot`]).
+///
+/// Bump it whenever a snapshot written by the previous code would no longer decode to what
+/// folding the same events gives now: a field changes shape or meaning, or [`RunState::apply`]
+/// folds some event differently. Snapshots of any other version are then ignored and runs fold
+/// from their events again, once. The golden snapshots in `tests/fixtures/snapshots/` fail a test
+/// when that is forgotten.
+pub const SNAPSHOT_FORMAT: u64 = 1;
+
+/// Why a snapshot cannot stand in for a run's events.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SnapshotError {
+    /// Written by another version of the snapshot form.
+    #[error("snapshot format {found:?}, expected {SNAPSHOT_FORMAT}")]
+    Format {
+        /// The version found, if the snapshot has one.
+        found: Option<u64>,
+    },
+    /// The state does not decode.
+    #[error("snapshot state does not decode: {0}")]
+    Decode(String),
+    /// The state could not be encoded.
+    #[error("state cannot be encoded as a snapshot: {0}")]
+    Encode(String),
+    /// The state is not the fold of the events it claims to stand for.
+    #[error("snapshot of {folded} events stored as the state after event {last_sequence}")]
+    Sequence {
+        /// The sequence the snapshot is stored under.
+        last_sequence: u64,
+        /// How many events its state has folded.
+        folded: u64,
+    },
+}
+
+impl RunState {
+    /// The state as a snapshot: `{"format": SNAPSHOT_FORMAT, "state": "<the state as JSON
+    /// text>"}`. Decoding it with [`RunState::from_snapshot`] gives back exactly this state, so
+    /// folding the events after it gives what folding every event gives.
+    ///
+    /// The state is JSON text inside a string, not a nested object, so that a store may keep the
+    /// payload as PostgreSQL `jsonb`: that type refuses the `\u0000` that starts the names of
+    /// internal variables (`$item`, `$error`), and it would reorder keys and rewrite numbers.
+    pub fn to_snapshot(&self) -> Result<Value, SnapshotError> {
+        let state =
+            serde_json::to_string(self).map_err(|e| SnapshotError::Encode(e.to_string()))?;
+        Ok(serde_json::json!({ "format": SNAPSHOT_FORMAT, "state": state }))
+    }
+
+    /// The state a snapshot holds, checked to be the fold of a run's first `last_sequence`
+    /// events (sequences start at 1, and every event folded counts one).
+    pub fn from_snapshot(snapshot: Value, last_sequence: u64) -> Result<RunState, SnapshotError> {
+        let Value::Object(mut o) = snapshot else {
+            return Err(SnapshotError::Format { found: None });
+        };
+        let found = o.get("format").and_then(Value::as_u64);
+        if found != Some(SNAPSHOT_FORMAT) {
+            return Err(SnapshotError::Format { found });
+        }
+        let Some(Value::String(text)) = o.remove("state") else {
+            return Err(SnapshotError::Decode("no state text".into()));
+        };
+        let state: RunState =
+            serde_json::from_str(&text).map_err(|e| SnapshotError::Decode(e.to_string()))?;
+        if state.events_applied != last_sequence {
+            return Err(SnapshotError::Sequence {
+                last_sequence,
+                folded: state.events_applied,
+            });
+        }
+        Ok(state)
     }
 }
 

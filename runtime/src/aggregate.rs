@@ -157,6 +157,7 @@ mod tests {
             input: json!({ "n": 1 }),
             at: T,
             parent: None,
+            correlation_id: None,
         })
     }
 

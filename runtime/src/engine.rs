@@ -26,8 +26,8 @@ use crate::definitions::Definitions;
 use crate::functions::{FunctionCall, Functions, Router};
 use crate::metrics::{AppendOutcome, Metrics};
 use crate::store::{
-    self, AppendRequest, Appended, EventStore, NewEvent, RunFilter, RunSummary, StoreError,
-    StoredEvent, RUN_AGGREGATE,
+    self, AppendRequest, Appended, EventStore, Lease, NewEvent, RunFilter, RunSummary, StoreError,
+    StoredEvent, WorkerLease, RUN_AGGREGATE,
 };
 use crate::{Error, Result};
 
@@ -84,6 +84,10 @@ pub struct StartOptions {
     pub run_id: Option<String>,
     /// The parent, for a sub-workflow.
     pub parent: Option<ParentRef>,
+    /// The caller's correlation id, recorded in `RunStarted` and indexed, so that runs can be
+    /// listed by it ([`crate::store::RunQuery::correlation_id`]). Checked by
+    /// [`cairn_core::events::check_correlation_id`]; a bad one is [`Error::Invalid`].
+    pub correlation_id: Option<String>,
 }
 
 /// Builds a [`Runtime`].
@@ -98,6 +102,9 @@ pub struct RuntimeBuilder {
     group_commit: bool,
     scope: WorkerScope,
     metrics: Option<Metrics>,
+    worker_name: Option<String>,
+    lease_ttl: Duration,
+    max_held: usize,
 }
 
 /// Which runs a worker executes.
@@ -124,8 +131,25 @@ impl Default for RuntimeBuilder {
             group_commit: true,
             scope: WorkerScope::All,
             metrics: None,
+            worker_name: None,
+            lease_ttl: DEFAULT_LEASE_TTL,
+            max_held: 10_000,
         }
     }
+}
+
+/// How long a worker's lease lasts unless renewed (it renews every third of it).
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
+
+/// Runs claimed per claim query.
+const CLAIM_BATCH: u64 = 64;
+
+/// A unique default worker name: host, process id and a random part, so that two workers on one
+/// host never share a lease by accident.
+fn default_worker_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    format!("{host}-{}-{}", std::process::id(), &id[id.len() - 8..])
 }
 
 impl RuntimeBuilder {
@@ -196,6 +220,28 @@ impl RuntimeBuilder {
         self
     }
 
+    /// The name this worker registers under (default: host, process id and a random part). A
+    /// worker restarted under the same name takes its previous life's runs back at once instead
+    /// of waiting for that lease to expire; two live workers must never share a name.
+    pub fn worker_name(mut self, name: impl Into<String>) -> Self {
+        self.worker_name = Some(name.into());
+        self
+    }
+
+    /// How long this worker's lease lasts without renewal (default [`DEFAULT_LEASE_TTL`]): how
+    /// soon other workers take over the runs of a worker that died or stalls.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl.max(Duration::from_millis(300));
+        self
+    }
+
+    /// At most this many runs held at once by this worker (default 10,000), so that one worker
+    /// does not take all the work of a fleet.
+    pub fn max_held_runs(mut self, n: usize) -> Self {
+        self.max_held = n.max(1);
+        self
+    }
+
     /// Opens the store and, for a worker, resumes every unfinished run.
     pub async fn build(self) -> Result<Runtime> {
         let metrics = match self.metrics {
@@ -244,21 +290,45 @@ impl RuntimeBuilder {
             waiters: Mutex::default(),
             finished: Mutex::default(),
             metrics,
+            worker_name: self.worker_name.unwrap_or_else(default_worker_name),
+            lease_ttl: self.lease_ttl,
+            max_held: self.max_held,
+            lease: Mutex::new(None),
+            held: Mutex::default(),
+            kick: tokio::sync::Notify::new(),
+            troubled: Mutex::default(),
         });
         let rt = Runtime { inner };
         if rt.inner.workers {
+            let ttl = i64::try_from(rt.inner.lease_ttl.as_millis()).unwrap_or(i64::MAX);
+            let lease = rt
+                .inner
+                .store
+                .register_worker(&rt.inner.worker_name, ttl)
+                .await?;
+            if let Ok(mut l) = rt.inner.lease.lock() {
+                *l = Some(lease);
+            }
+            let notices = rt.inner.store.work_notices();
+            let cross_process = notices.as_ref().is_some_and(|(_, x)| *x);
             let i = rt.inner.clone();
             rt.inner
                 .tracker
                 .spawn(timer_loop(i, timer_rx).instrument(tracing::info_span!("timers")));
-            let head = rt.inner.head_position().await?;
-            let i = rt.inner.clone();
-            rt.inner
-                .tracker
-                .spawn(tail_loop(i, head).instrument(tracing::info_span!("tail")));
-            if rt.inner.scope == WorkerScope::All {
-                rt.recover().await?;
+            if !cross_process {
+                // Without notices from other processes (SQLite), follow the log for appends of
+                // other processes to the runs held here.
+                let head = rt.inner.head_position().await?;
+                let i = rt.inner.clone();
+                rt.inner
+                    .tracker
+                    .spawn(tail_loop(i, head).instrument(tracing::info_span!("tail")));
             }
+            let i = rt.inner.clone();
+            rt.inner.tracker.spawn(
+                claim_loop(i, notices.map(|(rx, _)| rx), cross_process)
+                    .instrument(tracing::info_span!("claims")),
+            );
         }
         Ok(rt)
     }
@@ -295,6 +365,18 @@ struct Inner {
     waiters: Mutex<HashMap<String, Vec<oneshot::Sender<()>>>>,
     finished: Mutex<HashMap<String, RunOutcome>>,
     metrics: Metrics,
+    worker_name: String,
+    lease_ttl: Duration,
+    max_held: usize,
+    /// This worker's registration; `None` for a client, or while re-registering.
+    lease: Mutex<Option<WorkerLease>>,
+    /// Runs this process holds (see [`Lease`]): only these get their calls made and timers
+    /// fired here.
+    held: Mutex<HashSet<String>>,
+    /// Wakes the claim loop.
+    kick: tokio::sync::Notify,
+    /// Held runs whose last pass failed, revisited at the next renewal.
+    troubled: Mutex<HashSet<String>>,
 }
 
 impl Runtime {
@@ -504,20 +586,23 @@ impl Runtime {
         self.inner.bus.subscribe()
     }
 
-    /// Resumes every unfinished run: reloads it, re-dispatches calls that were in flight (with
-    /// their original idempotency keys) and re-arms its timers at their original due times.
+    /// Takes over every run that needs a worker and that no live worker holds (the claim loop
+    /// does this continuously; this is for callers that want it now): each is reloaded, its
+    /// calls in flight re-dispatched with their original idempotency keys and its timers re-armed
+    /// at their original due times. Answers how many runs were claimed.
     pub async fn recover(&self) -> Result<usize> {
-        let runs = self.inner.unfinished().await?;
-        let n = runs.len();
-        for r in runs {
-            let i = self.inner.clone();
-            self.inner.tracker.spawn(async move {
-                if let Err(e) = i.advance(&r.run_id, Vec::new()).await {
-                    warn!(run = %r.run_id, error = %e, "cannot resume run");
-                }
-            });
+        if !self.inner.workers {
+            return Ok(0);
         }
-        Ok(n)
+        self.inner.store.release_expired().await?;
+        let mut n = 0;
+        loop {
+            let got = self.inner.claim_batch().await?;
+            n += got;
+            if got < CLAIM_BATCH as usize {
+                return Ok(n);
+            }
+        }
     }
 
     /// Waits until no run is left unfinished in the store and nothing is in flight here.
@@ -536,11 +621,19 @@ impl Runtime {
         }
     }
 
-    /// Stops intake, waits for what is running to record its result, and returns.
+    /// Stops intake, waits for what is running to record its result, gives the runs this
+    /// worker holds back (so that other workers take them at once rather than after the lease
+    /// expires), and returns.
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();
         self.inner.tracker.close();
         self.inner.tracker.wait().await;
+        let lease = self.inner.lease.lock().ok().and_then(|mut l| l.take());
+        if let Some(lease) = lease {
+            if let Err(e) = self.inner.store.retire_worker(&lease).await {
+                warn!(error = %e, "cannot retire the worker lease; its runs move on when it expires");
+            }
+        }
     }
 }
 
@@ -635,6 +728,9 @@ impl Inner {
     }
 
     async fn load(&self, run_id: &str) -> Result<(RunState, u64)> {
+        if !self.holds(run_id) {
+            return self.load_from_store(run_id).await;
+        }
         let slot = self.slots.lock().ok().and_then(|m| m.get(run_id).cloned());
         if let Some(slot) = slot {
             let g = slot.lock().await;
@@ -645,18 +741,30 @@ impl Inner {
         self.load_from_store(run_id).await
     }
 
+    /// The run's newest usable snapshot, then the events after it (see [`crate::snapshots`]).
     async fn load_from_store(&self, run_id: &str) -> Result<(RunState, u64)> {
-        let stored = self.store.load(RUN_AGGREGATE, run_id, 0).await?;
-        if stored.is_empty() {
-            return Err(Error::NotFound(format!("run {run_id}")));
+        let loaded = crate::snapshots::load_run(self.store.as_ref(), run_id, true).await?;
+        if loaded.events_read >= crate::snapshots::SNAPSHOT_EVERY {
+            // No snapshot near the head (a run older than snapshots, a lost or outdated one).
+            self.maybe_snapshot(run_id, loaded.snapshot.unwrap_or(0), loaded.sequence);
         }
-        let mut state = RunState::default();
-        let mut seq = 0;
-        for e in &stored {
-            state.apply(&decode(e)?);
-            seq = e.sequence;
+        Ok((loaded.state, loaded.sequence))
+    }
+
+    /// Snapshots the run off the append path when its history grew from sequence `before` to
+    /// `after` across a multiple of [`crate::snapshots::SNAPSHOT_EVERY`]. Call it after every
+    /// successful append of a run. Best effort: a failure is logged, and only costs later loads
+    /// more events to fold.
+    fn maybe_snapshot(&self, run_id: &str, before: u64, after: u64) {
+        if !crate::snapshots::due(before, after) {
+            return;
         }
-        Ok((state, seq))
+        let (store, run) = (self.store.clone(), run_id.to_string());
+        self.tracker.spawn(async move {
+            if let Err(e) = crate::snapshots::refresh(store.as_ref(), &run).await {
+                warn!(run = %run, error = %e, "cannot snapshot run");
+            }
+        });
     }
 
     fn services(&self, decider: Arc<cairn_core::decider::Decider>) -> RunServices {
@@ -710,12 +818,126 @@ impl Inner {
         }
     }
 
+    /// This worker's lease id, if it runs workers and is registered.
+    fn lease_id(&self) -> Option<String> {
+        self.lease
+            .lock()
+            .ok()
+            .and_then(|l| l.as_ref().map(|l| l.lease_id.clone()))
+    }
+
+    fn holds(&self, run_id: &str) -> bool {
+        self.held
+            .lock()
+            .map(|h| h.contains(run_id))
+            .unwrap_or(false)
+    }
+
+    fn hold(&self, run_id: &str) {
+        if let Ok(mut h) = self.held.lock() {
+            h.insert(run_id.to_string());
+        }
+    }
+
+    fn unhold(&self, run_id: &str) {
+        if let Ok(mut h) = self.held.lock() {
+            h.remove(run_id);
+        }
+    }
+
+    fn held_count(&self) -> usize {
+        self.held.lock().map(|h| h.len()).unwrap_or(0)
+    }
+
+    /// How an append of this process relates to the run's ownership.
+    fn lease_for(&self, run_id: &str) -> Lease {
+        match self.lease_id() {
+            Some(id) if self.holds(run_id) => Lease::Held(id),
+            _ => Lease::External,
+        }
+    }
+
+    /// After a pass over a held run that appended nothing: if the run needs no worker now, give
+    /// it back (its row gets the `wake_at` of `state`, checked against `seq` under the append
+    /// lock). `Ok(false)` when the run moved on meanwhile, so the caller looks again.
+    async fn release_if_idle(&self, run_id: &str, state: &RunState, seq: u64) -> Result<bool> {
+        if !self.holds(run_id) {
+            return Ok(true);
+        }
+        let Some(summary) = Self::summary(state, run_id) else {
+            return Ok(true);
+        };
+        if summary.runnable() {
+            return Ok(true);
+        }
+        if self.store.rebuild_run_summary(&summary, seq).await? {
+            self.unhold(run_id);
+            self.evict(run_id);
+            Ok(true)
+        } else {
+            Ok(false)
+        }
+    }
+
+    /// Claims one batch of runs that need a worker and spawns a pass over each; answers how
+    /// many were claimed.
+    async fn claim_batch(self: &Arc<Self>) -> Result<usize> {
+        let Some(lease) = self.lease.lock().ok().and_then(|l| l.clone()) else {
+            return Ok(0);
+        };
+        let room = self.max_held.saturating_sub(self.held_count()) as u64;
+        if room == 0 {
+            return Ok(0);
+        }
+        let only: Option<Vec<String>> = match self.scope {
+            WorkerScope::All => None,
+            WorkerScope::OwnRuns => Some(
+                self.owned
+                    .lock()
+                    .map(|o| o.iter().cloned().collect())
+                    .unwrap_or_default(),
+            ),
+        };
+        let claimed = self
+            .store
+            .claim_runs(&lease, now_ms(), room.min(CLAIM_BATCH), only.as_deref())
+            .await?;
+        let n = claimed.len();
+        for run in claimed {
+            self.hold(&run);
+            self.revisit(&run);
+        }
+        Ok(n)
+    }
+
+    /// A pass over a held run in a task of its own, reloading it first (another process may
+    /// have extended it). A pass that fails (the store is away) is tried again at the next
+    /// renewal, so a held run is never left without someone working on it.
+    fn revisit(self: &Arc<Self>, run_id: &str) {
+        let (i, run) = (self.clone(), run_id.to_string());
+        self.tracker.spawn(async move {
+            if let Err(e) = i.advance_with(&run, Vec::new(), true).await {
+                warn!(run = %run, error = %e, "cannot advance run; trying again later");
+                if i.holds(&run) {
+                    if let Ok(mut t) = i.troubled.lock() {
+                        t.insert(run);
+                    }
+                }
+            }
+        });
+    }
+
     async fn start(
         self: &Arc<Self>,
         def: cairn_core::events::DefinitionRef,
         input: Value,
         opts: StartOptions,
     ) -> Result<String> {
+        if let Some(c) = &opts.correlation_id {
+            // Here as well as at the API edges, so that an embedding program cannot record one
+            // that the CLI and GraphQL would refuse to look up.
+            cairn_core::events::check_correlation_id(c).map_err(Error::Invalid)?;
+        }
         let run_id = opts
             .run_id
             .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
@@ -726,7 +948,14 @@ impl Inner {
         }
         let now = now_ms();
         let decider = self.defs.decider(&def.hash).await?;
-        let started = cairn_core::decider::Decider::start(&run_id, def, input, now, opts.parent);
+        let started = cairn_core::decider::Decider::start(
+            &run_id,
+            def,
+            input,
+            now,
+            opts.parent,
+            opts.correlation_id,
+        );
         let mut state = RunState::default();
         let events = aggregate::execute(
             &mut state,
@@ -740,21 +969,38 @@ impl Inner {
         .map_err(|e| Error::Invalid(e.to_string()))?;
         let slot = self.slot(&run_id);
         let mut g = slot.lock().await;
+        let lease = match self.lease_id() {
+            Some(id) => Lease::New(id),
+            None => Lease::External,
+        };
+        let summary = Self::summary(&state, &run_id);
+        let held =
+            matches!(lease, Lease::New(_)) && summary.as_ref().is_some_and(RunSummary::runnable);
         let req = AppendRequest {
             aggregate_type: RUN_AGGREGATE.to_string(),
             stream: run_id.clone(),
             expected_sequence: 0,
             events: self.new_events(&events, now),
-            run_summary: Self::summary(&state, &run_id),
+            run_summary: summary,
+            lease,
         };
         match self.append_timed(vec![req]).await {
             Ok(a) => {
+                if held {
+                    self.hold(&run_id);
+                }
                 let last = a
                     .first()
                     .map(|a| a.last_sequence)
                     .unwrap_or(events.len() as u64);
+                // Counted here, where the run's first append succeeded: a conflicting start (an
+                // idempotent replay, a child run started twice) never gets this far.
+                if let Some(d) = &state.definition {
+                    self.metrics.run_started(&d.namespace, &d.name);
+                }
                 // A run can end in its first decision.
                 self.count_finished(false, &state);
+                self.maybe_snapshot(&run_id, 0, last);
                 g.state = state;
                 g.seq = last;
                 g.loaded = true;
@@ -801,7 +1047,9 @@ impl Inner {
         loop {
             let slot = self.slot(run_id);
             let mut g = slot.lock().await;
-            if reload {
+            // Only a holder's copy is kept up to date (it writes the run, and hears of others'
+            // appends); anyone else reads the stored truth each time.
+            if reload || !self.holds(run_id) {
                 g.loaded = false;
                 reload = false;
             }
@@ -835,8 +1083,12 @@ impl Inner {
                 }
             }
             if g.state.status.is_terminal() && todo.is_empty() {
-                let snapshot = g.state.clone();
+                let (snapshot, seq) = (g.state.clone(), g.seq);
                 drop(g);
+                if !self.release_if_idle(run_id, &snapshot, seq).await? {
+                    reload = true;
+                    continue;
+                }
                 self.after_append(run_id, &snapshot);
                 return Ok(());
             }
@@ -850,25 +1102,38 @@ impl Inner {
             .await
             .map_err(|e| Error::Ended(e.to_string()))?;
             if events.is_empty() {
-                let snapshot = g.state.clone();
+                let (snapshot, seq) = (g.state.clone(), g.seq);
                 drop(g);
+                if !self.release_if_idle(run_id, &snapshot, seq).await? {
+                    reload = true;
+                    continue;
+                }
                 self.after_append(run_id, &snapshot);
                 return Ok(());
             }
+            let lease = self.lease_for(run_id);
+            let summary = Self::summary(&next, run_id);
+            let keeps = summary.as_ref().is_some_and(RunSummary::runnable);
             let req = AppendRequest {
                 aggregate_type: RUN_AGGREGATE.to_string(),
                 stream: run_id.to_string(),
                 expected_sequence: g.seq,
                 events: self.new_events(&events, now),
-                run_summary: Self::summary(&next, run_id),
+                run_summary: summary,
+                lease: lease.clone(),
             };
             match self.append_timed(vec![req]).await {
                 Ok(a) => {
+                    if matches!(lease, Lease::Held(_)) && !keeps {
+                        // The store released the run in the same write.
+                        self.unhold(run_id);
+                    }
                     let last = a
                         .first()
                         .map(|a| a.last_sequence)
                         .unwrap_or(g.seq + events.len() as u64);
                     self.count_finished(g.state.status.is_terminal(), &next);
+                    self.maybe_snapshot(run_id, g.seq, last);
                     g.state = next;
                     g.seq = last;
                     self.publish(
@@ -897,6 +1162,17 @@ impl Inner {
                     g.loaded = false;
                     g.state = RunState::default();
                     g.seq = 0;
+                }
+                Err(StoreError::LeaseLost { .. }) => {
+                    // Another worker took the run over while this one was away (paused, cut
+                    // off): it is theirs now. Drop it; whatever this worker was doing for it is
+                    // redone by the holder under the same idempotency keys.
+                    tracing::info!(run = %run_id, "lease lost; dropping run");
+                    g.loaded = false;
+                    drop(g);
+                    self.unhold(run_id);
+                    self.evict(run_id);
+                    return Ok(());
                 }
                 Err(e) => {
                     g.loaded = false;
@@ -943,6 +1219,7 @@ impl Inner {
     /// Performs what the log says is due: calls, timers, sub-workflows, parent notification.
     fn after_append(self: &Arc<Self>, run_id: &str, state: &RunState) {
         if state.status.is_terminal() {
+            self.unhold(run_id);
             self.ended(run_id, state);
             self.evict(run_id);
             if let Some(p) = &state.parent {
@@ -975,7 +1252,10 @@ impl Inner {
                 f.remove(run_id);
             }
         }
-        if !self.workers || state.status == RunStatus::Suspended {
+        if !self.holds(run_id) {
+            // Only the holder makes calls and fires timers (see `Lease`), and only its copy of
+            // the run is worth keeping.
+            self.evict(run_id);
             return;
         }
         if let Some((_, due)) = state.next_timer() {
@@ -1144,6 +1424,8 @@ impl Inner {
                         run_id: parent.to_string(),
                         frame,
                     }),
+                    // A child run is found through its parent, not by the caller's id.
+                    correlation_id: None,
                 },
             )
             .await
@@ -1241,6 +1523,11 @@ async fn timer_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<(Millis, 
                     if let Some(Reverse((_, run))) = heap.pop() { due.insert(run); }
                 }
                 for run in due {
+                    // A run given back meanwhile is claimed when its timer comes due, by
+                    // whichever worker is alive then.
+                    if !inner.holds(&run) {
+                        continue;
+                    }
                     let i = inner.clone();
                     inner.tracker.spawn(async move {
                         if let Err(e) = i.advance(&run, Vec::new()).await {
@@ -1253,8 +1540,9 @@ async fn timer_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<(Millis, 
     }
 }
 
-/// Follows the global log for work recorded by other processes (`cairn start`, `cairn signal`,
-/// `cairn cancel`, other workers' sub-workflow results).
+/// Follows the global log for appends of other processes to the runs held here, on stores
+/// whose work notices do not cross processes (SQLite: `cairn signal` or `cairn cancel` run in a
+/// process of their own).
 async fn tail_loop(inner: Arc<Inner>, mut after: u64) {
     loop {
         tokio::select! {
@@ -1269,33 +1557,181 @@ async fn tail_loop(inner: Arc<Inner>, mut after: u64) {
             }
         };
         let mut runs = HashSet::new();
+        let me = inner.lease_id();
         for e in &page {
             after = after.max(e.position);
             if e.aggregate_type != RUN_AGGREGATE {
                 continue;
             }
-            let mine =
-                e.metadata.get("worker").and_then(Value::as_str) == Some(inner.worker_id.as_str());
-            let ours = inner.scope == WorkerScope::All
-                || inner
-                    .owned
-                    .lock()
-                    .map(|o| o.contains(&e.stream))
-                    .unwrap_or(false);
-            if !mine && ours {
+            let mine = e.metadata.get("worker").and_then(Value::as_str) == me.as_deref();
+            if !mine && inner.holds(&e.stream) {
                 runs.insert(e.stream.clone());
             }
         }
         for run in runs {
-            let i = inner.clone();
-            inner.tracker.spawn(async move {
-                // Another process extended the run: our cached copy is stale. It is reloaded
-                // under the run's own lock (never by dropping the slot, which would let two
-                // tasks of this process write the run at once).
-                if let Err(e) = i.advance_with(&run, Vec::new(), true).await {
-                    debug!(run = %run, error = %e, "cannot advance run seen in the log");
+            // Another process extended the run: our cached copy is stale. It is reloaded
+            // under the run's own lock (never by dropping the slot, which would let two
+            // tasks of this process write the run at once).
+            inner.revisit(&run);
+        }
+    }
+}
+
+/// Takes the runs that need a worker: claims what is due, sleeps until the next timer, a work
+/// notice or the next lease renewal, and renews the lease (re-registering, with every held run
+/// dropped, when it was lost).
+async fn claim_loop(
+    inner: Arc<Inner>,
+    mut notices: Option<broadcast::Receiver<String>>,
+    cross_process: bool,
+) {
+    let renew_every = inner.lease_ttl / 3;
+    // Without notices from other processes, look for work they recorded now and then.
+    let poll = if cross_process {
+        Duration::from_secs(5)
+    } else {
+        inner.poll_interval
+    };
+    let mut next_renew = Instant::now() + renew_every;
+    loop {
+        if inner.shutdown.is_cancelled() {
+            return;
+        }
+        if Instant::now() >= next_renew {
+            next_renew = Instant::now() + renew_every;
+            inner.renew().await;
+        }
+        let claimed = match inner.claim_batch().await {
+            Ok(n) => n,
+            Err(e) => {
+                warn!(error = %e, "cannot claim runs");
+                0
+            }
+        };
+        if claimed as u64 == CLAIM_BATCH {
+            continue;
+        }
+        let next_wake = inner.store.next_wake().await.ok().flatten();
+        let mut wait = poll.min(next_renew.saturating_duration_since(Instant::now()));
+        if let Some(at) = next_wake {
+            let until = u64::try_from(at - now_ms()).unwrap_or(0);
+            wait = wait.min(Duration::from_millis(until));
+        }
+        if wait.is_zero() && next_wake.is_some() {
+            // Due but not claimable (held by a live worker, or over our limit): do not spin.
+            wait = Duration::from_millis(50);
+        }
+        let notice = async {
+            match notices.as_mut() {
+                Some(rx) => rx.recv().await.ok(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = inner.shutdown.cancelled() => return,
+            _ = inner.kick.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+            n = notice => {
+                if let Some(n) = n {
+                    inner.on_notice(&n);
                 }
-            });
+                // Take every notice that is already there before claiming once for all.
+                if let Some(rx) = notices.as_mut() {
+                    while let Ok(n) = rx.try_recv() {
+                        inner.on_notice(&n);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// A work notice: a run held here is reloaded (someone else appended to it); anything else
+    /// is for the claim that follows.
+    fn on_notice(self: &Arc<Self>, notice: &str) {
+        if notice == "*" {
+            let held: Vec<String> = self
+                .held
+                .lock()
+                .map(|h| h.iter().cloned().collect())
+                .unwrap_or_default();
+            for run in held {
+                self.revisit(&run);
+            }
+        } else if self.holds(notice) {
+            self.revisit(notice);
+        }
+    }
+
+    /// Renews the lease; on loss, drops every held run and registers again. Also releases the
+    /// runs of dead workers, and revisits held runs whose last pass failed.
+    async fn renew(self: &Arc<Self>) {
+        let Some(lease) = self.lease.lock().ok().and_then(|l| l.clone()) else {
+            return;
+        };
+        match self.store.renew_worker(&lease).await {
+            Ok(true) => {}
+            Ok(false) => {
+                warn!(lease = %lease.lease_id, "worker lease lost (paused or cut off too long); dropping held runs and registering again");
+                let dropped: Vec<String> = self
+                    .held
+                    .lock()
+                    .map(|mut h| h.drain().collect())
+                    .unwrap_or_default();
+                for run in &dropped {
+                    self.evict(run);
+                }
+                match self
+                    .store
+                    .register_worker(&self.worker_name, lease.ttl_ms)
+                    .await
+                {
+                    Ok(l) => {
+                        if let Ok(mut cur) = self.lease.lock() {
+                            *cur = Some(l);
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "cannot register the worker again"),
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot renew the worker lease"),
+        }
+        if let Err(e) = self.store.release_expired().await {
+            debug!(error = %e, "cannot release the runs of dead workers");
+        }
+        let troubled: Vec<String> = self
+            .troubled
+            .lock()
+            .map(|mut t| t.drain().collect())
+            .unwrap_or_default();
+        for run in troubled {
+            if self.holds(&run) {
+                self.revisit(&run);
+            }
+        }
+        // A held parent whose sub-workflow's end notice was lost (a listener reconnecting, the
+        // child's worker dying between its end and the delivery): look at its children again.
+        let held: Vec<String> = self
+            .held
+            .lock()
+            .map(|h| h.iter().cloned().collect())
+            .unwrap_or_default();
+        let slots: Vec<(String, Arc<AsyncMutex<Slot>>)> = match self.slots.lock() {
+            Ok(m) => held
+                .into_iter()
+                .filter_map(|r| m.get(&r).map(|s| (r, s.clone())))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        for (run, slot) in slots {
+            let waits_for_child = slot
+                .try_lock()
+                .map(|g| !g.state.pending_children().is_empty())
+                .unwrap_or(false);
+            if waits_for_child {
+                self.revisit(&run);
+            }
         }
     }
 }

@@ -14,6 +14,7 @@
 //! - [`metrics`]: Prometheus collectors (runs finished, task durations, append latency and
 //!   conflicts, projection lag).
 //! - [`projections`]: the `runs` index as a projection of the log, and rebuilding it.
+//! - [`snapshots`]: snapshots of runs, so that loading a long run folds only its last events.
 
 pub mod aggregate;
 pub mod definitions;
@@ -21,6 +22,7 @@ pub mod engine;
 pub mod functions;
 pub mod metrics;
 pub mod projections;
+pub mod snapshots;
 pub mod store;
 
 pub use engine::{

@@ -1,5 +1,5 @@
-//! Prometheus collectors of the runtime: runs finished, task durations, append latency and
-//! conflicts, projection lag.
+//! Prometheus collectors of the runtime: runs started and finished, task durations, append
+//! latency and conflicts, projection lag.
 //!
 //! [`Metrics`] owns a [`prometheus::Registry`]; a server registers its own collectors in the same
 //! registry ([`Metrics::registry`]) and exposes it at `/metrics`. A runtime built without one
@@ -31,6 +31,7 @@ const TASK_BUCKETS: &[f64] = &[
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
+    runs_started: IntCounterVec,
     runs_finished: IntCounterVec,
     task_duration: HistogramVec,
     append_duration: HistogramVec,
@@ -52,6 +53,14 @@ impl Metrics {
 
     /// Creates the collectors and registers them in `registry`.
     pub fn with_registry(registry: Registry) -> prometheus::Result<Self> {
+        let runs_started = IntCounterVec::new(
+            Opts::new(
+                "cairn_runs_started_total",
+                "Runs started, by definition (sub-workflow runs included; a start refused as a \
+                 duplicate does not count)",
+            ),
+            &["namespace", "name"],
+        )?;
         let runs_finished = IntCounterVec::new(
             Opts::new(
                 "cairn_runs_finished_total",
@@ -89,6 +98,7 @@ impl Metrics {
             ),
             &["projection"],
         )?;
+        registry.register(Box::new(runs_started.clone()))?;
         registry.register(Box::new(runs_finished.clone()))?;
         registry.register(Box::new(task_duration.clone()))?;
         registry.register(Box::new(append_duration.clone()))?;
@@ -96,6 +106,7 @@ impl Metrics {
         registry.register(Box::new(projection_lag.clone()))?;
         Ok(Metrics {
             registry,
+            runs_started,
             runs_finished,
             task_duration,
             append_duration,
@@ -107,6 +118,13 @@ impl Metrics {
     /// The registry holding these collectors (and whatever else its owner registers).
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// Counts a run whose first events were recorded.
+    pub fn run_started(&self, namespace: &str, name: &str) {
+        self.runs_started
+            .with_label_values(&[namespace, name])
+            .inc();
     }
 
     /// Counts a run that reached `status` (a terminal status label).

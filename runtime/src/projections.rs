@@ -41,6 +41,9 @@ pub fn run_summary(state: &RunState, run_id: &str) -> Option<RunSummary> {
         created_at: state.started_at,
         updated_at: state.updated_at,
         next_timer_at: state.next_timer().map(|(_, due)| due),
+        wake_at: state.wake_at(),
+        correlation_id: state.correlation_id.clone(),
+        parent_run_id: state.parent.as_ref().map(|p| p.run_id.clone()),
     })
 }
 

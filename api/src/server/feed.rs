@@ -353,6 +353,7 @@ mod tests {
                     metadata: json!({}),
                 }],
                 run_summary: None,
+                lease: Default::default(),
             };
             store
                 .append(vec![req("a"), req("c"), req("b")])

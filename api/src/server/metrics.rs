@@ -2,8 +2,9 @@
 //! span.
 //!
 //! The server's collectors live in the same registry as the runtime's
-//! ([`cairn_runtime::metrics::Metrics`]: runs finished, task durations, append latency and
-//! conflicts, projection lag), so one scrape shows both.
+//! ([`cairn_runtime::metrics::Metrics`]: runs started and finished, task durations, append
+//! latency and conflicts, projection lag), so one scrape shows both. Runs started are counted
+//! there, by the engine, so a start counts once whichever API made it.
 //!
 //! Names follow `cairn_<name>_<unit>[_total]` in base units. Labels are bounded: HTTP routes are
 //! labelled by their template (never the raw path), subscriptions by kind, GraphQL requests by
@@ -23,8 +24,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// The server's metrics. Cheap to clone (the collectors are shared).
@@ -32,8 +32,6 @@ use prometheus::{
 pub struct Metrics {
     registry: Registry,
     http_duration: HistogramVec,
-    /// Runs started through `startRun` (an idempotent replay does not count).
-    pub runs_started: IntCounter,
     subscriptions: IntGaugeVec,
     /// The last global position the log follower fanned out.
     pub follower_position: IntGauge,
@@ -68,10 +66,6 @@ impl Metrics {
             ]),
             &["route", "method", "status"],
         )?;
-        let runs_started = IntCounter::new(
-            "cairn_runs_started_total",
-            "Runs started through the GraphQL API",
-        )?;
         let subscriptions = IntGaugeVec::new(
             Opts::new(
                 "cairn_subscriptions_open",
@@ -84,7 +78,6 @@ impl Metrics {
             "Global position of the last event the server's log follower delivered",
         )?;
         registry.register(Box::new(http_duration.clone()))?;
-        registry.register(Box::new(runs_started.clone()))?;
         registry.register(Box::new(subscriptions.clone()))?;
         registry.register(Box::new(follower_position.clone()))?;
         registry.register(Box::new(graphql_duration.clone()))?;
@@ -95,7 +88,6 @@ impl Metrics {
         Ok(Metrics {
             registry,
             http_duration,
-            runs_started,
             subscriptions,
             follower_position,
             graphql_duration,

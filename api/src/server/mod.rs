@@ -76,6 +76,9 @@ pub struct ServeArgs {
     /// Serve the API only: execute no runs here (run `cairn worker` processes on the same store)
     #[arg(long)]
     pub no_workers: bool,
+    /// The in-process worker's name and lease (as for `cairn worker`)
+    #[command(flatten)]
+    pub lease: crate::cli::LeaseArg,
     /// A YAML or JSON file of secrets (name: value) for $secrets and secret-based authentication
     #[arg(long, env = "CAIRN_SECRETS_FILE")]
     pub secrets: Option<PathBuf>,
@@ -305,7 +308,8 @@ async fn build_runtime(
     };
     let http =
         HttpConnector::new(HttpOptions::default(), secrets.clone()).map_err(|e| fail(4, e))?;
-    Runtime::builder()
+    args.lease
+        .apply(Runtime::builder())
         .store_url(&args.store)
         .secrets(secrets)
         .http(Arc::new(http))

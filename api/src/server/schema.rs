@@ -504,6 +504,10 @@ impl Run {
     async fn parent_run_id(&self) -> Option<&str> {
         self.state.parent.as_ref().map(|p| p.run_id.as_str())
     }
+    /// The correlation id the run was started with, if any.
+    async fn correlation_id(&self) -> Option<&str> {
+        self.state.correlation_id.as_deref()
+    }
     /// How many times an operator retried it.
     async fn retries(&self) -> u32 {
         self.state.retries
@@ -573,6 +577,10 @@ impl RunSummaryNode {
     async fn updated_at(&self) -> String {
         iso8601(self.0.updated_at)
     }
+    /// The correlation id the run was started with, if any.
+    async fn correlation_id(&self) -> Option<&str> {
+        self.0.correlation_id.as_deref()
+    }
     /// The whole run (loads its history).
     async fn run(&self, ctx: &Context<'_>) -> Result<Run> {
         Run::load(app(ctx)?.store.as_ref(), &self.0.run_id).await
@@ -622,6 +630,8 @@ pub struct RunsFilter {
     /// Only runs started strictly before this time (so `startedAfter: T` of one window and
     /// `startedBefore: T` of the previous one neither overlap nor leave a gap).
     pub started_before: Option<DateTime>,
+    /// Only runs started with this correlation id (exact match).
+    pub correlation_id: Option<String>,
 }
 
 impl RunsFilter {
@@ -634,6 +644,15 @@ impl RunsFilter {
             && self.name.as_ref().is_none_or(|n| *n == s.name)
             && self.started_after.is_none_or(|t| s.created_at >= t.0)
             && self.started_before.is_none_or(|t| s.created_at < t.0)
+            && self
+                .correlation_id
+                .as_ref()
+                .is_none_or(|c| s.correlation_id.as_ref() == Some(c))
+    }
+
+    /// `BAD_USER_INPUT` when a field could never match (a malformed correlation id).
+    pub(super) fn check(&self) -> Result<()> {
+        check_correlation_id(self.correlation_id.as_deref())
     }
 
     /// The store query of this filter (no page bounds set; newest first).
@@ -649,6 +668,7 @@ impl RunsFilter {
         q.name = self.name.clone();
         q.created_from = self.started_after.map(|t| t.0);
         q.created_before = self.started_before.map(|t| t.0);
+        q.correlation_id = self.correlation_id.clone();
         q
     }
 }
@@ -835,7 +855,9 @@ impl RunQueries {
     ) -> Result<Connection<String, RunSummaryNode>> {
         let first = page_size(first)?;
         let order = order_by.unwrap_or_default().store();
-        let mut q = filter.unwrap_or_default().query();
+        let filter = filter.unwrap_or_default();
+        filter.check()?;
+        let mut q = filter.query();
         q.order = order;
         q.after = after
             .as_deref()
@@ -934,6 +956,17 @@ pub struct StartRunResult {
     pub created: bool,
 }
 
+/// `BAD_USER_INPUT` unless a given correlation id is well formed.
+pub(super) fn check_correlation_id(id: Option<&str>) -> Result<()> {
+    match id.map(cairn_core::events::check_correlation_id) {
+        Some(Err(m)) => Err(errors::error(
+            Code::BadUserInput,
+            format!("`correlationId`: {m}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Namespace of the UUIDv5 run ids derived from idempotency keys.
 const IDEMPOTENCY_NAMESPACE: uuid::Uuid =
     uuid::Uuid::from_u128(0x6361_6972_6e2d_5275_6e2d_4964_656d_706f);
@@ -952,7 +985,8 @@ pub struct RunMutations;
 impl RunMutations {
     /// Starts a run of a stored definition (`definition`) or of a definition given as text
     /// (`source`, recorded as by `deployDefinition`). With an `idempotencyKey`, the same key
-    /// returns the same run.
+    /// returns the same run. A `correlationId` (1 to 256 characters, no control characters) is
+    /// recorded with the run, and the runs list can be filtered by it.
     #[graphql(guard = "Require(Permission::Operate)")]
     async fn start_run(
         &self,
@@ -961,8 +995,10 @@ impl RunMutations {
         source: Option<String>,
         input: Option<Json<Value>>,
         idempotency_key: Option<String>,
+        correlation_id: Option<String>,
     ) -> Result<StartRunResult> {
         let app = app(ctx)?;
+        check_correlation_id(correlation_id.as_deref())?;
         let def: Workflow = match (definition, source) {
             (Some(k), None) => {
                 let stored = find_definition(app, &k.namespace, &k.name, &k.version).await?;
@@ -1006,16 +1042,15 @@ impl RunMutations {
         let (ns, name) = (def.document.namespace.clone(), def.document.name.clone());
         let opts = StartOptions {
             run_id: run_id.clone(),
+            correlation_id,
             ..StartOptions::default()
         };
         match app.runtime.start_run_with(def, input, opts).await {
-            Ok(id) => {
-                app.metrics.runs_started.inc();
-                Ok(StartRunResult {
-                    run: Run::load(app.store.as_ref(), &id).await?,
-                    created: true,
-                })
-            }
+            // Counted as started by the runtime (`cairn_runs_started_total`).
+            Ok(id) => Ok(StartRunResult {
+                run: Run::load(app.store.as_ref(), &id).await?,
+                created: true,
+            }),
             Err(cairn_runtime::Error::Conflict(_)) if run_id.is_some() => {
                 let id = run_id.unwrap_or_default();
                 let run = Run::load(app.store.as_ref(), &id).await?;
@@ -1145,6 +1180,9 @@ mod tests {
             created_at: 42,
             updated_at: 7,
             next_timer_at: None,
+            wake_at: None,
+            correlation_id: None,
+            parent_run_id: None,
         };
         let order = RunOrder::default();
         let (c, id) = parse_run_cursor(&run_cursor(&s, order), order).expect("a cursor");

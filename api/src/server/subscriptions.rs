@@ -244,6 +244,7 @@ impl SubscriptionRoot {
     ) -> Result<impl Stream<Item = Result<RunSummaryNode>>> {
         let app = app(ctx)?.clone();
         let filter = filter.unwrap_or_default();
+        filter.check()?;
         let mut live = app.feed.subscribe_runs();
         let guard = app.metrics.subscription(SubscriptionKind::RunsChanged);
         Ok(async_stream::stream! {
@@ -334,6 +335,7 @@ mod tests {
                     metadata: json!({}),
                 }],
                 run_summary: None,
+                lease: Default::default(),
             };
             store
                 .append(vec![req("r", i), req("other", i)])

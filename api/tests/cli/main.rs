@@ -4,11 +4,15 @@
 //! - `mock`: a loopback HTTP server standing in for the public hosts the CTK calls.
 //! - `ctk`: the Serverless Workflow Conformance Test Kit and smoke runs of the examples.
 //! - `contract`: exit codes and messages of the CLI on good and bad input.
+//! - `faults`: the fault test: three workers on a private PostgreSQL (`pgtmp`) under SIGKILL,
+//!   SIGSTOP, database restarts and lost append replies.
 
 mod bench;
 mod common;
 mod contract;
 mod crash;
 mod ctk;
+mod faults;
 mod mock;
+mod pgtmp;
 mod server;

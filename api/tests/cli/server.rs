@@ -234,6 +234,7 @@ on_both_stores!(
     access_rules,
     projections_rebuild_repairs_the_runs_index,
     runs_filters_sorting_and_pages,
+    runs_filtered_by_correlation,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1306,7 +1307,12 @@ async fn errors_health_metrics_and_shutdown(store: TestStore) {
         ),
         "{metrics}"
     );
-    assert!(metrics.contains("cairn_runs_started_total 2"), "{metrics}");
+    // Runs started, by definition: one of each (the start that failed with NOT_FOUND above
+    // never counts).
+    for name in ["quick", "wait-for-ping"] {
+        let line = format!("cairn_runs_started_total{{name=\"{name}\",namespace=\"test\"}} 1");
+        assert!(metrics.contains(&line), "{line}\n{metrics}");
+    }
     assert!(
         metrics.contains("cairn_subscriptions_open{kind=\"run_events\"} 1"),
         "{metrics}"
@@ -2119,4 +2125,214 @@ async fn runs_filters_sorting_and_pages(store: TestStore) {
         )
         .await;
     assert_eq!(code_of(&other), Some("BAD_USER_INPUT"), "{other}");
+}
+
+const START_CORRELATED: &str = "mutation($n: String!, $c: String) { startRun(definition: {namespace: \"test\", name: $n}, correlationId: $c) { created run { id correlationId } } }";
+
+const CORRELATED_PAGE: &str = "query($filter: RunsFilter) { runs(first: 50, filter: $filter) { edges { node { id status correlationId } } } }";
+
+/// The ids and correlation ids of the runs matching `filter`, newest first.
+async fn correlated(server: &Server, filter: Value) -> Vec<(String, Value)> {
+    let d = server
+        .data(CORRELATED_PAGE, json!({ "filter": filter }))
+        .await;
+    d["runs"]["edges"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|e| {
+            (
+                e["node"]["id"].as_str().unwrap_or_default().to_string(),
+                e["node"]["correlationId"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// `startRun(correlationId:)`, `runs(filter: {correlationId})`, `runsChanged` with it, the
+/// `Run.correlationId` field, the checks on a bad id, and the CLI's `--correlation-id`.
+async fn runs_filtered_by_correlation(store: TestStore) {
+    // No workers: the runs wait, so their rows change only when this test changes them.
+    let server = Server::start(&store, &["--no-workers"]).await;
+    server.deploy(LISTEN).await;
+    server.deploy(QUICK).await;
+    let mut ids = Vec::new();
+    for c in [json!("order-A"), json!("order-B"), Value::Null] {
+        let r = server
+            .data(START_CORRELATED, json!({ "n": "wait-for-ping", "c": c }))
+            .await;
+        assert_eq!(r["startRun"]["run"]["correlationId"], c, "{r}");
+        ids.push(
+            r["startRun"]["run"]["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
+    }
+    let (a, b, plain) = (ids[0].clone(), ids[1].clone(), ids[2].clone());
+    assert_eq!(
+        correlated(&server, json!({ "correlationId": "order-A" })).await,
+        [(a.clone(), json!("order-A"))]
+    );
+    assert_eq!(
+        correlated(&server, json!({ "correlationId": "order-B" })).await,
+        [(b.clone(), json!("order-B"))]
+    );
+    // Exact match only; and with the other filters.
+    assert!(correlated(&server, json!({ "correlationId": "order" }))
+        .await
+        .is_empty());
+    assert!(correlated(
+        &server,
+        json!({ "correlationId": "order-A", "status": ["COMPLETED"] })
+    )
+    .await
+    .is_empty());
+    assert_eq!(
+        correlated(
+            &server,
+            json!({ "correlationId": "order-B", "name": "wait-for-ping", "status": ["WAITING", "RUNNING", "PENDING"] })
+        )
+        .await
+        .len(),
+        1
+    );
+    // Unfiltered: all three, the one without an id shows null.
+    let all = correlated(&server, json!({})).await;
+    assert_eq!(all.len(), 3, "{all:?}");
+    assert!(all.contains(&(plain.clone(), Value::Null)), "{all:?}");
+    let run = server
+        .data(
+            "query($id: String!) { run(id: $id) { correlationId } }",
+            json!({ "id": a }),
+        )
+        .await;
+    assert_eq!(run["run"]["correlationId"], json!("order-A"));
+
+    // runsChanged honours the filter: runs of another id never come through. The feed starts
+    // when the server has taken the subscription, which the protocol does not acknowledge:
+    // start pairs of runs until one shows up.
+    let mut changes = Subscription::open(
+        &server,
+        "graphql-transport-ws",
+        "subscription { runsChanged(filter: {correlationId: \"order-C\"}) { id correlationId } }",
+        json!({}),
+    )
+    .await;
+    let mut wanted = Vec::new();
+    let deadline = Instant::now() + PATIENCE;
+    let change = loop {
+        assert!(Instant::now() < deadline, "runsChanged sent nothing");
+        for c in ["order-D", "order-C"] {
+            let r = server
+                .data(START_CORRELATED, json!({ "n": "quick", "c": c }))
+                .await;
+            if c == "order-C" {
+                wanted.push(r["startRun"]["run"]["id"].clone());
+            }
+        }
+        tokio::select! {
+            c = changes.next() => break c.expect("a change"),
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    };
+    assert_eq!(
+        change["runsChanged"]["correlationId"],
+        json!("order-C"),
+        "{change}"
+    );
+    assert!(wanted.contains(&change["runsChanged"]["id"]), "{change}");
+    changes.close().await;
+
+    // Bad ids: empty, too long, a control character; as an argument and in a filter.
+    for bad in [String::new(), "x".repeat(257), "line\nbreak".to_string()] {
+        let r = server
+            .gql(START_CORRELATED, json!({ "n": "quick", "c": bad }))
+            .await;
+        assert_eq!(code_of(&r), Some("BAD_USER_INPUT"), "{r}");
+        assert!(r.to_string().contains("correlationId"), "{r}");
+        let r = server
+            .gql(
+                CORRELATED_PAGE,
+                json!({ "filter": { "correlationId": bad } }),
+            )
+            .await;
+        assert_eq!(code_of(&r), Some("BAD_USER_INPUT"), "{r}");
+    }
+    // 256 characters (not bytes) is the limit.
+    let longest = "é".repeat(256);
+    let r = server
+        .data(START_CORRELATED, json!({ "n": "quick", "c": longest }))
+        .await;
+    assert_eq!(r["startRun"]["run"]["correlationId"], json!(longest));
+
+    // The CLI on the same store: `cairn start --correlation-id`, `cairn runs --correlation-id`.
+    let file = store.sandbox.write("listen.yaml", LISTEN);
+    let file = file.to_str().unwrap_or_default();
+    let out = store.sandbox.cairn(&[
+        "start",
+        file,
+        "--correlation-id",
+        "order-E",
+        "--store",
+        &store.url,
+    ]);
+    out.expect_code(0);
+    let e = out.stdout.trim().to_string();
+    let listed = store.sandbox.cairn(&[
+        "runs",
+        "--correlation-id",
+        "order-E",
+        "--json",
+        "--store",
+        &store.url,
+    ]);
+    listed.expect_code(0);
+    let rows = listed.json_lines().unwrap_or_default();
+    assert_eq!(rows.len(), 1, "{}", listed.describe());
+    assert_eq!(rows[0]["id"], json!(e));
+    assert_eq!(rows[0]["correlationId"], json!("order-E"));
+    let listed =
+        store
+            .sandbox
+            .cairn(&["runs", "--correlation-id", "order-A", "--store", &store.url]);
+    listed.expect_code(0);
+    assert!(listed.stdout.contains(&a), "{}", listed.describe());
+    assert!(!listed.stdout.contains(&b), "{}", listed.describe());
+    // The server sees the CLI's run under its id.
+    assert_eq!(
+        correlated(&server, json!({ "correlationId": "order-E" })).await,
+        [(e, json!("order-E"))]
+    );
+    // A bad id is a usage error, with nothing recorded.
+    for args in [
+        vec!["start", file, "--correlation-id", ""],
+        vec!["start", file, "--correlation-id", "tab\there"],
+        vec!["runs", "--correlation-id", ""],
+    ] {
+        let mut args = args;
+        args.extend(["--store", &store.url]);
+        store
+            .sandbox
+            .cairn(&args)
+            .expect_code(2)
+            .expect_message("correlation id");
+    }
+    let too_long = "x".repeat(257);
+    store
+        .sandbox
+        .cairn(&[
+            "start",
+            file,
+            "--correlation-id",
+            &too_long,
+            "--store",
+            &store.url,
+        ])
+        .expect_code(2)
+        .expect_message("1 to 256 characters");
+    assert!(correlated(&server, json!({ "correlationId": "order" }))
+        .await
+        .is_empty());
 }

@@ -4,9 +4,15 @@
 //! their appends go through a [`super::group::GroupCommitter`] when one is given.
 //!
 //! What it adds over sqlite-es/postgres-es: `stream_all_events` replays in global position order
-//! (theirs orders by each aggregate's own sequence). Snapshots are not stored yet:
-//! `get_snapshot` returns `None` and snapshot updates are ignored, so build stores with
-//! `PersistedEventStore::new_event_store` (event-sourced mode).
+//! (theirs orders by each aggregate's own sequence).
+//!
+//! Snapshots: a repository made with [`CqrsRepository::with_snapshots`] keeps snapshots in the
+//! store's `snapshots` table (the newest per aggregate, made from the log), for
+//! `PersistedEventStore::new_snapshot_store` with the same size. Without it, `get_snapshot`
+//! answers `None` and snapshot updates are dropped: build stores with
+//! `PersistedEventStore::new_event_store` (event-sourced mode). The runtime's own snapshots of
+//! runs (`crate::snapshots`) share the table under their own format; each side ignores a
+//! snapshot it cannot decode and folds from the first event, so they never mislead each other.
 
 use std::sync::Arc;
 
@@ -14,9 +20,10 @@ use cqrs_es::persist::{
     PersistedEventRepository, PersistenceError, ReplayFeed, ReplayStream, SerializedEvent,
     SerializedSnapshot,
 };
-use cqrs_es::Aggregate;
+use cqrs_es::{Aggregate, EventEnvelope};
 use serde_json::Value;
 use tokio_util::task::TaskTracker;
+use tracing::warn;
 
 use super::{AppendRequest, EventStore, NewEvent, StoreError, StoredEvent};
 
@@ -28,6 +35,7 @@ const PAGE: u64 = 500;
 pub struct CqrsRepository {
     store: Arc<dyn EventStore>,
     tracker: TaskTracker,
+    snapshot_size: Option<usize>,
 }
 
 impl std::fmt::Debug for CqrsRepository {
@@ -39,7 +47,60 @@ impl std::fmt::Debug for CqrsRepository {
 impl CqrsRepository {
     /// A repository over `store`; `stream_all_events` pages the log on a task of `tracker`.
     pub fn new(store: Arc<dyn EventStore>, tracker: TaskTracker) -> Self {
-        Self { store, tracker }
+        Self {
+            store,
+            tracker,
+            snapshot_size: None,
+        }
+    }
+
+    /// Keeps snapshots for `PersistedEventStore::new_snapshot_store(repo, size)` (the same
+    /// `size`): whenever cqrs-es asks for one, the repository snapshots the aggregate as of the
+    /// events just committed.
+    ///
+    /// It makes the snapshot itself, from the log (the newest snapshot and the events after it),
+    /// rather than storing the aggregate cqrs-es hands over: cqrs-es 0.5.0 builds that one by
+    /// applying the new events to an aggregate that `EventSink::write` already applied them to,
+    /// so it counts them twice.
+    pub fn with_snapshots(mut self, size: usize) -> Self {
+        self.snapshot_size = Some(size.max(1));
+        self
+    }
+
+    /// Folds the aggregate up to event `upto` from its newest snapshot (one it can decode, and
+    /// not past `upto`) and the events after it, and saves that as its snapshot.
+    async fn snapshot_from_log<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        upto: u64,
+    ) -> Result<(), PersistenceError> {
+        let stored = self
+            .store
+            .load_snapshot(A::TYPE, aggregate_id)
+            .await
+            .map_err(persistence_error)?;
+        let (mut aggregate, after) = match stored {
+            Some((seq, _)) if seq >= upto => return Ok(()), // a racing writer got further
+            Some((seq, payload)) => match serde_json::from_value::<A>(payload) {
+                Ok(a) => (a, seq),
+                Err(_) => (A::default(), 0),
+            },
+            None => (A::default(), 0),
+        };
+        let events = self
+            .store
+            .load(A::TYPE, aggregate_id, after)
+            .await
+            .map_err(persistence_error)?;
+        for e in events.into_iter().take_while(|e| e.sequence <= upto) {
+            let envelope: EventEnvelope<A> = serialized(e)?.try_into()?;
+            aggregate.apply(envelope.payload);
+        }
+        let payload = serde_json::to_value(&aggregate)?;
+        self.store
+            .save_snapshot(A::TYPE, aggregate_id, upto, payload)
+            .await
+            .map_err(persistence_error)
     }
 }
 
@@ -128,15 +189,38 @@ impl PersistedEventRepository for CqrsRepository {
 
     async fn get_snapshot<A: Aggregate>(
         &self,
-        _aggregate_id: &str,
+        aggregate_id: &str,
     ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
-        Ok(None)
+        let Some(size) = self.snapshot_size else {
+            return Ok(None);
+        };
+        let Some((seq, aggregate)) = self
+            .store
+            .load_snapshot(A::TYPE, aggregate_id)
+            .await
+            .map_err(persistence_error)?
+        else {
+            return Ok(None);
+        };
+        let current_sequence = usize::try_from(seq).map_err(|_| {
+            PersistenceError::DeserializationError(
+                format!("snapshot sequence {seq} does not fit in usize").into(),
+            )
+        })?;
+        // A payload that is not an `A` makes cqrs-es fold every event (its own fallback).
+        Ok(Some(SerializedSnapshot {
+            aggregate_id: aggregate_id.to_string(),
+            aggregate,
+            current_sequence,
+            // cqrs-es only counts snapshots with it (the next one is this plus one).
+            current_snapshot: current_sequence / size,
+        }))
     }
 
     async fn persist<A: Aggregate>(
         &self,
         events: &[SerializedEvent],
-        _snapshot_update: Option<(String, Value, usize)>,
+        snapshot_update: Option<(String, Value, usize)>,
     ) -> Result<(), PersistenceError> {
         // cqrs-es passes one aggregate's new events; split by stream anyway so any input is
         // appended correctly, all in one atomic append.
@@ -158,6 +242,7 @@ impl PersistedEventRepository for CqrsRepository {
                     expected_sequence: (e.sequence as u64).saturating_sub(1),
                     events: vec![event],
                     run_summary: None,
+                    lease: Default::default(),
                 }),
             }
         }
@@ -167,8 +252,20 @@ impl PersistedEventRepository for CqrsRepository {
         self.store
             .append(requests)
             .await
-            .map(|_| ())
-            .map_err(persistence_error)
+            .map_err(persistence_error)?;
+        if let (Some(_), Some((aggregate_id, _, _)), Some(last)) =
+            (self.snapshot_size, snapshot_update, events.last())
+        {
+            // The events are committed: a lost snapshot only costs a longer load later, so it
+            // must not turn the command into a failure.
+            if let Err(e) = self
+                .snapshot_from_log::<A>(&aggregate_id, last.sequence as u64)
+                .await
+            {
+                warn!(aggregate = %aggregate_id, error = %e, "cannot save snapshot");
+            }
+        }
+        Ok(())
     }
 
     async fn stream_events<A: Aggregate>(

@@ -262,7 +262,62 @@ impl EventStore for GroupCommitter {
         self.inner.rebuild_run_summary(summary, last_sequence).await
     }
 
+    async fn register_worker(&self, name: &str, ttl_ms: i64) -> Result<super::WorkerLease> {
+        self.inner.register_worker(name, ttl_ms).await
+    }
+
+    async fn renew_worker(&self, lease: &super::WorkerLease) -> Result<bool> {
+        self.inner.renew_worker(lease).await
+    }
+
+    async fn retire_worker(&self, lease: &super::WorkerLease) -> Result<()> {
+        self.inner.retire_worker(lease).await
+    }
+
+    async fn release_expired(&self) -> Result<u64> {
+        self.inner.release_expired().await
+    }
+
+    async fn claim_runs(
+        &self,
+        lease: &super::WorkerLease,
+        now: i64,
+        limit: u64,
+        only: Option<&[String]>,
+    ) -> Result<Vec<String>> {
+        self.inner.claim_runs(lease, now, limit, only).await
+    }
+
+    async fn next_wake(&self) -> Result<Option<i64>> {
+        self.inner.next_wake().await
+    }
+
+    fn work_notices(&self) -> Option<(tokio::sync::broadcast::Receiver<String>, bool)> {
+        self.inner.work_notices()
+    }
+
     async fn head_position(&self) -> Result<u64> {
         self.inner.head_position().await
+    }
+
+    async fn save_snapshot(
+        &self,
+        aggregate_type: &str,
+        stream: &str,
+        last_sequence: u64,
+        payload: serde_json::Value,
+    ) -> Result<()> {
+        // Not queued: a snapshot is no event and needs no place in a group's transaction.
+        self.inner
+            .save_snapshot(aggregate_type, stream, last_sequence, payload)
+            .await
+    }
+
+    async fn load_snapshot(
+        &self,
+        aggregate_type: &str,
+        stream: &str,
+    ) -> Result<Option<(u64, serde_json::Value)>> {
+        self.inner.load_snapshot(aggregate_type, stream).await
     }
 }

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 pub mod cqrs;
+pub mod faults;
 pub mod group;
 mod plan;
 pub mod postgres;
@@ -56,6 +57,14 @@ pub enum StoreError {
     /// Stored data could not be decoded.
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
+    /// A [`Lease::Held`] append on a run that its worker no longer holds: the worker's lease
+    /// expired and another worker took the run over (or the run was released). Nothing was
+    /// written; the worker must drop the run.
+    #[error("lease lost on {stream}: another worker holds it now")]
+    LeaseLost {
+        /// The run.
+        stream: String,
+    },
 }
 
 /// An event about to be appended.
@@ -92,8 +101,32 @@ pub struct StoredEvent {
     pub metadata: Value,
 }
 
+/// How an append relates to the ownership of the run it extends (see [`RunSummary::wake_at`]
+/// and `docs/operations.md`).
+///
+/// A worker holds a run while the run can progress right now (a call to make, a decision to
+/// take); every append of a holder is fenced: it is written only if the run's `owner` is still
+/// that worker, so a worker that was paused past its lease and replaced cannot extend the run
+/// any more. When an append leaves the run with nothing to do right now (waiting for a timer, an
+/// event, or ended), the store clears the owner in the same transaction, and any worker may claim
+/// the run again when it next needs one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Lease {
+    /// Not a holder (`cairn signal`, a server's `cancelRun`, a sub-workflow's result): ownership
+    /// is left as it is (cleared only when the run stops needing a worker), and idle workers are
+    /// told when the run needs one.
+    #[default]
+    External,
+    /// The append of a holder (`lease_id` of [`WorkerLease`]): fenced, and the holder keeps the
+    /// run while it needs a worker.
+    Held(String),
+    /// The first append of a new run by a worker that will execute it: it holds the run from the
+    /// start (no claim round trip). Means nothing for an existing run.
+    New(String),
+}
+
 /// One stream's part of an append: the events go after `expected_sequence` (0 for a new stream).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct AppendRequest {
     /// `run` or `definition`.
     pub aggregate_type: String,
@@ -105,6 +138,8 @@ pub struct AppendRequest {
     pub events: Vec<NewEvent>,
     /// The run summary to upsert in the same transaction (for run streams).
     pub run_summary: Option<RunSummary>,
+    /// The appender's relation to the run's ownership (run streams with a summary only).
+    pub lease: Lease,
 }
 
 /// What a successful append produced, one per [`AppendRequest`], in request order.
@@ -140,6 +175,33 @@ pub struct RunSummary {
     pub updated_at: i64,
     /// Earliest due time of a pending timer, if any (ms since epoch).
     pub next_timer_at: Option<i64>,
+    /// When the run next needs a worker (ms since epoch): `<= updated_at` when it can progress
+    /// now (a call to make, a decision to take), a timer's due time when it only waits for that
+    /// timer, `None` when no worker can move it (ended, suspended, waiting for an event). Workers
+    /// claim runs whose `wake_at` has come (see [`EventStore::claim_runs`]).
+    pub wake_at: Option<i64>,
+    /// The caller's correlation id given when the run was started, if any.
+    pub correlation_id: Option<String>,
+    /// The parent run, for a sub-workflow: when this run ends, the parent's holder is woken.
+    pub parent_run_id: Option<String>,
+}
+
+impl RunSummary {
+    /// Whether the run can progress right now (see [`RunSummary::wake_at`]).
+    pub fn runnable(&self) -> bool {
+        self.wake_at.is_some_and(|w| w <= self.updated_at)
+    }
+}
+
+/// A worker's registration: the id it holds runs under, unique to this process's life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerLease {
+    /// `NAME#GENERATION`: the generation grows each time a worker registers under the same name,
+    /// so a restarted worker supersedes its previous life (whose runs become claimable at once)
+    /// while a paused previous life is fenced out.
+    pub lease_id: String,
+    /// How long the lease lasts after each renewal.
+    pub ttl_ms: i64,
 }
 
 /// Filter of [`EventStore::list_runs`].
@@ -170,6 +232,8 @@ pub struct RunQuery {
     pub created_from: Option<i64>,
     /// Only runs created strictly before this time (ms since epoch).
     pub created_before: Option<i64>,
+    /// Only runs started with this correlation id.
+    pub correlation_id: Option<String>,
     /// The sort key and direction (the run id breaks ties, in the same direction).
     pub order: RunOrder,
     /// Only runs that sort after this `(key, run_id)`, where the key is the field of
@@ -364,6 +428,98 @@ pub trait EventStore: Send + Sync + 'static {
                 None => return Ok(pos),
             }
         }
+    }
+
+    // ----- distribution: worker leases and claims (see `Lease`) -----------------------------
+
+    /// Registers a worker under `name` for `ttl_ms`, superseding an earlier registration of the
+    /// same name: the runs that one held are released at once (a restarted worker need not wait
+    /// for its previous life's lease to expire).
+    async fn register_worker(&self, name: &str, ttl_ms: i64) -> Result<WorkerLease> {
+        Ok(WorkerLease {
+            lease_id: format!("{name}#0"),
+            ttl_ms,
+        })
+    }
+
+    /// Extends a worker's lease by its ttl; `Ok(false)` when the lease had already expired or
+    /// was superseded (the worker must then drop every run it holds and register again).
+    async fn renew_worker(&self, lease: &WorkerLease) -> Result<bool> {
+        let _ = lease;
+        Ok(true)
+    }
+
+    /// Ends a worker's registration and releases its runs (graceful shutdown).
+    async fn retire_worker(&self, lease: &WorkerLease) -> Result<()> {
+        let _ = lease;
+        Ok(())
+    }
+
+    /// Releases the runs of workers whose lease has expired, so that they can be claimed;
+    /// answers how many. Any worker may call it (each renewal period).
+    async fn release_expired(&self) -> Result<u64> {
+        Ok(0)
+    }
+
+    /// Claims up to `limit` runs whose `wake_at` is at or before `now` (the claimer's clock, so
+    /// a timer never fires early by it) and that nobody holds, oldest first, for `lease`. With
+    /// `only`, just runs among those ids. Concurrent claimers never get the same run.
+    async fn claim_runs(
+        &self,
+        lease: &WorkerLease,
+        now: i64,
+        limit: u64,
+        only: Option<&[String]>,
+    ) -> Result<Vec<String>> {
+        let _ = (lease, now, limit, only);
+        Ok(Vec::new())
+    }
+
+    /// The earliest `wake_at` of a run nobody holds, if any (when the next timer comes due).
+    async fn next_wake(&self) -> Result<Option<i64>> {
+        Ok(None)
+    }
+
+    /// Notices of runs that may need a worker: a run id whenever an append made a run runnable
+    /// without a holder taking it, set a timer, or ended a sub-workflow (its parent's id), and
+    /// `*` when notices may have been lost (everything should be looked at again). The flag says
+    /// whether they come from every process on the store (PostgreSQL LISTEN/NOTIFY) or only from
+    /// this one (SQLite), in which case workers also poll.
+    fn work_notices(&self) -> Option<(tokio::sync::broadcast::Receiver<String>, bool)> {
+        None
+    }
+
+    // ----- snapshots (a cache of folded state; the events stay the truth) -------------------
+
+    /// Records `payload`, the state of stream `stream` folded up to its event `last_sequence`,
+    /// as its newest snapshot, dropping older ones in the same transaction. A snapshot older
+    /// than the one already stored is not written. Best effort for callers: a snapshot that is
+    /// missing only costs a longer load.
+    ///
+    /// The default implementation (for stores without snapshots) keeps nothing.
+    async fn save_snapshot(
+        &self,
+        aggregate_type: &str,
+        stream: &str,
+        last_sequence: u64,
+        payload: Value,
+    ) -> Result<()> {
+        let _ = (aggregate_type, stream, last_sequence, payload);
+        Ok(())
+    }
+
+    /// The newest snapshot of a stream: the sequence of the last event it folds, and its payload.
+    /// The store does not interpret the payload; a reader that cannot decode it must ignore it
+    /// and fold the stream from its first event.
+    ///
+    /// The default implementation (for stores without snapshots) has none.
+    async fn load_snapshot(
+        &self,
+        aggregate_type: &str,
+        stream: &str,
+    ) -> Result<Option<(u64, Value)>> {
+        let _ = (aggregate_type, stream);
+        Ok(None)
     }
 }
 

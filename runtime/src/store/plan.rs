@@ -5,10 +5,11 @@
 //! the transaction are authoritative and a conflicting group can simply be left out of the insert:
 //! no savepoints, no retry. The unique constraint stays as a backstop against foreign writers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::{
-    AppendRequest, Appended, EventStore, GroupOutcome, NewEvent, Result, RunSummary, StoreError,
+    AppendRequest, Appended, EventStore, GroupOutcome, Lease, NewEvent, Result, RunSummary,
+    StoreError,
 };
 
 /// A stream key: `(aggregate_type, stream)`.
@@ -30,8 +31,25 @@ pub(crate) struct Plan<'a> {
     outcomes: Vec<std::result::Result<Vec<AcceptedRequest>, StoreError>>,
     /// Rows to insert, in order (streams' sequences increase along it).
     pub rows: Vec<Row<'a>>,
-    /// Run summaries to upsert, one per run id (the last one given wins).
-    pub summaries: Vec<&'a RunSummary>,
+    /// Run summaries to upsert with the lease of the request that carried them, one per run id
+    /// (the last one given wins).
+    pub summaries: Vec<(&'a RunSummary, &'a Lease)>,
+}
+
+/// The fenced requests of the groups: `(run id, lease id)` of every [`Lease::Held`] request, in
+/// first-seen order, each pair once. The store reads those runs' owners under its write lock.
+pub(crate) fn fences(groups: &[Vec<AppendRequest>]) -> Vec<(&str, &str)> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for req in groups.iter().flatten() {
+        if let Lease::Held(lease) = &req.lease {
+            let pair = (req.stream.as_str(), lease.as_str());
+            if seen.insert(pair) {
+                out.push(pair);
+            }
+        }
+    }
+    out
 }
 
 /// Every distinct stream the groups touch, in first-seen order.
@@ -47,19 +65,62 @@ pub(crate) fn streams(groups: &[Vec<AppendRequest>]) -> Vec<StreamKey<'_>> {
     out
 }
 
-/// Checks every group against the stream heads in `current` (missing = empty stream), applying
-/// accepted groups in order so later groups see earlier ones.
+/// The statuses of an ended run.
+const ENDED: [&str; 3] = ["completed", "faulted", "cancelled"];
+
+/// The owner a run's row gets when the upsert inserts it: the appender of a new run that needs a
+/// worker now ([`Lease::New`], or [`Lease::Held`]), else nobody. (An existing row keeps its owner
+/// while the run needs a worker and loses it otherwise; see [`Lease`].)
+pub(crate) fn first_owner<'a>(summary: &RunSummary, lease: &'a Lease) -> Option<&'a str> {
+    match lease {
+        Lease::New(id) | Lease::Held(id) if summary.runnable() => Some(id.as_str()),
+        _ => None,
+    }
+}
+
+/// The run ids to announce to idle workers after these summaries commit (see
+/// [`EventStore::work_notices`]): a run made runnable by a non-holder, a run that now waits for
+/// a timer, and the parent of a sub-workflow that ended.
+pub(crate) fn notices<'a>(summaries: &[(&'a RunSummary, &'a Lease)]) -> Vec<&'a str> {
+    let mut out = Vec::new();
+    for (s, lease) in summaries {
+        let timer = s.wake_at.is_some_and(|w| w > s.updated_at);
+        if timer || (s.runnable() && matches!(lease, Lease::External)) {
+            out.push(s.run_id.as_str());
+        }
+        if let Some(parent) = &s.parent_run_id {
+            if ENDED.contains(&s.status.as_str()) {
+                out.push(parent.as_str());
+            }
+        }
+    }
+    out
+}
+
+/// Checks every group against the stream heads in `current` (missing = empty stream) and the
+/// fences that failed (`lost`: runs whose [`Lease::Held`] appender no longer holds them),
+/// applying accepted groups in order so later groups see earlier ones.
 pub(crate) fn plan<'a>(
     groups: &'a [Vec<AppendRequest>],
     current: &HashMap<StreamKey<'a>, u64>,
+    lost: &HashSet<String>,
 ) -> Plan<'a> {
     let mut heads: HashMap<StreamKey<'a>, u64> = current.clone();
     let mut rows = Vec::new();
-    let mut summaries: Vec<&'a RunSummary> = Vec::new();
+    let mut summaries: Vec<(&'a RunSummary, &'a Lease)> = Vec::new();
     let mut summary_index: HashMap<&'a str, usize> = HashMap::new();
     let mut outcomes = Vec::with_capacity(groups.len());
 
     for group in groups {
+        if let Some(req) = group
+            .iter()
+            .find(|r| matches!(r.lease, Lease::Held(_)) && lost.contains(&r.stream))
+        {
+            outcomes.push(Err(StoreError::LeaseLost {
+                stream: req.stream.clone(),
+            }));
+            continue;
+        }
         // Check the whole group against a private overlay first: a group is all-or-nothing.
         let mut overlay: HashMap<StreamKey<'a>, u64> = HashMap::new();
         let mut conflict = None;
@@ -99,10 +160,10 @@ pub(crate) fn plan<'a>(
             accepted.push((req.expected_sequence + req.events.len() as u64, last_row));
             if let Some(summary) = &req.run_summary {
                 match summary_index.get(summary.run_id.as_str()) {
-                    Some(&i) => summaries[i] = summary,
+                    Some(&i) => summaries[i] = (summary, &req.lease),
                     None => {
                         summary_index.insert(&summary.run_id, summaries.len());
-                        summaries.push(summary);
+                        summaries.push((summary, &req.lease));
                     }
                 }
             }

@@ -33,8 +33,10 @@
 //! if the heads it reads under the lock are the assumed ones, else answers the real heads and the
 //! client plans again (see `try_append_groups`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -46,7 +48,7 @@ use super::plan::{self, StreamKey};
 use super::util::{is_unique_violation, redact_url, to_i64, to_u64, unavailable};
 use super::{
     AppendRequest, Appended, EventStore, GroupOutcome, Result, RunFilter, RunQuery, RunSummary,
-    StoreError, StoredDefinition, StoredEvent,
+    StoreError, StoredDefinition, StoredEvent, WorkerLease,
 };
 
 const STORE: &str = "postgres";
@@ -163,7 +165,157 @@ END
 $fn$;
 "#,
     ),
+    (
+        3,
+        // Distribution (see `super::Lease`): when each run next needs a worker (`wake_at`), who
+        // holds it (`owner`, a worker's lease id), the workers' leases, and the correlation id
+        // and parent of a run. Runs open before this migration are made runnable, so a worker
+        // looks at each once and files it properly. The append function gains the fence check,
+        // the new columns and the notices; the old one is dropped so that a binary from before
+        // this migration fails loudly instead of writing rows without `wake_at`.
+        r#"
+ALTER TABLE runs ADD COLUMN wake_at BIGINT, ADD COLUMN owner TEXT,
+    ADD COLUMN correlation_id TEXT, ADD COLUMN parent_run_id TEXT;
+UPDATE runs SET wake_at = updated_at WHERE status IN ('pending', 'running', 'waiting');
+CREATE INDEX runs_claimable ON runs (wake_at) WHERE owner IS NULL AND wake_at IS NOT NULL;
+CREATE INDEX runs_owner ON runs (owner) WHERE owner IS NOT NULL;
+CREATE INDEX runs_correlation ON runs (correlation_id, created_at)
+    WHERE correlation_id IS NOT NULL;
+CREATE TABLE workers (
+    name        TEXT   PRIMARY KEY,
+    generation  BIGINT NOT NULL,
+    lease_id    TEXT   NOT NULL UNIQUE,
+    lease_until BIGINT NOT NULL,
+    started_at  BIGINT NOT NULL
+);
+DROP FUNCTION cairn_append(bigint, text[], text[], bigint[], text[], text[], bigint[], text[],
+    text[], jsonb[], jsonb[], text[], text[], text[], text[], text[], bigint[], bigint[],
+    bigint[]);
+CREATE FUNCTION cairn_append_v3(
+    lock_key bigint,
+    s_types text[], s_ids text[], s_heads bigint[],
+    f_ids text[], f_leases text[],
+    e_types text[], e_ids text[], e_seqs bigint[], e_event_types text[], e_versions text[],
+    e_payloads jsonb[], e_metadata jsonb[],
+    r_ids text[], r_namespaces text[], r_names text[], r_versions text[], r_statuses text[],
+    r_created bigint[], r_updated bigint[], r_timers bigint[], r_wakes bigint[],
+    r_owners text[], r_correlations text[], r_parents text[],
+    n_ids text[],
+    OUT positions bigint[], OUT heads bigint[], OUT lost text[])
+LANGUAGE plpgsql VOLATILE AS $fn$
+BEGIN
+    PERFORM pg_advisory_xact_lock(lock_key);
+    SELECT COALESCE(array_agg(COALESCE((SELECT MAX(e.sequence) FROM events e
+                                         WHERE e.aggregate_type = k.t AND e.aggregate_id = k.id),
+                                        0) ORDER BY k.ord), '{}')
+      INTO heads
+      FROM UNNEST(s_types, s_ids) WITH ORDINALITY AS k(t, id, ord);
+    IF heads IS DISTINCT FROM COALESCE(s_heads, '{}') THEN
+        RETURN;
+    END IF;
+    IF COALESCE(cardinality(f_ids), 0) > 0 THEN
+        -- Lock the fenced rows first, so that no claim can move them between this check and
+        -- the commit (claims skip locked rows).
+        PERFORM 1 FROM runs WHERE run_id = ANY(f_ids) ORDER BY run_id FOR UPDATE;
+        SELECT array_agg(f.id) INTO lost
+          FROM UNNEST(f_ids, f_leases) AS f(id, lease)
+         WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.run_id = f.id AND r.owner = f.lease);
+        IF lost IS NOT NULL THEN
+            RETURN;
+        END IF;
+    END IF;
+    WITH ins AS (
+        INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
+                            payload, metadata)
+        SELECT r.t, r.id, r.seq, r.et, r.ev, r.p, r.m
+          FROM UNNEST(e_types, e_ids, e_seqs, e_event_types, e_versions, e_payloads, e_metadata)
+               WITH ORDINALITY AS r(t, id, seq, et, ev, p, m, ord)
+         ORDER BY r.ord
+        RETURNING events.position, events.aggregate_type, events.aggregate_id, events.sequence)
+    SELECT COALESCE(array_agg(ins.position ORDER BY r.ord), '{}')
+      INTO positions
+      FROM ins
+      JOIN UNNEST(e_types, e_ids, e_seqs) WITH ORDINALITY AS r(t, id, seq, ord)
+        ON ins.aggregate_type = r.t AND ins.aggregate_id = r.id AND ins.sequence = r.seq;
+    INSERT INTO runs (run_id, namespace, name, version, status, created_at, updated_at,
+                      next_timer_at, wake_at, owner, correlation_id, parent_run_id)
+    SELECT * FROM UNNEST(r_ids, r_namespaces, r_names, r_versions, r_statuses, r_created,
+                         r_updated, r_timers, r_wakes, r_owners, r_correlations, r_parents)
+    ON CONFLICT (run_id) DO UPDATE SET namespace = excluded.namespace, name = excluded.name,
+        version = excluded.version, status = excluded.status,
+        updated_at = excluded.updated_at, next_timer_at = excluded.next_timer_at,
+        wake_at = excluded.wake_at,
+        owner = CASE WHEN excluded.wake_at IS NULL OR excluded.wake_at > excluded.updated_at
+                     THEN NULL ELSE runs.owner END;
+    PERFORM pg_notify('cairn_work', n) FROM UNNEST(n_ids) AS n;
+END
+$fn$;
+"#,
+    ),
 ];
+
+/// What `cairn_append_v3` answers: the positions written, or the real heads (stale plan), or
+/// the fenced runs whose lease was lost.
+type AppendAnswer = (Option<Vec<i64>>, Option<Vec<i64>>, Option<Vec<String>>);
+
+/// The channel of work notices (see [`EventStore::work_notices`]).
+const WORK_CHANNEL: &str = "cairn_work";
+
+/// The database's clock in ms since the epoch: worker leases are judged by one clock, the
+/// database's, so that workers on machines whose clocks disagree still agree on who is alive.
+const DB_NOW: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+
+/// Forwards `cairn_work` notifications to `tx` until nobody subscribes any more. After each
+/// (re)connection it sends `*`: notifications sent while it was not listening are lost, so
+/// subscribers look at everything again.
+async fn listen(
+    pool: PgPool,
+    tx: tokio::sync::broadcast::Sender<String>,
+    listening: Arc<AtomicBool>,
+) {
+    let mut delay = Duration::from_millis(100);
+    while tx.receiver_count() > 0 {
+        let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot connect the work listener; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen(WORK_CHANNEL).await {
+            tracing::debug!(error = %e, "cannot LISTEN; retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+            continue;
+        }
+        delay = Duration::from_millis(100);
+        let _ = tx.send("*".into());
+        loop {
+            if tx.receiver_count() == 0 {
+                break;
+            }
+            match tokio::time::timeout(Duration::from_secs(1), listener.try_recv()).await {
+                Err(_) => continue,
+                Ok(Ok(Some(n))) => {
+                    let _ = tx.send(n.payload().to_string());
+                }
+                // The connection dropped: the listener reconnects on the next call, and what was
+                // sent meanwhile is lost.
+                Ok(Ok(None)) => {
+                    let _ = tx.send("*".into());
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "work listener failed; reconnecting");
+                    tokio::time::sleep(delay).await;
+                    break;
+                }
+            }
+        }
+    }
+    listening.store(false, Ordering::SeqCst);
+}
 
 /// Options of [`PostgresStore::connect_with`].
 #[derive(Debug, Clone)]
@@ -187,6 +339,10 @@ impl Default for PostgresOptions {
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// Work notices from every process on the database (LISTEN `cairn_work`), fed by one
+    /// listener connection started on first use.
+    notices: tokio::sync::broadcast::Sender<String>,
+    listening: Arc<AtomicBool>,
 }
 
 impl PostgresStore {
@@ -244,7 +400,11 @@ impl PostgresStore {
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(options.connect_timeout)
             .connect_lazy_with(connect);
-        Ok(PostgresStore { pool })
+        Ok(PostgresStore {
+            pool,
+            notices: tokio::sync::broadcast::channel(4096).0,
+            listening: Arc::new(AtomicBool::new(false)),
+        })
     }
 
     /// The connection pool. For benchmarks that measure the raw insert rate of the same table
@@ -278,7 +438,7 @@ impl PostgresStore {
         let keys = plan::streams(groups);
         if keys.is_empty() {
             // No request at all: nothing to check or write.
-            return Ok(plan::plan(groups, &HashMap::new()).finish(&[]));
+            return Ok(plan::plan(groups, &HashMap::new(), &HashSet::new()).finish(&[]));
         }
         let mut assumed: Vec<i64> = keys
             .iter()
@@ -292,7 +452,12 @@ impl PostgresStore {
             .collect();
         let types: Vec<&str> = keys.iter().map(|k| k.0).collect();
         let ids: Vec<&str> = keys.iter().map(|k| k.1).collect();
-        for _ in 0..MAX_ATTEMPTS {
+        let fences = plan::fences(groups);
+        let mut lost: HashSet<String> = HashSet::new();
+        let mut misses = 0;
+        // Each pass either succeeds, finds stale heads (at most MAX_ATTEMPTS times), or finds
+        // more lost fences (at most once per fence).
+        while misses < MAX_ATTEMPTS {
             let mut current: HashMap<StreamKey<'_>, u64> = HashMap::with_capacity(keys.len());
             for (key, &head) in keys.iter().zip(&assumed) {
                 let head = u64::try_from(head).map_err(|_| {
@@ -300,18 +465,27 @@ impl PostgresStore {
                 })?;
                 current.insert(*key, head);
             }
-            let plan = plan::plan(groups, &current);
+            let plan = plan::plan(groups, &current, &lost);
             let rows = &plan.rows;
             let ev = event_columns(rows);
             let sc = summary_columns(&plan.summaries);
-            let (positions, heads): (Option<Vec<i64>>, Option<Vec<i64>>) = sqlx::query_as(
-                "SELECT positions, heads FROM cairn_append($1, $2, $3, $4, $5, $6, $7, $8, $9, \
-                 $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+            let notices = plan::notices(&plan.summaries);
+            let (f_ids, f_leases): (Vec<&str>, Vec<&str>) = fences
+                .iter()
+                .filter(|(id, _)| !lost.contains(*id))
+                .copied()
+                .unzip();
+            let (positions, heads, newly_lost): AppendAnswer = sqlx::query_as(
+                "SELECT positions, heads, lost FROM cairn_append_v3($1, $2, $3, $4, $5, $6, $7, \
+                 $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, \
+                 $24, $25, $26)",
             )
             .bind(APPEND_LOCK)
             .bind(&types)
             .bind(&ids)
             .bind(&assumed)
+            .bind(&f_ids)
+            .bind(&f_leases)
             .bind(ev.0)
             .bind(ev.1)
             .bind(ev.2)
@@ -319,18 +493,23 @@ impl PostgresStore {
             .bind(ev.4)
             .bind(ev.5)
             .bind(ev.6)
-            .bind(sc.0)
-            .bind(sc.1)
-            .bind(sc.2)
-            .bind(sc.3)
-            .bind(sc.4)
-            .bind(sc.5)
-            .bind(sc.6)
-            .bind(sc.7)
+            .bind(sc.ids)
+            .bind(sc.namespaces)
+            .bind(sc.names)
+            .bind(sc.versions)
+            .bind(sc.statuses)
+            .bind(sc.created)
+            .bind(sc.updated)
+            .bind(sc.timers)
+            .bind(sc.wakes)
+            .bind(sc.owners)
+            .bind(sc.correlations)
+            .bind(sc.parents)
+            .bind(&notices)
             .fetch_one(&self.pool)
             .await?;
-            match (positions, heads) {
-                (Some(positions), _) => {
+            match (positions, heads, newly_lost) {
+                (Some(positions), _, _) => {
                     if positions.len() != rows.len() {
                         return Err(sqlx::Error::Protocol(format!(
                             "cairn_append returned {} positions for {} events",
@@ -348,8 +527,20 @@ impl PostgresStore {
                         .collect::<std::result::Result<Vec<u64>, _>>()?;
                     return Ok(plan.finish(&positions));
                 }
-                (None, Some(heads)) if heads.len() == keys.len() => assumed = heads,
-                (None, heads) => {
+                (None, _, Some(newly)) if !newly.is_empty() => {
+                    let before = lost.len();
+                    lost.extend(newly);
+                    if lost.len() == before {
+                        return Err(sqlx::Error::Protocol(
+                            "cairn_append reported the same lost leases twice".into(),
+                        ));
+                    }
+                }
+                (None, Some(heads), _) if heads.len() == keys.len() => {
+                    assumed = heads;
+                    misses += 1;
+                }
+                (None, heads, _) => {
                     return Err(sqlx::Error::Protocol(format!(
                         "cairn_append answered {} heads for {} streams",
                         heads.map_or(0, |h| h.len()),
@@ -403,7 +594,27 @@ impl PostgresStore {
             })
             .collect();
 
-        let plan = plan::plan(groups, &current);
+        let fences = plan::fences(groups);
+        let mut lost = HashSet::new();
+        if !fences.is_empty() {
+            let (f_ids, f_leases): (Vec<&str>, Vec<&str>) = fences.iter().copied().unzip();
+            // Locked like in `cairn_append_v3`: no claim moves these rows until we commit.
+            sqlx::query("SELECT 1 FROM runs WHERE run_id = ANY($1) ORDER BY run_id FOR UPDATE")
+                .bind(&f_ids)
+                .fetch_all(&mut *tx)
+                .await?;
+            let rows: Vec<(String,)> = sqlx::query_as(
+                "SELECT f.id FROM UNNEST($1::text[], $2::text[]) AS f(id, lease) \
+                 WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.run_id = f.id \
+                 AND r.owner = f.lease)",
+            )
+            .bind(&f_ids)
+            .bind(&f_leases)
+            .fetch_all(&mut *tx)
+            .await?;
+            lost.extend(rows.into_iter().map(|(id,)| id));
+        }
+        let plan = plan::plan(groups, &current, &lost);
         if plan.is_empty() {
             tx.rollback().await?;
             return Ok(plan.finish(&[]));
@@ -457,23 +668,40 @@ impl PostgresStore {
             let sc = summary_columns(&plan.summaries);
             sqlx::query(
                 "INSERT INTO runs (run_id, namespace, name, version, status, created_at, \
-                   updated_at, next_timer_at) \
+                   updated_at, next_timer_at, wake_at, owner, correlation_id, parent_run_id) \
                  SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], \
-                   $5::text[], $6::bigint[], $7::bigint[], $8::bigint[]) \
+                   $5::text[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], \
+                   $10::text[], $11::text[], $12::text[]) \
                  ON CONFLICT (run_id) DO UPDATE SET namespace = excluded.namespace, \
                    name = excluded.name, version = excluded.version, status = excluded.status, \
-                   updated_at = excluded.updated_at, next_timer_at = excluded.next_timer_at",
+                   updated_at = excluded.updated_at, next_timer_at = excluded.next_timer_at, \
+                   wake_at = excluded.wake_at, \
+                   owner = CASE WHEN excluded.wake_at IS NULL \
+                                  OR excluded.wake_at > excluded.updated_at \
+                                THEN NULL ELSE runs.owner END",
             )
-            .bind(sc.0)
-            .bind(sc.1)
-            .bind(sc.2)
-            .bind(sc.3)
-            .bind(sc.4)
-            .bind(sc.5)
-            .bind(sc.6)
-            .bind(sc.7)
+            .bind(sc.ids)
+            .bind(sc.namespaces)
+            .bind(sc.names)
+            .bind(sc.versions)
+            .bind(sc.statuses)
+            .bind(sc.created)
+            .bind(sc.updated)
+            .bind(sc.timers)
+            .bind(sc.wakes)
+            .bind(sc.owners)
+            .bind(sc.correlations)
+            .bind(sc.parents)
             .execute(&mut *tx)
             .await?;
+            let notices = plan::notices(&plan.summaries);
+            if !notices.is_empty() {
+                sqlx::query("SELECT pg_notify($1, n) FROM UNNEST($2::text[]) AS n")
+                    .bind(WORK_CHANNEL)
+                    .bind(&notices)
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
         tx.commit().await?;
         Ok(plan.finish(&positions))
@@ -538,6 +766,9 @@ fn run_from_row(row: &PgRow) -> Result<RunSummary> {
         created_at: row.try_get("created_at").map_err(get)?,
         updated_at: row.try_get("updated_at").map_err(get)?,
         next_timer_at: row.try_get("next_timer_at").map_err(get)?,
+        wake_at: row.try_get("wake_at").map_err(get)?,
+        correlation_id: row.try_get("correlation_id").map_err(get)?,
+        parent_run_id: row.try_get("parent_run_id").map_err(get)?,
     })
 }
 
@@ -554,8 +785,8 @@ fn definition_from_row(row: &PgRow) -> Result<StoredDefinition> {
 
 const EVENT_COLUMNS: &str = "position, aggregate_type, aggregate_id, sequence, event_type, \
                              event_version, payload, metadata";
-const RUN_COLUMNS: &str =
-    "run_id, namespace, name, version, status, created_at, updated_at, next_timer_at";
+const RUN_COLUMNS: &str = "run_id, namespace, name, version, status, created_at, updated_at, \
+                           next_timer_at, wake_at, correlation_id, parent_run_id";
 
 #[async_trait]
 impl EventStore for PostgresStore {
@@ -650,6 +881,9 @@ impl EventStore for PostgresStore {
         }
         if let Some(t) = query.created_before {
             qb.push(" AND created_at < ").push_bind(t);
+        }
+        if let Some(c) = &query.correlation_id {
+            qb.push(" AND correlation_id = ").push_bind(c);
         }
         // Keyset: the row value `(key, run_id)` strictly past the cursor, in the sort direction.
         let key = query.order.field.column();
@@ -776,6 +1010,182 @@ impl EventStore for PostgresStore {
 
     async fn head_position(&self) -> Result<u64> {
         self.head_row().await
+    }
+
+    async fn register_worker(&self, name: &str, ttl_ms: i64) -> Result<WorkerLease> {
+        let err = |e: sqlx::Error| unavailable(STORE, "register_worker", e);
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        let previous: Option<String> =
+            sqlx::query_scalar("SELECT lease_id FROM workers WHERE name = $1 FOR UPDATE")
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(err)?;
+        let (lease_id,): (String,) = sqlx::query_as(&format!(
+            "INSERT INTO workers (name, generation, lease_id, lease_until, started_at) \
+             VALUES ($1, 1, $1 || '#1', {DB_NOW} + $2, {DB_NOW}) \
+             ON CONFLICT (name) DO UPDATE SET generation = workers.generation + 1, \
+               lease_id = $1 || '#' || (workers.generation + 1), \
+               lease_until = excluded.lease_until, started_at = excluded.started_at \
+             RETURNING lease_id"
+        ))
+        .bind(name)
+        .bind(ttl_ms)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(err)?;
+        if let Some(old) = &previous {
+            // Rows an append holds locked are left to `release_expired`.
+            sqlx::query(
+                "UPDATE runs SET owner = NULL WHERE run_id IN (SELECT run_id FROM runs \
+                 WHERE owner = $1 FOR UPDATE SKIP LOCKED)",
+            )
+            .bind(old)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+            sqlx::query("SELECT pg_notify($1, '*')")
+                .bind(WORK_CHANNEL)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(WorkerLease { lease_id, ttl_ms })
+    }
+
+    async fn renew_worker(&self, lease: &WorkerLease) -> Result<bool> {
+        let r = sqlx::query(&format!(
+            "UPDATE workers SET lease_until = {DB_NOW} + $2 \
+             WHERE lease_id = $1 AND lease_until > {DB_NOW}"
+        ))
+        .bind(&lease.lease_id)
+        .bind(lease.ttl_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| unavailable(STORE, "renew_worker", e))?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn retire_worker(&self, lease: &WorkerLease) -> Result<()> {
+        let err = |e: sqlx::Error| unavailable(STORE, "retire_worker", e);
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        sqlx::query("DELETE FROM workers WHERE lease_id = $1")
+            .bind(&lease.lease_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        sqlx::query("UPDATE runs SET owner = NULL WHERE owner = $1")
+            .bind(&lease.lease_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        sqlx::query("SELECT pg_notify($1, '*')")
+            .bind(WORK_CHANNEL)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        tx.commit().await.map_err(err)
+    }
+
+    async fn release_expired(&self) -> Result<u64> {
+        let err = |e: sqlx::Error| unavailable(STORE, "release_expired", e);
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        // Owners that are no live lease: expired, superseded, or retired without releasing.
+        // Rows an append holds locked are skipped (that append is the owner's, alive or not;
+        // the next pass gets them).
+        let released = sqlx::query(&format!(
+            "UPDATE runs SET owner = NULL WHERE run_id IN (SELECT run_id FROM runs \
+             WHERE owner IS NOT NULL AND owner NOT IN \
+               (SELECT lease_id FROM workers WHERE lease_until > {DB_NOW}) \
+             FOR UPDATE SKIP LOCKED)"
+        ))
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?
+        .rows_affected();
+        if released > 0 {
+            sqlx::query("SELECT pg_notify($1, '*')")
+                .bind(WORK_CHANNEL)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(released)
+    }
+
+    async fn claim_runs(
+        &self,
+        lease: &WorkerLease,
+        now: i64,
+        limit: u64,
+        only: Option<&[String]>,
+    ) -> Result<Vec<String>> {
+        // SKIP LOCKED: concurrent claimers take disjoint rows without waiting for each other.
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "UPDATE runs r SET owner = $1 FROM (SELECT run_id FROM runs \
+               WHERE owner IS NULL AND wake_at IS NOT NULL AND wake_at <= $2 \
+                 AND ($4::text[] IS NULL OR run_id = ANY($4)) \
+               ORDER BY wake_at LIMIT $3 FOR UPDATE SKIP LOCKED) c \
+             WHERE r.run_id = c.run_id RETURNING r.run_id",
+        )
+        .bind(&lease.lease_id)
+        .bind(now)
+        .bind(to_i64(limit))
+        .bind(only)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| unavailable(STORE, "claim_runs", e))?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    async fn next_wake(&self) -> Result<Option<i64>> {
+        sqlx::query_scalar(
+            "SELECT MIN(wake_at) FROM runs WHERE owner IS NULL AND wake_at IS NOT NULL",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| unavailable(STORE, "next_wake", e))
+    }
+
+    fn work_notices(&self) -> Option<(tokio::sync::broadcast::Receiver<String>, bool)> {
+        let rx = self.notices.subscribe();
+        if !self.listening.swap(true, Ordering::SeqCst) {
+            match tokio::runtime::Handle::try_current() {
+                Ok(handle) => {
+                    handle.spawn(listen(
+                        self.pool.clone(),
+                        self.notices.clone(),
+                        self.listening.clone(),
+                    ));
+                }
+                Err(_) => {
+                    self.listening.store(false, Ordering::SeqCst);
+                    return None;
+                }
+            }
+        }
+        Some((rx, true))
+    }
+
+    async fn save_snapshot(
+        &self,
+        aggregate_type: &str,
+        stream: &str,
+        last_sequence: u64,
+        payload: Value,
+    ) -> Result<()> {
+        self.save_snapshot_row(aggregate_type, stream, last_sequence, &payload)
+            .await
+    }
+
+    async fn load_snapshot(
+        &self,
+        aggregate_type: &str,
+        stream: &str,
+    ) -> Result<Option<(u64, Value)>> {
+        self.snapshot_row(aggregate_type, stream).await
     }
 }
 
@@ -941,12 +1351,17 @@ impl PostgresStore {
         if head.unwrap_or(0) != to_i64(last_sequence) {
             return Ok(false);
         }
+        // A rebuilt row also files the run for workers (`wake_at`), releasing it if it needs no
+        // worker now: this is how a worker that claimed a run with nothing to do gives it back.
         sqlx::query(&format!(
-            "INSERT INTO runs ({RUN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-             ON CONFLICT (run_id) DO UPDATE SET namespace = excluded.namespace, \
+            "INSERT INTO runs ({RUN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+             $11) ON CONFLICT (run_id) DO UPDATE SET namespace = excluded.namespace, \
              name = excluded.name, version = excluded.version, status = excluded.status, \
              created_at = excluded.created_at, updated_at = excluded.updated_at, \
-             next_timer_at = excluded.next_timer_at"
+             next_timer_at = excluded.next_timer_at, wake_at = excluded.wake_at, \
+             correlation_id = excluded.correlation_id, parent_run_id = excluded.parent_run_id, \
+             owner = CASE WHEN excluded.wake_at IS NULL OR excluded.wake_at > excluded.updated_at \
+                          THEN NULL ELSE runs.owner END"
         ))
         .bind(&s.run_id)
         .bind(&s.namespace)
@@ -956,9 +1371,20 @@ impl PostgresStore {
         .bind(s.created_at)
         .bind(s.updated_at)
         .bind(s.next_timer_at)
+        .bind(s.wake_at)
+        .bind(&s.correlation_id)
+        .bind(&s.parent_run_id)
         .execute(&mut *tx)
         .await
         .map_err(err)?;
+        if !s.runnable() && s.wake_at.is_some() {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(WORK_CHANNEL)
+                .bind(&s.run_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+        }
         tx.commit().await.map_err(err)?;
         Ok(true)
     }
@@ -1022,26 +1448,93 @@ fn event_columns<'a>(rows: &[plan::Row<'a>]) -> EventColumns<'a> {
 }
 
 /// The column arrays of run summaries, in table order, for the runs upsert.
-type SummaryColumns<'a> = (
-    Vec<&'a str>,
-    Vec<&'a str>,
-    Vec<&'a str>,
-    Vec<&'a str>,
-    Vec<&'a str>,
-    Vec<i64>,
-    Vec<i64>,
-    Vec<Option<i64>>,
-);
+struct SummaryColumns<'a> {
+    ids: Vec<&'a str>,
+    namespaces: Vec<&'a str>,
+    names: Vec<&'a str>,
+    versions: Vec<&'a str>,
+    statuses: Vec<&'a str>,
+    created: Vec<i64>,
+    updated: Vec<i64>,
+    timers: Vec<Option<i64>>,
+    wakes: Vec<Option<i64>>,
+    owners: Vec<Option<&'a str>>,
+    correlations: Vec<Option<&'a str>>,
+    parents: Vec<Option<&'a str>>,
+}
 
-fn summary_columns<'a>(s: &[&'a RunSummary]) -> SummaryColumns<'a> {
-    (
-        s.iter().map(|r| r.run_id.as_str()).collect(),
-        s.iter().map(|r| r.namespace.as_str()).collect(),
-        s.iter().map(|r| r.name.as_str()).collect(),
-        s.iter().map(|r| r.version.as_str()).collect(),
-        s.iter().map(|r| r.status.as_str()).collect(),
-        s.iter().map(|r| r.created_at).collect(),
-        s.iter().map(|r| r.updated_at).collect(),
-        s.iter().map(|r| r.next_timer_at).collect(),
-    )
+fn summary_columns<'a>(s: &[(&'a RunSummary, &'a super::Lease)]) -> SummaryColumns<'a> {
+    SummaryColumns {
+        ids: s.iter().map(|(r, _)| r.run_id.as_str()).collect(),
+        namespaces: s.iter().map(|(r, _)| r.namespace.as_str()).collect(),
+        names: s.iter().map(|(r, _)| r.name.as_str()).collect(),
+        versions: s.iter().map(|(r, _)| r.version.as_str()).collect(),
+        statuses: s.iter().map(|(r, _)| r.status.as_str()).collect(),
+        created: s.iter().map(|(r, _)| r.created_at).collect(),
+        updated: s.iter().map(|(r, _)| r.updated_at).collect(),
+        timers: s.iter().map(|(r, _)| r.next_timer_at).collect(),
+        wakes: s.iter().map(|(r, _)| r.wake_at).collect(),
+        owners: s.iter().map(|(r, l)| plan::first_owner(r, l)).collect(),
+        correlations: s.iter().map(|(r, _)| r.correlation_id.as_deref()).collect(),
+        parents: s.iter().map(|(r, _)| r.parent_run_id.as_deref()).collect(),
+    }
+}
+
+// ----- snapshots ------------------------------------------------------------------------------
+
+impl PostgresStore {
+    /// One statement (its own transaction): drop the stream's older snapshots and upsert this
+    /// one. No append lock: snapshots are not events, and readers never follow them by
+    /// position. Two writers racing on one run may both insert (each sees the other's row only
+    /// after its statement); `load_snapshot` takes the newest, and the next save drops the other.
+    async fn save_snapshot_row(
+        &self,
+        aggregate_type: &str,
+        stream: &str,
+        last_sequence: u64,
+        payload: &Value,
+    ) -> Result<()> {
+        // The main statement sees the rows as they were before the CTE's delete, so the count
+        // and the "newer exists" check both include the deleted ones. A newer snapshot wins over
+        // this one; one of the same sequence is replaced (it may be of an older format).
+        sqlx::query(
+            "WITH old AS (DELETE FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2 \
+             AND last_sequence < $3 RETURNING current_snapshot) \
+             INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, \
+             current_snapshot, payload) \
+             SELECT $1, $2, $3, COALESCE((SELECT MAX(current_snapshot) FROM snapshots \
+             WHERE aggregate_type = $1 AND aggregate_id = $2), 0) + 1, $4 \
+             WHERE NOT EXISTS (SELECT 1 FROM snapshots WHERE aggregate_type = $1 \
+             AND aggregate_id = $2 AND last_sequence > $3) \
+             ON CONFLICT (aggregate_type, aggregate_id, last_sequence) DO UPDATE SET \
+             current_snapshot = excluded.current_snapshot, payload = excluded.payload",
+        )
+        .bind(aggregate_type)
+        .bind(stream)
+        .bind(to_i64(last_sequence))
+        .bind(payload)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| unavailable(STORE, "save_snapshot", e))?;
+        Ok(())
+    }
+
+    async fn snapshot_row(
+        &self,
+        aggregate_type: &str,
+        stream: &str,
+    ) -> Result<Option<(u64, Value)>> {
+        // One probe of the primary key (aggregate_type, aggregate_id, last_sequence), backwards.
+        let row: Option<(i64, Value)> = sqlx::query_as(
+            "SELECT last_sequence, payload FROM snapshots \
+             WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY last_sequence DESC LIMIT 1",
+        )
+        .bind(aggregate_type)
+        .bind(stream)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| unavailable(STORE, "load_snapshot", e))?;
+        row.map(|(seq, payload)| Ok((to_u64(seq, "last_sequence")?, payload)))
+            .transpose()
+    }
 }

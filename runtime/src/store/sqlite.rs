@@ -10,7 +10,7 @@
 //! Durability is never traded for speed: each commit is fsync'd. Throughput comes from
 //! [`super::group::GroupCommitter`], which lets many runs share one commit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -26,7 +26,7 @@ use super::plan::{self, StreamKey};
 use super::util::{is_unique_violation, to_i64, to_u64, unavailable};
 use super::{
     AppendRequest, Appended, EventStore, GroupOutcome, Result, RunFilter, RunQuery, RunSummary,
-    StoreError, StoredDefinition, StoredEvent,
+    StoreError, StoredDefinition, StoredEvent, WorkerLease,
 };
 
 const STORE: &str = "sqlite";
@@ -34,9 +34,10 @@ const STORE: &str = "sqlite";
 /// Schema migrations, applied in order at open; each runs once (see `schema_version`).
 /// Column names follow sqlite-es (`aggregate_type, aggregate_id, sequence, event_type,
 /// event_version, payload, metadata`; `snapshots` likewise) so its conventions and tools apply.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE events (
     position       INTEGER PRIMARY KEY AUTOINCREMENT,
     aggregate_type TEXT    NOT NULL,
@@ -82,7 +83,33 @@ CREATE TABLE definitions (
 ) STRICT;
 CREATE INDEX definitions_nnv ON definitions (namespace, name, version);
 "#,
-)];
+    ),
+    (
+        2,
+        // Distribution (see `super::Lease`): when each run next needs a worker, who holds it,
+        // and the workers' leases; plus the correlation id and parent of a run. Runs that were
+        // open before this migration are made runnable, so a worker looks at each once and
+        // files it properly.
+        r#"
+ALTER TABLE runs ADD COLUMN wake_at INTEGER;
+ALTER TABLE runs ADD COLUMN owner TEXT;
+ALTER TABLE runs ADD COLUMN correlation_id TEXT;
+ALTER TABLE runs ADD COLUMN parent_run_id TEXT;
+UPDATE runs SET wake_at = updated_at WHERE status IN ('pending', 'running', 'waiting');
+CREATE INDEX runs_claimable ON runs (wake_at) WHERE owner IS NULL AND wake_at IS NOT NULL;
+CREATE INDEX runs_owner ON runs (owner) WHERE owner IS NOT NULL;
+CREATE INDEX runs_correlation ON runs (correlation_id, created_at)
+    WHERE correlation_id IS NOT NULL;
+CREATE TABLE workers (
+    name        TEXT    PRIMARY KEY,
+    generation  INTEGER NOT NULL,
+    lease_id    TEXT    NOT NULL UNIQUE,
+    lease_until INTEGER NOT NULL,
+    started_at  INTEGER NOT NULL
+) STRICT;
+"#,
+    ),
+];
 
 /// Options of [`SqliteStore::open_with`].
 #[derive(Debug, Clone)]
@@ -108,6 +135,8 @@ pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
     path: PathBuf,
+    /// Work notices of this process's appends (see [`EventStore::work_notices`]).
+    notices: tokio::sync::broadcast::Sender<String>,
 }
 
 impl SqliteStore {
@@ -161,6 +190,7 @@ impl SqliteStore {
             writer,
             reader,
             path,
+            notices: tokio::sync::broadcast::channel(4096).0,
         })
     }
 
@@ -197,13 +227,14 @@ impl SqliteStore {
         let keys = plan::streams(groups);
         if keys.is_empty() {
             // No request at all: nothing to check or write.
-            return Ok(plan::plan(groups, &HashMap::new()).finish(&[]));
+            return Ok(plan::plan(groups, &HashMap::new(), &HashSet::new()).finish(&[]));
         }
         // The heads are read inside BEGIN IMMEDIATE on purpose, never cached across transactions:
         // another process may append to the same file between two of our commits.
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let current = read_heads(&mut tx, &keys).await?;
-        let plan = plan::plan(groups, &current);
+        let lost = read_lost(&mut tx, &plan::fences(groups)).await?;
+        let plan = plan::plan(groups, &current, &lost);
         if plan.is_empty() {
             tx.rollback().await?;
             return Ok(plan.finish(&[]));
@@ -211,6 +242,10 @@ impl SqliteStore {
         let positions = insert_events(&mut tx, &plan.rows).await?;
         upsert_runs(&mut tx, &plan.summaries).await?;
         tx.commit().await?;
+        for id in plan::notices(&plan.summaries) {
+            // Nobody listening is fine: no worker runs in this process.
+            let _ = self.notices.send(id.to_string());
+        }
         Ok(plan.finish(&positions))
     }
 }
@@ -267,6 +302,34 @@ async fn read_heads<'k>(
         }
     }
     Ok(current)
+}
+
+/// The fenced runs (`(run id, lease id)`) whose owner is no longer that lease.
+async fn read_lost(
+    conn: &mut sqlx::SqliteConnection,
+    fences: &[(&str, &str)],
+) -> std::result::Result<HashSet<String>, sqlx::Error> {
+    let mut lost = HashSet::new();
+    for chunk in fences.chunks(MAX_BIND_PARAMS / 2) {
+        let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new("WITH f(id, lease) AS (VALUES ");
+        for (i, (id, lease)) in chunk.iter().enumerate() {
+            if i > 0 {
+                qb.push(", ");
+            }
+            qb.push("(")
+                .push_bind(*id)
+                .push(", ")
+                .push_bind(*lease)
+                .push(")");
+        }
+        qb.push(
+            ") SELECT f.id FROM f WHERE NOT EXISTS \
+             (SELECT 1 FROM runs r WHERE r.run_id = f.id AND r.owner = f.lease)",
+        );
+        let rows: Vec<(String,)> = qb.build_query_as().fetch_all(&mut *conn).await?;
+        lost.extend(rows.into_iter().map(|(id,)| id));
+    }
+    Ok(lost)
 }
 
 /// Inserts `rows` with one multi-row `INSERT ... RETURNING` per chunk; answers each row's position.
@@ -332,15 +395,15 @@ async fn insert_events(
 /// summary per run, so no statement names a run twice).
 async fn upsert_runs(
     conn: &mut sqlx::SqliteConnection,
-    summaries: &[&RunSummary],
+    summaries: &[(&RunSummary, &super::Lease)],
 ) -> std::result::Result<(), sqlx::Error> {
-    const PARAMS: usize = 8;
+    const PARAMS: usize = 12;
     for chunk in summaries.chunks(MAX_BIND_PARAMS / PARAMS) {
         let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
             "INSERT INTO runs (run_id, namespace, name, version, status, created_at, \
-             updated_at, next_timer_at) ",
+             updated_at, next_timer_at, wake_at, owner, correlation_id, parent_run_id) ",
         );
-        qb.push_values(chunk, |mut b, s| {
+        qb.push_values(chunk, |mut b, (s, lease)| {
             b.push_bind(&s.run_id)
                 .push_bind(&s.namespace)
                 .push_bind(&s.name)
@@ -348,12 +411,20 @@ async fn upsert_runs(
                 .push_bind(&s.status)
                 .push_bind(s.created_at)
                 .push_bind(s.updated_at)
-                .push_bind(s.next_timer_at);
+                .push_bind(s.next_timer_at)
+                .push_bind(s.wake_at)
+                .push_bind(plan::first_owner(s, lease))
+                .push_bind(&s.correlation_id)
+                .push_bind(&s.parent_run_id);
         });
+        // See `super::Lease`: a run that needs no worker now is released in the same write.
         qb.push(
             " ON CONFLICT (run_id) DO UPDATE SET namespace = excluded.namespace, \
              name = excluded.name, version = excluded.version, status = excluded.status, \
-             updated_at = excluded.updated_at, next_timer_at = excluded.next_timer_at",
+             updated_at = excluded.updated_at, next_timer_at = excluded.next_timer_at, \
+             wake_at = excluded.wake_at, \
+             owner = CASE WHEN excluded.wake_at IS NULL OR excluded.wake_at > excluded.updated_at \
+                          THEN NULL ELSE runs.owner END",
         );
         qb.build().execute(&mut *conn).await?;
     }
@@ -416,6 +487,9 @@ fn run_from_row(row: &SqliteRow) -> Result<RunSummary> {
         created_at: row.try_get("created_at").map_err(get)?,
         updated_at: row.try_get("updated_at").map_err(get)?,
         next_timer_at: row.try_get("next_timer_at").map_err(get)?,
+        wake_at: row.try_get("wake_at").map_err(get)?,
+        correlation_id: row.try_get("correlation_id").map_err(get)?,
+        parent_run_id: row.try_get("parent_run_id").map_err(get)?,
     })
 }
 
@@ -432,8 +506,8 @@ fn definition_from_row(row: &SqliteRow) -> Result<StoredDefinition> {
 
 const EVENT_COLUMNS: &str = "position, aggregate_type, aggregate_id, sequence, event_type, \
                              event_version, payload, metadata";
-const RUN_COLUMNS: &str =
-    "run_id, namespace, name, version, status, created_at, updated_at, next_timer_at";
+const RUN_COLUMNS: &str = "run_id, namespace, name, version, status, created_at, updated_at, \
+                           next_timer_at, wake_at, correlation_id, parent_run_id";
 
 #[async_trait]
 impl EventStore for SqliteStore {
@@ -534,6 +608,9 @@ impl EventStore for SqliteStore {
         }
         if let Some(t) = query.created_before {
             qb.push(" AND created_at < ").push_bind(t);
+        }
+        if let Some(c) = &query.correlation_id {
+            qb.push(" AND correlation_id = ").push_bind(c);
         }
         // Keyset: the row value `(key, run_id)` strictly past the cursor, in the sort direction.
         let key = query.order.field.column();
@@ -672,6 +749,140 @@ impl EventStore for SqliteStore {
 
     async fn head_position(&self) -> Result<u64> {
         self.head_row().await
+    }
+
+    async fn register_worker(&self, name: &str, ttl_ms: i64) -> Result<WorkerLease> {
+        self.register_row(name, ttl_ms).await
+    }
+
+    async fn renew_worker(&self, lease: &WorkerLease) -> Result<bool> {
+        let now = crate::engine::now_ms();
+        let r = sqlx::query(
+            "UPDATE workers SET lease_until = ? WHERE lease_id = ? AND lease_until > ?",
+        )
+        .bind(now + lease.ttl_ms)
+        .bind(&lease.lease_id)
+        .bind(now)
+        .execute(&self.writer)
+        .await
+        .map_err(|e| unavailable(STORE, "renew_worker", e))?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn retire_worker(&self, lease: &WorkerLease) -> Result<()> {
+        let err = |e: sqlx::Error| unavailable(STORE, "retire_worker", e);
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(err)?;
+        sqlx::query("DELETE FROM workers WHERE lease_id = ?")
+            .bind(&lease.lease_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        let released = sqlx::query("UPDATE runs SET owner = NULL WHERE owner = ?")
+            .bind(&lease.lease_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        if released.rows_affected() > 0 {
+            let _ = self.notices.send("*".into());
+        }
+        Ok(())
+    }
+
+    async fn release_expired(&self) -> Result<u64> {
+        let err = |e: sqlx::Error| unavailable(STORE, "release_expired", e);
+        let now = crate::engine::now_ms();
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(err)?;
+        // Owners that are no live lease: expired, superseded, or retired without releasing.
+        let released = sqlx::query(
+            "UPDATE runs SET owner = NULL WHERE owner IS NOT NULL AND owner NOT IN \
+             (SELECT lease_id FROM workers WHERE lease_until > ?)",
+        )
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        if released.rows_affected() > 0 {
+            let _ = self.notices.send("*".into());
+        }
+        Ok(released.rows_affected())
+    }
+
+    async fn claim_runs(
+        &self,
+        lease: &WorkerLease,
+        now: i64,
+        limit: u64,
+        only: Option<&[String]>,
+    ) -> Result<Vec<String>> {
+        // The single writer connection serialises claims, so no two claimers see a row free.
+        let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new("UPDATE runs SET owner = ");
+        qb.push_bind(&lease.lease_id).push(
+            " WHERE run_id IN (SELECT run_id FROM runs WHERE owner IS NULL \
+             AND wake_at IS NOT NULL AND wake_at <= ",
+        );
+        qb.push_bind(now);
+        if let Some(ids) = only {
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            qb.push(" AND run_id IN (");
+            let mut sep = qb.separated(", ");
+            for id in ids.iter().take(MAX_BIND_PARAMS - 8) {
+                sep.push_bind(id);
+            }
+            qb.push(")");
+        }
+        qb.push(" ORDER BY wake_at LIMIT ")
+            .push_bind(to_i64(limit))
+            .push(") RETURNING run_id");
+        let rows: Vec<(String,)> = qb
+            .build_query_as()
+            .fetch_all(&self.writer)
+            .await
+            .map_err(|e| unavailable(STORE, "claim_runs", e))?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    async fn next_wake(&self) -> Result<Option<i64>> {
+        sqlx::query_scalar(
+            "SELECT MIN(wake_at) FROM runs WHERE owner IS NULL AND wake_at IS NOT NULL",
+        )
+        .fetch_one(&self.reader)
+        .await
+        .map_err(|e| unavailable(STORE, "next_wake", e))
+    }
+
+    fn work_notices(&self) -> Option<(tokio::sync::broadcast::Receiver<String>, bool)> {
+        Some((self.notices.subscribe(), false))
+    }
+
+    async fn save_snapshot(
+        &self,
+        aggregate_type: &str,
+        stream: &str,
+        last_sequence: u64,
+        payload: Value,
+    ) -> Result<()> {
+        self.save_snapshot_row(aggregate_type, stream, last_sequence, &payload)
+            .await
+    }
+
+    async fn load_snapshot(
+        &self,
+        aggregate_type: &str,
+        stream: &str,
+    ) -> Result<Option<(u64, Value)>> {
+        self.snapshot_row(aggregate_type, stream).await
     }
 }
 
@@ -822,13 +1033,19 @@ impl SqliteStore {
         }
         // Its own statement rather than the append path's upsert: a rebuild also restores
         // `created_at`, which appends never change.
+        // A rebuilt row also files the run for workers (`wake_at`), releasing it if it needs no
+        // worker now: this is how a worker that claimed a run with nothing to do gives it back.
         sqlx::query(
             "INSERT INTO runs (run_id, namespace, name, version, status, created_at, \
-             updated_at, next_timer_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+             updated_at, next_timer_at, wake_at, correlation_id, parent_run_id) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (run_id) DO UPDATE SET namespace = excluded.namespace, \
              name = excluded.name, version = excluded.version, status = excluded.status, \
              created_at = excluded.created_at, updated_at = excluded.updated_at, \
-             next_timer_at = excluded.next_timer_at",
+             next_timer_at = excluded.next_timer_at, wake_at = excluded.wake_at, \
+             correlation_id = excluded.correlation_id, parent_run_id = excluded.parent_run_id, \
+             owner = CASE WHEN excluded.wake_at IS NULL OR excluded.wake_at > excluded.updated_at \
+                          THEN NULL ELSE runs.owner END",
         )
         .bind(&s.run_id)
         .bind(&s.namespace)
@@ -838,11 +1055,60 @@ impl SqliteStore {
         .bind(s.created_at)
         .bind(s.updated_at)
         .bind(s.next_timer_at)
+        .bind(s.wake_at)
+        .bind(&s.correlation_id)
+        .bind(&s.parent_run_id)
         .execute(&mut *tx)
         .await
         .map_err(err)?;
         tx.commit().await.map_err(err)?;
+        if !s.runnable() && s.wake_at.is_some() {
+            let _ = self.notices.send(s.run_id.clone());
+        }
         Ok(true)
+    }
+
+    /// Registers (or re-registers, with the next generation) a worker, releasing what its
+    /// previous generation held, in one write transaction.
+    async fn register_row(&self, name: &str, ttl_ms: i64) -> Result<WorkerLease> {
+        let err = |e: sqlx::Error| unavailable(STORE, "register_worker", e);
+        let now = crate::engine::now_ms();
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(err)?;
+        let previous: Option<(i64, String)> =
+            sqlx::query_as("SELECT generation, lease_id FROM workers WHERE name = ?")
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(err)?;
+        let generation = previous.as_ref().map_or(1, |(g, _)| g + 1);
+        let lease_id = format!("{name}#{generation}");
+        sqlx::query(
+            "INSERT INTO workers (name, generation, lease_id, lease_until, started_at) \
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET \
+             generation = excluded.generation, lease_id = excluded.lease_id, \
+             lease_until = excluded.lease_until, started_at = excluded.started_at",
+        )
+        .bind(name)
+        .bind(generation)
+        .bind(&lease_id)
+        .bind(now + ttl_ms)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        if let Some((_, old)) = &previous {
+            sqlx::query("UPDATE runs SET owner = NULL WHERE owner = ?")
+                .bind(old)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(WorkerLease { lease_id, ttl_ms })
     }
 
     async fn head_row(&self) -> Result<u64> {
@@ -870,3 +1136,72 @@ async fn migrate_run_order(pool: &SqlitePool) -> Result<()> {
 const RUN_ORDER_INDEXES: &str = "\
     CREATE INDEX IF NOT EXISTS runs_created_id ON runs (created_at, run_id);\
     CREATE INDEX IF NOT EXISTS runs_updated_id ON runs (updated_at, run_id);";
+
+// ----- snapshots ------------------------------------------------------------------------------
+
+impl SqliteStore {
+    /// Upsert of the newest snapshot and removal of the older ones in one `BEGIN IMMEDIATE`
+    /// transaction. `current_snapshot` counts the stream's snapshots, as cqrs-es does.
+    async fn save_snapshot_row(
+        &self,
+        aggregate_type: &str,
+        stream: &str,
+        last_sequence: u64,
+        payload: &Value,
+    ) -> Result<()> {
+        let err = |e: sqlx::Error| unavailable(STORE, "save_snapshot", e);
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(err)?;
+        // A newer snapshot wins over this one (two writers racing); one of the same sequence is
+        // replaced, since it may be of an older format that no reader can use.
+        sqlx::query(
+            "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, \
+             current_snapshot, payload) \
+             SELECT ?1, ?2, ?3, COALESCE((SELECT MAX(current_snapshot) FROM snapshots \
+             WHERE aggregate_type = ?1 AND aggregate_id = ?2), 0) + 1, ?4 \
+             WHERE NOT EXISTS (SELECT 1 FROM snapshots WHERE aggregate_type = ?1 \
+             AND aggregate_id = ?2 AND last_sequence > ?3) \
+             ON CONFLICT (aggregate_type, aggregate_id, last_sequence) DO UPDATE SET \
+             current_snapshot = excluded.current_snapshot, payload = excluded.payload",
+        )
+        .bind(aggregate_type)
+        .bind(stream)
+        .bind(to_i64(last_sequence))
+        .bind(payload)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        sqlx::query(
+            "DELETE FROM snapshots WHERE aggregate_type = ?1 AND aggregate_id = ?2 \
+             AND last_sequence < (SELECT MAX(last_sequence) FROM snapshots \
+             WHERE aggregate_type = ?1 AND aggregate_id = ?2)",
+        )
+        .bind(aggregate_type)
+        .bind(stream)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        tx.commit().await.map_err(err)
+    }
+
+    async fn snapshot_row(
+        &self,
+        aggregate_type: &str,
+        stream: &str,
+    ) -> Result<Option<(u64, Value)>> {
+        let row: Option<(i64, Value)> = sqlx::query_as(
+            "SELECT last_sequence, payload FROM snapshots \
+             WHERE aggregate_type = ? AND aggregate_id = ? ORDER BY last_sequence DESC LIMIT 1",
+        )
+        .bind(aggregate_type)
+        .bind(stream)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(|e| unavailable(STORE, "load_snapshot", e))?;
+        row.map(|(seq, payload)| Ok((to_u64(seq, "last_sequence")?, payload)))
+            .transpose()
+    }
+}

@@ -172,6 +172,7 @@ pub fn run_request(stream: &str, expected: u64, count: u64) -> AppendRequest {
             .map(|i| event("TaskCompleted", expected + 1 + i))
             .collect(),
         run_summary: None,
+        lease: Default::default(),
     }
 }
 
@@ -186,5 +187,8 @@ pub fn summary(run_id: &str, status: &str, created_at: i64) -> RunSummary {
         created_at,
         updated_at: created_at,
         next_timer_at: None,
+        wake_at: None,
+        correlation_id: None,
+        parent_run_id: None,
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use cairn_core::dsl::{load_str, SourceFormat, Workflow};
 use cairn_core::{ErrorKind, RunEvent, WorkflowError};
 use cairn_runtime::{Error, RunOutcome, Runtime, RuntimeBuilder};
+use prometheus::Encoder as _;
 use serde_json::{json, Value};
 
 use crate::common::TestStore;
@@ -44,6 +45,7 @@ on_both_stores!(
     errors_name_what_is_wrong,
     a_faulted_run_is_retried_from_the_failed_task,
     suspend_holds_a_run_until_resumed,
+    correlation_id_is_recorded_indexed_and_rebuilt,
 );
 
 fn wf(yaml: &str) -> Workflow {
@@ -320,6 +322,7 @@ do:
     let opts = cairn_runtime::StartOptions {
         run_id: Some("fixed-id".into()),
         parent: None,
+        correlation_id: None,
     };
     rt.start_run_with(def.clone(), json!({}), opts.clone())
         .await
@@ -430,5 +433,88 @@ do:
     rt.resume(&id).await.unwrap();
     let outcome = within("resumed run", rt.wait(&id)).await.unwrap();
     assert_eq!(outcome, RunOutcome::Completed(json!({ "done": true })));
+    rt.shutdown().await;
+}
+
+/// A run started with a correlation id: in `RunStarted`, in the runs index (inline and after a
+/// rebuild), findable by it; runs started are counted by definition; a bad id is refused.
+async fn correlation_id_is_recorded_indexed_and_rebuilt(t: TestStore) {
+    let rt = builder(&t).workers(false).build().await.unwrap();
+    let def = wf(r#"
+document: { dsl: '1.0.3', namespace: test, name: correlated, version: '1.0.0' }
+do:
+  - a: { wait: PT1H }
+"#);
+    let start = |c: Option<&str>| cairn_runtime::StartOptions {
+        correlation_id: c.map(str::to_string),
+        ..Default::default()
+    };
+    let a = rt
+        .start_run_with(def.clone(), json!({}), start(Some("order-1")))
+        .await
+        .unwrap();
+    let b = rt
+        .start_run_with(def.clone(), json!({}), start(Some("order-2")))
+        .await
+        .unwrap();
+    let none = rt
+        .start_run_with(def.clone(), json!({}), start(None))
+        .await
+        .unwrap();
+    let history = rt.history(&a).await.unwrap();
+    assert!(
+        matches!(&history[0].event, RunEvent::RunStarted { correlation_id: Some(c), .. } if c == "order-1"),
+        "{:?}",
+        history[0].event
+    );
+    let store = rt.store();
+    let by = |c: &str| {
+        let mut q = cairn_runtime::store::RunQuery::default();
+        q.correlation_id = Some(c.to_string());
+        q.limit = 100;
+        q
+    };
+    let ids = |rows: Vec<cairn_runtime::store::RunSummary>| {
+        rows.into_iter().map(|r| r.run_id).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(store.query_runs(&by("order-1")).await.unwrap()),
+        [a.as_str()]
+    );
+    assert_eq!(
+        ids(store.query_runs(&by("order-2")).await.unwrap()),
+        [b.as_str()]
+    );
+    let plain = store.get_run(&none).await.unwrap().expect("indexed");
+    assert_eq!(plain.correlation_id, None, "{}", t.kind);
+    // A rebuilt index carries the id too.
+    cairn_runtime::projections::rebuild_runs(store.as_ref())
+        .await
+        .unwrap();
+    assert_eq!(ids(store.query_runs(&by("order-1")).await.unwrap()), [a]);
+    // Three starts of one definition, counted by its namespace and name.
+    let mut text = Vec::new();
+    prometheus::TextEncoder::new()
+        .encode(&rt.metrics().registry().gather(), &mut text)
+        .unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert!(
+        text.contains("cairn_runs_started_total{name=\"correlated\",namespace=\"test\"} 3"),
+        "{text}"
+    );
+    // Empty, too long, or with a control character: refused before anything is recorded.
+    for bad in [String::new(), "x".repeat(257), "a\tb".to_string()] {
+        assert!(
+            matches!(
+                rt.start_run_with(def.clone(), json!({}), start(Some(&bad)))
+                    .await,
+                Err(Error::Invalid(_))
+            ),
+            "{bad:?}"
+        );
+    }
+    let mut all = cairn_runtime::store::RunQuery::default();
+    all.limit = 100;
+    assert_eq!(store.query_runs(&all).await.unwrap().len(), 3);
     rt.shutdown().await;
 }

@@ -50,6 +50,7 @@ conformance!(
     runs_index,
     query_runs_pages_and_filters,
     query_runs_orders_and_time_window,
+    query_runs_filters_by_correlation,
     definitions,
     list_definitions,
     group_committer_under_64_appenders,
@@ -453,6 +454,71 @@ async fn query_runs_orders_and_time_window(t: TestStore) {
     };
     q.after = Some((5000, "b5".into()));
     assert_eq!(ids(s.query_runs(&q).await.unwrap()), ["b3", "b4"]);
+}
+
+/// `query_runs` by correlation id: exact match, combined with the other filters and paging; a
+/// row keeps its id through a later upsert.
+async fn query_runs_filters_by_correlation(t: TestStore) {
+    let s = &t.store;
+    let rows = [
+        ("c1", Some("order-1"), "running", 1000),
+        ("c2", Some("order-2"), "running", 2000),
+        ("c3", Some("order-1"), "completed", 3000),
+        ("c4", None, "running", 4000),
+        ("c5", Some("order-1"), "running", 5000),
+        ("c6", Some("ORDER-1"), "running", 6000),
+    ];
+    for (id, correlation, status, created) in rows {
+        let mut r = run_request(id, 0, 1);
+        let mut sum = summary(id, status, created);
+        sum.correlation_id = correlation.map(str::to_string);
+        r.run_summary = Some(sum);
+        s.append(vec![r]).await.unwrap();
+    }
+    let ids = |runs: Vec<cairn_runtime::store::RunSummary>| {
+        runs.into_iter().map(|r| r.run_id).collect::<Vec<_>>()
+    };
+    let mut q = RunQuery::default();
+    q.limit = 100;
+    q.correlation_id = Some("order-1".into());
+    assert_eq!(
+        ids(s.query_runs(&q).await.unwrap()),
+        ["c5", "c3", "c1"],
+        "{}",
+        t.kind
+    );
+    // Paged by keyset within the filter.
+    q.limit = 2;
+    let first = s.query_runs(&q).await.unwrap();
+    assert_eq!(ids(first.clone()), ["c5", "c3"]);
+    let last = first.last().unwrap();
+    q.after = Some((last.created_at, last.run_id.clone()));
+    assert_eq!(ids(s.query_runs(&q).await.unwrap()), ["c1"]);
+    // With a status filter.
+    let mut q = RunQuery::default();
+    q.limit = 100;
+    q.correlation_id = Some("order-1".into());
+    q.statuses = vec!["running".into()];
+    assert_eq!(ids(s.query_runs(&q).await.unwrap()), ["c5", "c1"]);
+    // Other ids, and one nobody used.
+    q.statuses.clear();
+    q.correlation_id = Some("order-2".into());
+    assert_eq!(ids(s.query_runs(&q).await.unwrap()), ["c2"]);
+    q.correlation_id = Some("nobody".into());
+    assert!(s.query_runs(&q).await.unwrap().is_empty());
+    // The summary reads back with its id; a later append's upsert keeps it.
+    let row = s.get_run("c2").await.unwrap().expect("c2 is indexed");
+    assert_eq!(row.correlation_id.as_deref(), Some("order-2"));
+    assert_eq!(s.get_run("c4").await.unwrap().unwrap().correlation_id, None);
+    let mut r = run_request("c2", 1, 1);
+    let mut sum = summary("c2", "completed", 2000);
+    sum.correlation_id = Some("order-2".into());
+    r.run_summary = Some(sum);
+    s.append(vec![r]).await.unwrap();
+    q.correlation_id = Some("order-2".into());
+    let rows = s.query_runs(&q).await.unwrap();
+    assert_eq!(ids(rows.clone()), ["c2"]);
+    assert_eq!(rows[0].status, "completed");
 }
 
 async fn runs_index(t: TestStore) {
@@ -963,7 +1029,7 @@ async fn sqlite_reopen_keeps_everything() {
         .fetch_one(s.read_pool())
         .await
         .unwrap();
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
 }
 
 #[tokio::test]

@@ -88,3 +88,4 @@ fn folding_a_history_twice_gives_the_same_state() {
 }
 
 mod property;
+mod snapshot;

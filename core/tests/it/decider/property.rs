@@ -1,5 +1,5 @@
 //! Property: for random workflows, the recorded history replays to the same decisions, and
-//! folding it rebuilds the same state.
+//! folding it rebuilds the same state, also from a snapshot taken anywhere in it.
 
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -52,7 +52,7 @@ fn workflow() -> impl Strategy<Value = Value> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
     #[test]
-    fn random_histories_replay_and_fold(wf in workflow(), fails in prop::collection::vec(any::<bool>(), 64)) {
+    fn random_histories_replay_and_fold(wf in workflow(), fails in prop::collection::vec(any::<bool>(), 64), cut in any::<prop::sample::Index>()) {
         let results: Vec<Value> = fails
             .iter()
             .map(|f| if *f { json!({ "error": { "type": "https://example.com/errors/flaky", "status": 503 } }) } else { json!({ "ok": true }) })
@@ -78,6 +78,16 @@ proptest! {
         for e in &rec.events {
             incremental.apply(e);
         }
-        prop_assert_eq!(incremental, cairn_core::state::RunState::from_events(&rec.events));
+        prop_assert_eq!(&incremental, &cairn_core::state::RunState::from_events(&rec.events));
+        // A snapshot at any cut, through JSON text, then the rest of the events: the same state.
+        let k = cut.index(rec.events.len() + 1);
+        let snap = cairn_core::state::RunState::from_events(&rec.events[..k]).to_snapshot().unwrap();
+        let text = serde_json::to_string(&snap).unwrap();
+        let mut resumed = cairn_core::state::RunState::from_snapshot(serde_json::from_str(&text).unwrap(), k as u64)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        for e in &rec.events[k..] {
+            resumed.apply(e);
+        }
+        prop_assert_eq!(resumed, incremental);
     }
 }

@@ -196,6 +196,7 @@ fn start(case: &Case) -> RunEvent {
         case.input.clone(),
         T0,
         None,
+        None,
     )
 }
 
