@@ -117,7 +117,7 @@ async fn the_store_keeps_the_newest_snapshot_only(t: TestStore) {
 }
 
 /// Items of the loop: each iteration records a few events, so the run passes 10,000 events.
-const ITEMS: u64 = 3_400;
+const ITEMS: u64 = 1_000;
 
 async fn a_long_run_loads_from_its_snapshot(t: TestStore) {
     let def = load_str(
@@ -128,7 +128,11 @@ do:
   - loop:
       for: {{ in: '${{ [range({ITEMS})] }}', each: item }}
       do:
-        - keep: {{ set: {{ last: '${{ $item }}' }} }}
+        - a: {{ set: {{ last: '${{ $item }}' }} }}
+        - b: {{ set: {{ last: '${{ $item }}' }} }}
+        - c: {{ set: {{ last: '${{ $item }}' }} }}
+        - d: {{ set: {{ last: '${{ $item }}' }} }}
+        - e: {{ set: {{ last: '${{ $item }}' }} }}
 "#
         ),
         SourceFormat::Yaml,
