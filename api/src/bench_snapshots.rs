@@ -1,6 +1,6 @@
 //! `cairn bench snapshots`: what a snapshot saves when a long run is loaded.
 //!
-//! One run of a `for` loop over `set` tasks is executed until its history has at least
+//! One run of a `for` loop over five `set` tasks is executed until its history has at least
 //! `--events` events (10,000 by default); the engine snapshots it as it grows. The run is then
 //! loaded `--loads` times each way, interleaved, with [`snapshots::load_run`]: folding every
 //! event, and from its snapshot plus the events after it. The figure is the ratio of the two
@@ -26,9 +26,11 @@ use serde_json::json;
 
 use crate::bench::{infra, usage, BenchFail, Target};
 
-/// Events one loop iteration of the benchmark's workflow records (3); only used to size the loop,
-/// the report counts the real history.
-const EVENTS_PER_ITEM: u64 = 3;
+/// Events one loop iteration of the benchmark's workflow records (the iteration, five `set`
+/// tasks started and completed); only used to size the loop, the report counts the real history.
+/// Five tasks per item rather than one keep the list short: the decider evaluates `for.in` again
+/// at every iteration.
+const EVENTS_PER_ITEM: u64 = 11;
 
 /// Intervals whose costs the report works out.
 const INTERVALS: [u64; 6] = [100, 250, 500, 1_000, 2_000, 5_000];
@@ -165,7 +167,11 @@ async fn measure(target: &Target, args: &SnapshotsArgs) -> anyhow::Result<Report
              \x20 - loop:\n\
              \x20     for: {{ in: '${{ [range({items})] }}', each: item }}\n\
              \x20     do:\n\
-             \x20       - keep: {{ set: {{ last: '${{ $item }}' }} }}\n"
+             \x20       - a: {{ set: {{ last: '${{ $item }}' }} }}\n\
+             \x20       - b: {{ set: {{ last: '${{ $item }}' }} }}\n\
+             \x20       - c: {{ set: {{ last: '${{ $item }}' }} }}\n\
+             \x20       - d: {{ set: {{ last: '${{ $item }}' }} }}\n\
+             \x20       - e: {{ set: {{ last: '${{ $item }}' }} }}\n"
         ),
         SourceFormat::Yaml,
     )

@@ -836,12 +836,15 @@ impl Inner {
     fn hold(&self, run_id: &str) {
         if let Ok(mut h) = self.held.lock() {
             h.insert(run_id.to_string());
+            self.metrics.set_runs_held(h.len());
         }
     }
 
     fn unhold(&self, run_id: &str) {
         if let Ok(mut h) = self.held.lock() {
-            h.remove(run_id);
+            if h.remove(run_id) {
+                self.metrics.set_runs_held(h.len());
+            }
         }
     }
 
@@ -903,6 +906,9 @@ impl Inner {
             .claim_runs(&lease, now_ms(), room.min(CLAIM_BATCH), only.as_deref())
             .await?;
         let n = claimed.len();
+        if n > 0 {
+            self.metrics.runs_claimed(n);
+        }
         for run in claimed {
             self.hold(&run);
             self.revisit(&run);
@@ -1168,6 +1174,7 @@ impl Inner {
                     // off): it is theirs now. Drop it; whatever this worker was doing for it is
                     // redone by the holder under the same idempotency keys.
                     tracing::info!(run = %run_id, "lease lost; dropping run");
+                    self.metrics.lease_lost("run");
                     g.loaded = false;
                     drop(g);
                     self.unhold(run_id);
@@ -1674,11 +1681,13 @@ impl Inner {
             Ok(true) => {}
             Ok(false) => {
                 warn!(lease = %lease.lease_id, "worker lease lost (paused or cut off too long); dropping held runs and registering again");
+                self.metrics.lease_lost("worker");
                 let dropped: Vec<String> = self
                     .held
                     .lock()
                     .map(|mut h| h.drain().collect())
                     .unwrap_or_default();
+                self.metrics.set_runs_held(0);
                 for run in &dropped {
                     self.evict(run);
                 }
@@ -1697,8 +1706,10 @@ impl Inner {
             }
             Err(e) => warn!(error = %e, "cannot renew the worker lease"),
         }
-        if let Err(e) = self.store.release_expired().await {
-            debug!(error = %e, "cannot release the runs of dead workers");
+        match self.store.release_expired().await {
+            Ok(0) => {}
+            Ok(n) => self.metrics.runs_released_expired(n),
+            Err(e) => debug!(error = %e, "cannot release the runs of dead workers"),
         }
         let troubled: Vec<String> = self
             .troubled

@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 /// Buckets of latencies measured in seconds, from 0.5 ms to 10 s.
@@ -37,6 +37,10 @@ pub struct Metrics {
     append_duration: HistogramVec,
     append_conflicts: IntCounter,
     projection_lag: IntGaugeVec,
+    runs_held: IntGauge,
+    runs_claimed: IntCounter,
+    leases_lost: IntCounterVec,
+    runs_released_expired: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -98,6 +102,31 @@ impl Metrics {
             ),
             &["projection"],
         )?;
+        let runs_held = IntGauge::new(
+            "cairn_worker_runs_held",
+            "Runs this worker holds now (they can progress and it executes them)",
+        )?;
+        let runs_claimed = IntCounter::new(
+            "cairn_worker_runs_claimed_total",
+            "Runs this worker claimed because they needed a worker (due timers, new runs, \
+             takeovers)",
+        )?;
+        let leases_lost = IntCounterVec::new(
+            Opts::new(
+                "cairn_worker_leases_lost_total",
+                "Leases this worker lost: `run` when an append was fenced out because another \
+                 worker took the run over, `worker` when its own lease expired before renewal",
+            ),
+            &["scope"],
+        )?;
+        let runs_released_expired = IntCounter::new(
+            "cairn_worker_runs_released_expired_total",
+            "Runs of dead workers (expired leases) this worker released for takeover",
+        )?;
+        registry.register(Box::new(runs_held.clone()))?;
+        registry.register(Box::new(runs_claimed.clone()))?;
+        registry.register(Box::new(leases_lost.clone()))?;
+        registry.register(Box::new(runs_released_expired.clone()))?;
         registry.register(Box::new(runs_started.clone()))?;
         registry.register(Box::new(runs_finished.clone()))?;
         registry.register(Box::new(task_duration.clone()))?;
@@ -112,7 +141,31 @@ impl Metrics {
             append_duration,
             append_conflicts,
             projection_lag,
+            runs_held,
+            runs_claimed,
+            leases_lost,
+            runs_released_expired,
         })
+    }
+
+    /// Sets how many runs this worker holds.
+    pub fn set_runs_held(&self, n: usize) {
+        self.runs_held.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Counts runs claimed.
+    pub fn runs_claimed(&self, n: usize) {
+        self.runs_claimed.inc_by(n as u64);
+    }
+
+    /// Counts a lost lease: `run` (a fenced append) or `worker` (the worker's own lease).
+    pub fn lease_lost(&self, scope: &str) {
+        self.leases_lost.with_label_values(&[scope]).inc();
+    }
+
+    /// Counts runs of dead workers released for takeover.
+    pub fn runs_released_expired(&self, n: u64) {
+        self.runs_released_expired.inc_by(n);
     }
 
     /// The registry holding these collectors (and whatever else its owner registers).
