@@ -924,13 +924,18 @@ impl Inner {
         self.tracker.spawn(async move {
             if let Err(e) = i.advance_with(&run, Vec::new(), true).await {
                 warn!(run = %run, error = %e, "cannot advance run; trying again later");
-                if i.holds(&run) {
-                    if let Ok(mut t) = i.troubled.lock() {
-                        t.insert(run);
-                    }
-                }
+                i.trouble(&run);
             }
         });
+    }
+
+    /// Marks a held run whose pass failed, for a revisit at the next renewal.
+    fn trouble(&self, run_id: &str) {
+        if self.holds(run_id) {
+            if let Ok(mut t) = self.troubled.lock() {
+                t.insert(run_id.to_string());
+            }
+        }
     }
 
     async fn start(
@@ -1195,7 +1200,8 @@ impl Inner {
         let (i, run) = (self.clone(), run_id.to_string());
         self.tracker.spawn(async move {
             if let Err(e) = i.advance(&run, Vec::new()).await {
-                warn!(run = %run, error = %e, "cannot continue run");
+                warn!(run = %run, error = %e, "cannot continue run; trying again later");
+                i.trouble(&run);
             }
         });
     }
@@ -1538,7 +1544,8 @@ async fn timer_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<(Millis, 
                     let i = inner.clone();
                     inner.tracker.spawn(async move {
                         if let Err(e) = i.advance(&run, Vec::new()).await {
-                            warn!(run = %run, error = %e, "cannot fire timers");
+                            warn!(run = %run, error = %e, "cannot fire timers; trying again later");
+                            i.trouble(&run);
                         }
                     });
                 }

@@ -557,16 +557,17 @@ pub fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
 
 /// Opens a store from a URL: `sqlite://PATH` (created if missing) or `postgres://...`.
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn EventStore>> {
-    if let Some(path) = url.strip_prefix("sqlite://") {
-        Ok(std::sync::Arc::new(sqlite::SqliteStore::open(path).await?))
+    let store: std::sync::Arc<dyn EventStore> = if let Some(path) = url.strip_prefix("sqlite://") {
+        std::sync::Arc::new(sqlite::SqliteStore::open(path).await?)
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(std::sync::Arc::new(
-            postgres::PostgresStore::connect(url).await?,
-        ))
+        std::sync::Arc::new(postgres::PostgresStore::connect(url).await?)
     } else {
-        Err(StoreError::InvalidUrl {
+        return Err(StoreError::InvalidUrl {
             url: url.to_string(),
             message: "expected sqlite://PATH or postgres://...".into(),
-        })
-    }
+        });
+    };
+    // Testing knob: CAIRN_CHAOS_APPEND_LOST_REPLY / CAIRN_CHAOS_SEED (see `faults`); the store
+    // itself when unset.
+    faults::wrap_from_env(store)
 }

@@ -335,6 +335,69 @@ impl Default for PostgresOptions {
     }
 }
 
+/// Splits Cairn's pool parameters off a PostgreSQL URL (see [`PostgresStore::connect`]).
+fn options_from_url(url: &str) -> Result<(String, PostgresOptions)> {
+    let mut options = PostgresOptions::default();
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_string(), options));
+    };
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let number = || {
+            value
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| StoreError::InvalidUrl {
+                    url: redact_url(url),
+                    message: format!("{key} must be a positive whole number, not `{value}`"),
+                })
+        };
+        match key {
+            "pool_max_connections" => {
+                options.max_connections = u32::try_from(number()?).unwrap_or(u32::MAX)
+            }
+            "pool_connect_timeout_ms" => options.connect_timeout = Duration::from_millis(number()?),
+            _ => kept.push(pair),
+        }
+    }
+    let url = if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok((url, options))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_parameters_come_out_of_the_url() {
+        let (url, o) = options_from_url(
+            "postgres://u@h/db?sslmode=disable&pool_max_connections=4&pool_connect_timeout_ms=250",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(url, "postgres://u@h/db?sslmode=disable");
+        assert_eq!(o.max_connections, 4);
+        assert_eq!(o.connect_timeout, Duration::from_millis(250));
+        let (url, o) = options_from_url("postgres://u@h/db").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(url, "postgres://u@h/db");
+        assert_eq!(o.max_connections, 16);
+        let err = options_from_url("postgres://u:secret@h/db?pool_max_connections=lots")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("pool_max_connections must be a positive whole number"),
+            "{err}"
+        );
+        assert!(!err.contains("secret"), "{err}");
+    }
+}
+
 /// The PostgreSQL event store. Cheap to clone (the pool is shared).
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
@@ -346,9 +409,13 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
-    /// Connects with default options and applies pending migrations.
+    /// Connects with default options, except those the URL sets, and applies pending
+    /// migrations. Cairn's own URL parameters are taken out before the URL reaches the driver:
+    /// `pool_max_connections=N` (the pool's upper bound, default 16) and
+    /// `pool_connect_timeout_ms=N`.
     pub async fn connect(url: &str) -> Result<PostgresStore> {
-        Self::connect_with(url, PostgresOptions::default()).await
+        let (url, options) = options_from_url(url)?;
+        Self::connect_with(&url, options).await
     }
 
     /// Connects with explicit options and applies pending migrations.
