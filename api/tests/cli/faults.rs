@@ -641,7 +641,9 @@ impl Life {
     fn injected(&self) -> Vec<i64> {
         self.log
             .iter()
-            .filter(|(_, l)| l.contains(INJECTED))
+            // The injector's own line (it carries its count); the engine's warnings quote the
+            // error too and must not count twice.
+            .filter(|(_, l)| l.contains(INJECTED) && l.contains("injected="))
             .map(|(at, _)| *at)
             .collect()
     }
