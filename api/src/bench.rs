@@ -93,6 +93,10 @@ enum BenchCommand {
     /// Loading a long run: every event folded, against its snapshot plus the events after it
     /// (the ratio), and what each snapshot interval would cost
     Snapshots(crate::bench_snapshots::SnapshotsArgs),
+    /// Runs distributed over `cairn worker` processes on one PostgreSQL: throughput with 1, 2
+    /// and 4 workers beside the raw insert rate, memory and timer delay of many waiting runs,
+    /// and recovery of in-flight runs after a SIGKILL of the only worker
+    Cluster(crate::bench_cluster::ClusterArgs),
 }
 
 /// A failure of `cairn bench` with its exit code (2 bad usage, 4 store or runtime).
@@ -116,6 +120,7 @@ pub async fn run(args: BenchArgs) -> Result<u8, BenchFail> {
     match args.command {
         Some(BenchCommand::Subscribers(a)) => return crate::bench_ws::run(a).await,
         Some(BenchCommand::Snapshots(a)) => return crate::bench_snapshots::run(a).await,
+        Some(BenchCommand::Cluster(a)) => return crate::bench_cluster::run(a).await,
         None => {}
     }
     if args.runs == 0 {

@@ -5,6 +5,7 @@
 //! invalid definition or bad input, 3 a run was cancelled, 4 the store or the runtime failed.
 
 mod bench;
+mod bench_cluster;
 mod bench_snapshots;
 mod bench_ws;
 mod cli;

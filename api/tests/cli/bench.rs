@@ -180,3 +180,178 @@ fn bench_subscribers_rejects_bad_arguments() {
     ])
     .expect_code(2);
 }
+
+/// The PostgreSQL server of `cairn bench cluster`'s smoke test when `CAIRN_TEST_POSTGRES_URL`
+/// is not set.
+const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// `cairn bench cluster` with small counts: every figure is reported, and no run was lost,
+/// faulted or left behind in any part (no timing asserted). The bench creates and drops its own
+/// databases on the server.
+#[test]
+fn bench_cluster_reports_every_figure_and_loses_nothing() {
+    let admin = std::env::var("CAIRN_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_string());
+    if let Err(e) = pg_reachable(&admin) {
+        let msg = format!(
+            "SKIPPED bench cluster test: cannot reach the PostgreSQL server of \
+             CAIRN_TEST_POSTGRES_URL: {e}"
+        );
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{msg} (CI=true: failing instead of skipping)");
+        }
+        eprintln!("\n************************************************************");
+        eprintln!("{msg}");
+        eprintln!("************************************************************\n");
+        println!("{msg}");
+        return;
+    }
+    let sb = Sandbox::new();
+    let out = sb
+        .spawn(&[
+            "bench",
+            "cluster",
+            "--store",
+            &admin,
+            "--workers",
+            "1,2",
+            "--runs",
+            "60",
+            "--waiting-runs",
+            "200",
+            "--recover-runs",
+            "50",
+            "--lease-ttl-ms",
+            "1500",
+            "--raw-seconds",
+            "0.3",
+            "--seconds",
+            "120",
+            "--json",
+        ])
+        .finish(Duration::from_secs(300));
+    out.expect_code(0);
+    let report = out
+        .json()
+        .unwrap_or_else(|| panic!("not JSON: {}", out.describe()));
+
+    let number = |v: &Value, f: &str| {
+        assert!(v[f].is_number(), "field {f} missing in {v:#}");
+        v[f].as_f64().unwrap_or(-1.0)
+    };
+    let throughput = report["throughput"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no throughput array: {report:#}"));
+    let workers: Vec<u64> = throughput
+        .iter()
+        .map(|p| {
+            for f in [
+                "seconds",
+                "start_seconds",
+                "runs_per_s",
+                "tasks_per_s",
+                "events_per_s",
+            ] {
+                assert!(number(p, f) > 0.0, "{f} in {p:#}");
+            }
+            for f in ["one_per_tx", "batch_10", "batch_100"] {
+                assert!(number(&p["raw"], f) > 0.0, "raw.{f} in {p:#}");
+            }
+            for f in ["vs_one_per_tx", "vs_batch_10", "vs_batch_100"] {
+                assert!(number(&p["ratio"], f) > 0.0, "ratio.{f} in {p:#}");
+            }
+            assert_eq!(p["runs"], 60, "{p:#}");
+            assert_eq!(p["completed"], 60, "{p:#}");
+            assert_eq!(p["faulted"], 0, "{p:#}");
+            assert_eq!(p["lost"], 0, "{p:#}");
+            // Three calls per run, each run's calls sent once (no fault was injected).
+            assert_eq!(p["distinct_calls"], 180, "{p:#}");
+            assert_eq!(p["calls"], 180, "{p:#}");
+            p["workers"].as_u64().unwrap_or(0)
+        })
+        .collect();
+    assert_eq!(workers, [1, 2]);
+
+    let w = &report["waiting"];
+    assert_eq!(w["runs"], 200, "{w:#}");
+    assert_eq!(w["completed"], 200, "{w:#}");
+    assert_eq!(w["lost"], 0, "{w:#}");
+    assert_eq!(w["faulted"], 0, "{w:#}");
+    assert_eq!(
+        w["due_spread_ms"], 0,
+        "every run came due at one instant: {w:#}"
+    );
+    for f in ["rss_before_bytes", "rss_waiting_bytes", "rss_after_bytes"] {
+        assert!(number(w, f) > 0.0, "{f} in {w:#}");
+    }
+    number(w, "bytes_per_waiting_run");
+    for d in [&w["fired_delay"], &w["completed_delay"]] {
+        assert_eq!(d["count"], 200, "{w:#}");
+        for f in ["min_ms", "p50_ms", "p99_ms", "max_ms"] {
+            // Never early: a timer fires at or after its due time.
+            assert!(number(d, f) >= 0.0, "{f} in {w:#}");
+        }
+    }
+
+    let recovery = report["recovery"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no recovery array: {report:#}"));
+    let names: Vec<bool> = recovery
+        .iter()
+        .map(|r| {
+            assert_eq!(r["runs"], 50, "{r:#}");
+            assert_eq!(r["held_at_kill"], 50, "the worker held every run: {r:#}");
+            assert_eq!(r["calls_in_flight_at_kill"], 50, "{r:#}");
+            assert_eq!(r["completed"], 50, "{r:#}");
+            assert_eq!(r["lost"], 0, "{r:#}");
+            assert_eq!(r["faulted"], 0, "{r:#}");
+            for f in ["worker_ready_s", "first_progress_s", "all_completed_s"] {
+                assert!(number(r, f) > 0.0, "{f} in {r:#}");
+            }
+            r["same_name"].as_bool().unwrap_or(true)
+        })
+        .collect();
+    assert_eq!(names, [true, false]);
+    // Under another name the new worker waits for the dead worker's lease (1.5 s) to expire.
+    assert!(
+        number(&recovery[1], "first_progress_s") >= 1.0,
+        "took over before the lease expired: {report:#}"
+    );
+}
+
+#[test]
+fn bench_cluster_rejects_bad_arguments() {
+    let sb = Sandbox::new();
+    let store = sb.store();
+    sb.cairn(&["bench", "cluster", "--store", &store])
+        .expect_code(2);
+    let pg = "postgres://postgres@127.0.0.1:1/none";
+    for bad in [
+        &["--workers", "0"][..],
+        &["--recover-runs", "10001"],
+        &["--parts", "speed"],
+        &["--lease-ttl-ms", "10"],
+        &["--seconds", "0"],
+    ] {
+        let mut args = vec!["bench", "cluster", "--store", pg];
+        args.extend_from_slice(bad);
+        sb.cairn(&args).expect_code(2);
+    }
+}
+
+/// Whether a connection to `url` can be made (within 10 s).
+fn pg_reachable(url: &str) -> Result<(), String> {
+    use sqlx::Connection as _;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let conn = tokio::time::timeout(Duration::from_secs(10), sqlx::PgConnection::connect(url))
+            .await
+            .map_err(|_| "timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        let _ = conn.close().await;
+        Ok(())
+    })
+}

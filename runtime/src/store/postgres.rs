@@ -252,6 +252,12 @@ END
 $fn$;
 "#,
     ),
+    (
+        4,
+        // The runs list of one definition (`runs(filter: {namespace, name})`) without walking
+        // every other definition's runs (found by the EXPLAIN test).
+        "CREATE INDEX runs_definition_created ON runs (namespace, name, created_at, run_id);",
+    ),
 ];
 
 /// What `cairn_append_v3` answers: the positions written, or the real heads (stale plan), or

@@ -109,6 +109,11 @@ CREATE TABLE workers (
 ) STRICT;
 "#,
     ),
+    (
+        3,
+        // The runs list of one definition without walking every other definition's runs.
+        "CREATE INDEX runs_definition_created ON runs (namespace, name, created_at, run_id);",
+    ),
 ];
 
 /// Options of [`SqliteStore::open_with`].

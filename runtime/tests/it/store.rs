@@ -1029,7 +1029,7 @@ async fn sqlite_reopen_keeps_everything() {
         .fetch_one(s.read_pool())
         .await
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
 }
 
 #[tokio::test]
