@@ -695,7 +695,7 @@ async fn waiting(env: &Env, db: &Db, args: &ClusterArgs) -> anyhow::Result<Waiti
           WHERE s.aggregate_type = $1 AND s.event_type = 'TimerScheduled' AND r.name = 'sleeper'",
     )
     .bind(RUN_AGGREGATE)
-    .fetch_all(client.pool())
+    .fetch_all(&mut quiet_connection(&db.url).await?)
     .await
     .context("cannot read the timers' events")?;
     client.close().await;
@@ -906,11 +906,17 @@ impl Db {
     }
 }
 
-/// A connection to the server of `--store`, for `CREATE` and `DROP DATABASE`; those are slow
-/// by nature (a checkpoint), so sqlx's slow-statement warning is turned off.
+/// A connection to the server of `--store`, for `CREATE` and `DROP DATABASE`.
 async fn admin_connection(env: &Env) -> anyhow::Result<sqlx::PgConnection> {
+    quiet_connection(&env.admin).await
+}
+
+/// A connection without sqlx's slow-statement warning, for statements slow by nature (creating
+/// and dropping a database, reading every timer of 100,000 runs) that would only add noise to
+/// the bench's output.
+async fn quiet_connection(url: &str) -> anyhow::Result<sqlx::PgConnection> {
     use sqlx::ConnectOptions as _;
-    let opts = sqlx::postgres::PgConnectOptions::from_str(&env.admin)?.disable_statement_logging();
+    let opts = sqlx::postgres::PgConnectOptions::from_str(url)?.disable_statement_logging();
     Ok(opts.connect().await?)
 }
 

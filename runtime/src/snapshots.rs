@@ -22,11 +22,11 @@ use crate::{Error, Result};
 
 /// A run is snapshotted each time its history crosses a multiple of this many events.
 ///
-/// Measured with `cairn bench snapshots` (`docs/benchmarks.md`): on SQLite a load costs about
-/// 10 µs per event folded plus the snapshot's decoding, and a snapshot costs one more read of
-/// the events since the last one plus one small write; at 500 a load stays within a few
-/// milliseconds whatever the run's length, and the writes add well under 1% to a long run's
-/// appends.
+/// Chosen with `cairn bench snapshots` (`docs/benchmarks.md`): folding costs about 14 µs per
+/// event, decoding a snapshot and writing one about 1 ms together. At 500 the slowest load
+/// (a snapshot 499 events back) takes about 7–12 ms whatever the run's length; a smaller
+/// interval makes the per-snapshot decode and write dominate, a larger one doubles the slowest
+/// load for little saving.
 pub const SNAPSHOT_EVERY: u64 = 500;
 
 /// A run as [`load_run`] found it.

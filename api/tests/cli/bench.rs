@@ -355,3 +355,58 @@ fn pg_reachable(url: &str) -> Result<(), String> {
         Ok(())
     })
 }
+
+/// `cairn bench snapshots` on a short run: every figure is reported, the run reloads from a
+/// snapshot with fewer than `SNAPSHOT_EVERY` events after it (no timing asserted).
+#[test]
+fn bench_snapshots_reports_the_ratio() {
+    let sb = Sandbox::new();
+    let store = sb.store_named("snapbench");
+    let out = sb
+        .spawn(&[
+            "bench",
+            "snapshots",
+            "--store",
+            &store,
+            "--events",
+            "1000",
+            "--loads",
+            "2",
+            "--json",
+        ])
+        .finish(Duration::from_secs(120));
+    out.expect_code(0);
+    let report = out
+        .json()
+        .unwrap_or_else(|| panic!("not JSON: {}", out.describe()));
+    assert!(
+        report["events"].as_u64().is_some_and(|n| n >= 1000),
+        "{report:#}"
+    );
+    assert!(
+        report["snapshot_at"].as_u64().is_some_and(|n| n > 0),
+        "{report:#}"
+    );
+    assert!(
+        report["events_after_snapshot"]
+            .as_u64()
+            .is_some_and(|n| n < report["snapshot_every"].as_u64().unwrap_or(0)),
+        "{report:#}"
+    );
+    for f in [
+        "full_load_ms_p50",
+        "snapshot_load_ms_p50",
+        "speedup",
+        "worst_snapshot_load_ms_p50",
+        "worst_speedup",
+        "snapshot_write_ms_p50",
+    ] {
+        assert!(
+            report[f].as_f64().is_some_and(|v| v > 0.0),
+            "{f} in {report:#}"
+        );
+    }
+    assert_eq!(report["intervals"].as_array().map(Vec::len), Some(6));
+    sb.cairn(&["bench", "snapshots", "--events", "10", "--store", &store])
+        .expect_code(2);
+}

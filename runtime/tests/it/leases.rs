@@ -399,7 +399,7 @@ do:
         );
     }
     for (i, id) in ids.iter().enumerate() {
-        let Ok(out) = tokio::time::timeout(Duration::from_secs(30), client.wait(id)).await else {
+        let Ok(out) = tokio::time::timeout(Duration::from_secs(120), client.wait(id)).await else {
             let row = t.store.get_run(id).await.unwrap();
             let kinds: Vec<String> = t
                 .store
