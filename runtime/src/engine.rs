@@ -614,7 +614,7 @@ impl Runtime {
                 .lock()
                 .map(|s| !s.is_empty())
                 .unwrap_or(false);
-            if !busy && self.inner.unfinished().await?.is_empty() {
+            if !busy && !self.inner.any_unfinished().await? {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -684,14 +684,14 @@ impl Inner {
         }
     }
 
-    async fn unfinished(&self) -> Result<Vec<RunSummary>> {
-        Ok(self
-            .store
-            .list_runs(&RunFilter {
-                statuses: NON_TERMINAL.iter().map(|s| s.to_string()).collect(),
-                limit: None,
-            })
-            .await?)
+    /// Whether any run in the store is unfinished (one indexed row at most, however many).
+    async fn any_unfinished(&self) -> Result<bool> {
+        let q = store::RunQuery {
+            statuses: NON_TERMINAL.iter().map(|s| s.to_string()).collect(),
+            limit: 1,
+            ..Default::default()
+        };
+        Ok(!self.store.query_runs(&q).await?.is_empty())
     }
 
     async fn head_position(&self) -> Result<u64> {
@@ -1571,13 +1571,14 @@ async fn tail_loop(inner: Arc<Inner>, mut after: u64) {
             }
         };
         let mut runs = HashSet::new();
-        let me = inner.lease_id();
         for e in &page {
             after = after.max(e.position);
             if e.aggregate_type != RUN_AGGREGATE {
                 continue;
             }
-            let mine = e.metadata.get("worker").and_then(Value::as_str) == me.as_deref();
+            // This process's own appends are already in its copy of the run.
+            let mine =
+                e.metadata.get("worker").and_then(Value::as_str) == Some(inner.worker_id.as_str());
             if !mine && inner.holds(&e.stream) {
                 runs.insert(e.stream.clone());
             }

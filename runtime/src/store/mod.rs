@@ -193,10 +193,19 @@ impl RunSummary {
     }
 }
 
+/// A random part of every lease id, so that a lease id is never issued twice even when a
+/// worker's row was deleted and its name's generations start again: a process paused since an
+/// older life of the name must stay fenced out.
+pub(crate) fn lease_nonce() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    id[..12].to_string()
+}
+
 /// A worker's registration: the id it holds runs under, unique to this process's life.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerLease {
-    /// `NAME#GENERATION`: the generation grows each time a worker registers under the same name,
+    /// `NAME#GENERATION-NONCE`: the generation grows each time a worker registers under the same
+    /// name (the nonce makes the id unique even if the generations restart),
     /// so a restarted worker supersedes its previous life (whose runs become claimable at once)
     /// while a paused previous life is fenced out.
     pub lease_id: String,

@@ -264,6 +264,9 @@ $fn$;
 /// the fenced runs whose lease was lost.
 type AppendAnswer = (Option<Vec<i64>>, Option<Vec<i64>>, Option<Vec<String>>);
 
+/// How long after its lease expired a worker's row is deleted.
+const WORKER_FORGET_MS: i64 = 3_600_000;
+
 /// The channel of work notices (see [`EventStore::work_notices`]).
 const WORK_CHANNEL: &str = "cairn_work";
 
@@ -1096,14 +1099,15 @@ impl EventStore for PostgresStore {
                 .map_err(err)?;
         let (lease_id,): (String,) = sqlx::query_as(&format!(
             "INSERT INTO workers (name, generation, lease_id, lease_until, started_at) \
-             VALUES ($1, 1, $1 || '#1', {DB_NOW} + $2, {DB_NOW}) \
+             VALUES ($1, 1, $1 || '#1-' || $3, {DB_NOW} + $2, {DB_NOW}) \
              ON CONFLICT (name) DO UPDATE SET generation = workers.generation + 1, \
-               lease_id = $1 || '#' || (workers.generation + 1), \
+               lease_id = $1 || '#' || (workers.generation + 1) || '-' || $3, \
                lease_until = excluded.lease_until, started_at = excluded.started_at \
              RETURNING lease_id"
         ))
         .bind(name)
         .bind(ttl_ms)
+        .bind(super::lease_nonce())
         .fetch_one(&mut *tx)
         .await
         .map_err(err)?;
@@ -1177,6 +1181,16 @@ impl EventStore for PostgresStore {
         .await
         .map_err(err)?
         .rows_affected();
+        // Forget workers dead for an hour (default names are unique per process, so every
+        // crash would otherwise leave a row for good); one that was only paused registers
+        // again when its renewal fails.
+        sqlx::query(&format!(
+            "DELETE FROM workers WHERE lease_until < {DB_NOW} - {WORKER_FORGET_MS} \
+             AND NOT EXISTS (SELECT 1 FROM runs WHERE owner = workers.lease_id)"
+        ))
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
         if released > 0 {
             sqlx::query("SELECT pg_notify($1, '*')")
                 .bind(WORK_CHANNEL)

@@ -815,6 +815,15 @@ impl EventStore for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(err)?;
+        // Forget workers dead for an hour (see the PostgreSQL store).
+        sqlx::query(
+            "DELETE FROM workers WHERE lease_until < ? AND NOT EXISTS \
+             (SELECT 1 FROM runs WHERE owner = workers.lease_id)",
+        )
+        .bind(now - 3_600_000)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
         tx.commit().await.map_err(err)?;
         if released.rows_affected() > 0 {
             let _ = self.notices.send("*".into());
@@ -1090,7 +1099,7 @@ impl SqliteStore {
                 .await
                 .map_err(err)?;
         let generation = previous.as_ref().map_or(1, |(g, _)| g + 1);
-        let lease_id = format!("{name}#{generation}");
+        let lease_id = format!("{name}#{generation}-{}", super::lease_nonce());
         sqlx::query(
             "INSERT INTO workers (name, generation, lease_id, lease_until, started_at) \
              VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET \
