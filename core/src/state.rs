@@ -930,8 +930,11 @@ impl RunState {
     /// sub-workflow to start or watch, a decision to take), the earliest timer when it only
     /// waits for timers, `None` when no worker can move it (ended, suspended, or waiting for an
     /// event from outside).
+    ///
+    /// A suspended run keeps needing its worker while a call or sub-workflow it started is
+    /// still out, so that the worker records the result (nothing new starts until it resumes).
     pub fn wake_at(&self) -> Option<Millis> {
-        if self.status.is_terminal() || self.status == RunStatus::Suspended {
+        if self.status.is_terminal() {
             return None;
         }
         let busy = self.frames.values().any(|f| {
@@ -943,6 +946,9 @@ impl RunState {
                 } | FrameKind::Child { result: None, .. }
             )
         });
+        if self.status == RunStatus::Suspended {
+            return busy.then_some(self.updated_at);
+        }
         if busy || self.status_label() != "waiting" {
             return Some(self.updated_at);
         }

@@ -1088,7 +1088,8 @@ impl Inner {
                 .filter(|f| still_applies(&g.state, f))
                 .cloned()
                 .collect();
-            if self.workers {
+            // Only the holder fires timers; a due timer of a run nobody holds is claimed.
+            if self.holds(run_id) {
                 for t in g.state.due_timers(now) {
                     todo.push(RunEvent::TimerFired { timer: t, at: now });
                 }
@@ -1271,6 +1272,10 @@ impl Inner {
             self.evict(run_id);
             return;
         }
+        if state.status == RunStatus::Suspended {
+            // Held only to record the results of calls already in flight; nothing new starts.
+            return;
+        }
         if let Some((_, due)) = state.next_timer() {
             let _ = self.timer_tx.send((due, run_id.to_string()));
         }
@@ -1368,14 +1373,20 @@ impl Inner {
             let i = self.clone();
             let parent = run_id.to_string();
             self.tracker.spawn(async move {
-                let r = i.start_child(&parent, c.frame, &c.child_run_id).await;
-                if let Err(e) = r {
-                    let fact = RunEvent::ChildRunFinished {
-                        id: c.frame,
-                        result: Err(e),
-                    };
-                    if let Err(e) = i.advance(&parent, vec![fact]).await {
-                        warn!(run = %parent, error = %e, "cannot record sub-workflow failure");
+                match i.start_child(&parent, c.frame, &c.child_run_id).await {
+                    Ok(()) => {}
+                    Err(ChildStart::Later(e)) => {
+                        warn!(run = %parent, error = %e, "cannot start sub-workflow yet; trying again later");
+                        i.trouble(&parent);
+                    }
+                    Err(ChildStart::Fault(e)) => {
+                        let fact = RunEvent::ChildRunFinished {
+                            id: c.frame,
+                            result: Err(e),
+                        };
+                        if let Err(e) = i.advance(&parent, vec![fact]).await {
+                            warn!(run = %parent, error = %e, "cannot record sub-workflow failure");
+                        }
                     }
                 }
                 if let Ok(mut s) = i.inflight.lock() {
@@ -1392,8 +1403,7 @@ impl Inner {
         parent: &str,
         frame: FrameId,
         child: &str,
-    ) -> std::result::Result<(), WorkflowError> {
-        let (pstate, _) = self.load(parent).await.map_err(runtime_error)?;
+    ) -> std::result::Result<(), ChildStart> {
         let Some(req) = self.child_request(parent, frame).await? else {
             return Ok(());
         };
@@ -1412,20 +1422,19 @@ impl Inner {
                 return Ok(());
             }
             Err(Error::NotFound(_)) => {}
-            Err(e) => return Err(runtime_error(e)),
+            Err(e) => return Err(ChildStart::Later(e)),
         }
-        let _ = pstate;
         let (ns, name, version, input) = req;
         let def = self
             .defs
             .find(&ns, &name, &version)
             .await
-            .map_err(runtime_error)?
+            .map_err(ChildStart::Later)?
             .ok_or_else(|| {
-                WorkflowError::new(
+                ChildStart::Fault(WorkflowError::new(
                     ErrorKind::Configuration,
                     format!("no workflow {ns}/{name} version {version} is deployed"),
-                )
+                ))
             })?;
         match self
             .start(
@@ -1444,7 +1453,10 @@ impl Inner {
             .await
         {
             Ok(_) | Err(Error::Conflict(_)) => Ok(()),
-            Err(e) => Err(runtime_error(e)),
+            // The store is away (or its answer was lost after a commit): the parent keeps waiting
+            // and its holder tries again (`renew` revisits parents waiting for children).
+            Err(e @ Error::Store(_)) => Err(ChildStart::Later(e)),
+            Err(e) => Err(ChildStart::Fault(runtime_error(e))),
         }
     }
 
@@ -1452,12 +1464,12 @@ impl Inner {
         &self,
         parent: &str,
         frame: FrameId,
-    ) -> std::result::Result<Option<(String, String, String, Value)>, WorkflowError> {
+    ) -> std::result::Result<Option<(String, String, String, Value)>, ChildStart> {
         let history = self
             .store
             .load(RUN_AGGREGATE, parent, 0)
             .await
-            .map_err(|e| runtime_error(e.into()))?;
+            .map_err(|e| ChildStart::Later(e.into()))?;
         for e in history.iter().rev() {
             if e.event_type != "ChildRunRequested" {
                 continue;
@@ -1478,6 +1490,14 @@ impl Inner {
         }
         Ok(None)
     }
+}
+
+/// Why a sub-workflow was not started: the parent's task faults, or it waits and tries again.
+enum ChildStart {
+    /// The definition is missing or the start was refused: the parent's task fails with this.
+    Fault(WorkflowError),
+    /// The store is away: nothing is recorded, the parent's holder tries again.
+    Later(Error),
 }
 
 fn runtime_error(e: Error) -> WorkflowError {
@@ -1638,7 +1658,12 @@ async fn claim_loop(
         }
         let notice = async {
             match notices.as_mut() {
-                Some(rx) => rx.recv().await.ok(),
+                // Notices were dropped (this loop fell behind): look at everything again.
+                Some(rx) => match rx.recv().await {
+                    Ok(n) => Some(n),
+                    Err(broadcast::error::RecvError::Lagged(_)) => Some("*".to_string()),
+                    Err(broadcast::error::RecvError::Closed) => None,
+                },
                 None => std::future::pending().await,
             }
         };
@@ -1652,8 +1677,12 @@ async fn claim_loop(
                 }
                 // Take every notice that is already there before claiming once for all.
                 if let Some(rx) = notices.as_mut() {
-                    while let Ok(n) = rx.try_recv() {
-                        inner.on_notice(&n);
+                    loop {
+                        match rx.try_recv() {
+                            Ok(n) => inner.on_notice(&n),
+                            Err(broadcast::error::TryRecvError::Lagged(_)) => inner.on_notice("*"),
+                            Err(_) => break,
+                        }
                     }
                 }
             }
@@ -1662,6 +1691,21 @@ async fn claim_loop(
 }
 
 impl Inner {
+    /// Registers this worker again after its lease was lost; on failure the next renewal
+    /// tries again (meanwhile it claims and starts nothing as a worker).
+    async fn register_again(&self, ttl_ms: i64) {
+        match self.store.register_worker(&self.worker_name, ttl_ms).await {
+            Ok(l) => {
+                if let Ok(mut cur) = self.lease.lock() {
+                    *cur = Some(l);
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot register the worker again; retrying at the next renewal")
+            }
+        }
+    }
+
     /// A work notice: a run held here is reloaded (someone else appended to it); anything else
     /// is for the claim that follows.
     fn on_notice(self: &Arc<Self>, notice: &str) {
@@ -1682,12 +1726,38 @@ impl Inner {
     /// Renews the lease; on loss, drops every held run and registers again. Also releases the
     /// runs of dead workers, and revisits held runs whose last pass failed.
     async fn renew(self: &Arc<Self>) {
-        let Some(lease) = self.lease.lock().ok().and_then(|l| l.clone()) else {
+        let lease = self.lease.lock().ok().and_then(|l| l.clone());
+        let Some(lease) = lease else {
+            // Lost earlier and not registered again yet (the store was away): try now.
+            if self.workers {
+                self.register_again(i64::try_from(self.lease_ttl.as_millis()).unwrap_or(i64::MAX))
+                    .await;
+            }
             return;
         };
         match self.store.renew_worker(&lease).await {
-            Ok(true) => {}
+            Ok(true) => {
+                // Repair what an answer lost after a commit hid from this worker: runs the
+                // database says it holds (a start or a claim that committed while the caller
+                // saw an error) that it does not know it holds.
+                match self.store.owned_runs(&lease).await {
+                    Ok(owned) => {
+                        for run in owned {
+                            if !self.holds(&run) {
+                                debug!(run = %run, "holding a run the store says is ours");
+                                self.hold(&run);
+                                self.revisit(&run);
+                            }
+                        }
+                    }
+                    Err(e) => debug!(error = %e, "cannot list the runs this worker holds"),
+                }
+            }
             Ok(false) => {
+                // No new claim, start or fenced append under the dead lease from here on.
+                if let Ok(mut cur) = self.lease.lock() {
+                    *cur = None;
+                }
                 warn!(lease = %lease.lease_id, "worker lease lost (paused or cut off too long); dropping held runs and registering again");
                 self.metrics.lease_lost("worker");
                 let dropped: Vec<String> = self
@@ -1699,18 +1769,7 @@ impl Inner {
                 for run in &dropped {
                     self.evict(run);
                 }
-                match self
-                    .store
-                    .register_worker(&self.worker_name, lease.ttl_ms)
-                    .await
-                {
-                    Ok(l) => {
-                        if let Ok(mut cur) = self.lease.lock() {
-                            *cur = Some(l);
-                        }
-                    }
-                    Err(e) => warn!(error = %e, "cannot register the worker again"),
-                }
+                self.register_again(lease.ttl_ms).await;
             }
             Err(e) => warn!(error = %e, "cannot renew the worker lease"),
         }

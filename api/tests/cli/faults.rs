@@ -641,9 +641,10 @@ impl Life {
     fn injected(&self) -> Vec<i64> {
         self.log
             .iter()
-            // The injector's own line (it carries its count); the engine's warnings quote the
-            // error too and must not count twice.
-            .filter(|(_, l)| l.contains(INJECTED) && l.contains("injected="))
+            // The injector's own line; the engine's warnings quote the error too and must not
+            // count twice
+            // (which print it as `store unavailable: injected fault ...`).
+            .filter(|(_, l)| l.contains(INJECTED) && !l.contains("store unavailable"))
             .map(|(at, _)| *at)
             .collect()
     }

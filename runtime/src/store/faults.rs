@@ -339,6 +339,10 @@ impl EventStore for FaultyStore {
         self.inner.next_wake().await
     }
 
+    async fn owned_runs(&self, lease: &super::WorkerLease) -> Result<Vec<String>> {
+        self.inner.owned_runs(lease).await
+    }
+
     fn work_notices(&self) -> Option<(tokio::sync::broadcast::Receiver<String>, bool)> {
         self.inner.work_notices()
     }

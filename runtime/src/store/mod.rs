@@ -484,6 +484,14 @@ pub trait EventStore: Send + Sync + 'static {
         Ok(Vec::new())
     }
 
+    /// The runs whose `owner` is `lease`: what the database says this worker holds, to repair
+    /// a worker's memory after an answer was lost (a claim or a start that committed while the
+    /// caller saw an error).
+    async fn owned_runs(&self, lease: &WorkerLease) -> Result<Vec<String>> {
+        let _ = lease;
+        Ok(Vec::new())
+    }
+
     /// The earliest `wake_at` of a run nobody holds, if any (when the next timer comes due).
     async fn next_wake(&self) -> Result<Option<i64>> {
         Ok(None)

@@ -85,7 +85,10 @@ pub(crate) fn notices<'a>(summaries: &[(&'a RunSummary, &'a Lease)]) -> Vec<&'a 
     let mut out = Vec::new();
     for (s, lease) in summaries {
         let timer = s.wake_at.is_some_and(|w| w > s.updated_at);
-        if timer || (s.runnable() && matches!(lease, Lease::External)) {
+        // A non-holder's append is announced whatever it did: it may have made the run
+        // runnable (idle workers claim it), or stopped it (a cancel, a suspend: its holder, if
+        // any, lets it go).
+        if timer || matches!(lease, Lease::External) {
             out.push(s.run_id.as_str());
         }
         if let Some(parent) = &s.parent_run_id {

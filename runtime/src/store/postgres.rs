@@ -1095,12 +1095,19 @@ impl EventStore for PostgresStore {
     async fn register_worker(&self, name: &str, ttl_ms: i64) -> Result<WorkerLease> {
         let err = |e: sqlx::Error| unavailable(STORE, "register_worker", e);
         let mut tx = self.pool.begin().await.map_err(err)?;
-        let previous: Option<String> =
-            sqlx::query_scalar("SELECT lease_id FROM workers WHERE name = $1 FOR UPDATE")
-                .bind(name)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(err)?;
+        let previous: Option<(String, bool)> = sqlx::query_as(&format!(
+            "SELECT lease_id, lease_until > {DB_NOW} FROM workers WHERE name = $1 FOR UPDATE"
+        ))
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(err)?;
+        if let Some((old, true)) = &previous {
+            // Either a restart within the ttl (fine) or a second live process under this name
+            // (not supported: the two would take each other's runs at every registration).
+            tracing::warn!(worker = %name, previous = %old, "a worker registers under a name whose lease is still live; two live workers must not share a name");
+        }
+        let previous = previous.map(|(old, _)| old);
         let (lease_id,): (String,) = sqlx::query_as(&format!(
             "INSERT INTO workers (name, generation, lease_id, lease_until, started_at) \
              VALUES ($1, 1, $1 || '#1-' || $3, {DB_NOW} + $2, {DB_NOW}) \
@@ -1156,11 +1163,16 @@ impl EventStore for PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(err)?;
-        sqlx::query("UPDATE runs SET owner = NULL WHERE owner = $1")
-            .bind(&lease.lease_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
+        // Rows an append holds locked are left to `release_expired` (a blocking update here
+        // could deadlock with that append's row locks).
+        sqlx::query(
+            "UPDATE runs SET owner = NULL WHERE run_id IN (SELECT run_id FROM runs \
+             WHERE owner = $1 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(&lease.lease_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
         sqlx::query("SELECT pg_notify($1, '*')")
             .bind(WORK_CHANNEL)
             .execute(&mut *tx)
@@ -1214,13 +1226,17 @@ impl EventStore for PostgresStore {
         only: Option<&[String]>,
     ) -> Result<Vec<String>> {
         // SKIP LOCKED: concurrent claimers take disjoint rows without waiting for each other.
-        let rows: Vec<(String,)> = sqlx::query_as(
+        // Only under a live lease (by the database's clock): a worker whose lease lapsed
+        // must not take new runs.
+        let rows: Vec<(String,)> = sqlx::query_as(&format!(
             "UPDATE runs r SET owner = $1 FROM (SELECT run_id FROM runs \
                WHERE owner IS NULL AND wake_at IS NOT NULL AND wake_at <= $2 \
                  AND ($4::text[] IS NULL OR run_id = ANY($4)) \
+                 AND EXISTS (SELECT 1 FROM workers WHERE lease_id = $1 \
+                             AND lease_until > {DB_NOW}) \
                ORDER BY wake_at LIMIT $3 FOR UPDATE SKIP LOCKED) c \
-             WHERE r.run_id = c.run_id RETURNING r.run_id",
-        )
+             WHERE r.run_id = c.run_id RETURNING r.run_id"
+        ))
         .bind(&lease.lease_id)
         .bind(now)
         .bind(to_i64(limit))
@@ -1228,6 +1244,15 @@ impl EventStore for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(|e| unavailable(STORE, "claim_runs", e))?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    async fn owned_runs(&self, lease: &WorkerLease) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = sqlx::query_as("SELECT run_id FROM runs WHERE owner = $1")
+            .bind(&lease.lease_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| unavailable(STORE, "owned_runs", e))?;
         Ok(rows.into_iter().map(|(id,)| id).collect())
     }
 

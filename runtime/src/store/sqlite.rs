@@ -843,10 +843,16 @@ impl EventStore for SqliteStore {
     ) -> Result<Vec<String>> {
         // The single writer connection serialises claims, so no two claimers see a row free.
         let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new("UPDATE runs SET owner = ");
-        qb.push_bind(&lease.lease_id).push(
-            " WHERE run_id IN (SELECT run_id FROM runs WHERE owner IS NULL \
-             AND wake_at IS NOT NULL AND wake_at <= ",
-        );
+        // Only under a live lease: a worker whose lease lapsed must not take new runs.
+        qb.push_bind(&lease.lease_id)
+            .push(" WHERE EXISTS (SELECT 1 FROM workers WHERE lease_id = ")
+            .push_bind(&lease.lease_id)
+            .push(" AND lease_until > ")
+            .push_bind(crate::engine::now_ms())
+            .push(
+                ") AND run_id IN (SELECT run_id FROM runs WHERE owner IS NULL \
+                 AND wake_at IS NOT NULL AND wake_at <= ",
+            );
         qb.push_bind(now);
         if let Some(ids) = only {
             if ids.is_empty() {
@@ -867,6 +873,15 @@ impl EventStore for SqliteStore {
             .fetch_all(&self.writer)
             .await
             .map_err(|e| unavailable(STORE, "claim_runs", e))?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    async fn owned_runs(&self, lease: &WorkerLease) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = sqlx::query_as("SELECT run_id FROM runs WHERE owner = ?")
+            .bind(&lease.lease_id)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(|e| unavailable(STORE, "owned_runs", e))?;
         Ok(rows.into_iter().map(|(id,)| id).collect())
     }
 

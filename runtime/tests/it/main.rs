@@ -7,6 +7,7 @@
 mod common;
 mod engine;
 mod explain;
+mod lease_review;
 mod leases;
 mod snapshots;
 mod store;
