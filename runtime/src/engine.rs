@@ -682,6 +682,9 @@ impl Inner {
         for w in ws.into_iter().flatten() {
             let _ = w.send(());
         }
+        if let Ok(mut o) = self.owned.lock() {
+            o.remove(run_id);
+        }
     }
 
     /// Whether any run in the store is unfinished (one indexed row at most, however many).
@@ -1646,7 +1649,7 @@ async fn claim_loop(
         if claimed as u64 == CLAIM_BATCH {
             continue;
         }
-        let next_wake = inner.store.next_wake().await.ok().flatten();
+        let next_wake = inner.next_wake().await;
         let mut wait = poll.min(next_renew.saturating_duration_since(Instant::now()));
         if let Some(at) = next_wake {
             let until = u64::try_from(at - now_ms()).unwrap_or(0);
@@ -1691,6 +1694,34 @@ async fn claim_loop(
 }
 
 impl Inner {
+    /// When the next run this worker may claim comes due: the store's earliest `wake_at`, or,
+    /// for a runtime that only executes its own runs (`cairn run`), the earliest of those (so
+    /// that unrelated due work in a shared store does not keep it polling).
+    async fn next_wake(&self) -> Option<i64> {
+        match self.scope {
+            WorkerScope::All => self.store.next_wake().await.ok().flatten(),
+            WorkerScope::OwnRuns => {
+                let owned: Vec<String> = self
+                    .owned
+                    .lock()
+                    .map(|o| o.iter().cloned().collect())
+                    .unwrap_or_default();
+                let mut next: Option<i64> = None;
+                for run in owned {
+                    if self.holds(&run) {
+                        continue;
+                    }
+                    if let Ok(Some(s)) = self.store.get_run(&run).await {
+                        if let Some(w) = s.wake_at {
+                            next = Some(next.map_or(w, |n| n.min(w)));
+                        }
+                    }
+                }
+                next
+            }
+        }
+    }
+
     /// Registers this worker again after its lease was lost; on failure the next renewal
     /// tries again (meanwhile it claims and starts nothing as a worker).
     async fn register_again(&self, ttl_ms: i64) {
