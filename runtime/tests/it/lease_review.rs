@@ -17,29 +17,7 @@ use serde_json::{json, Value};
 
 use crate::common::TestStore;
 
-macro_rules! both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(crate::common::sqlite().await).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    let Some(store) = crate::common::postgres().await else { return };
-                    super::$name(store).await;
-                }
-            )*
-        }
-    };
-}
-
-both_stores!(
+on_both_stores!(
     a_start_whose_reply_is_lost_is_not_stranded,
     a_claim_whose_reply_is_lost_is_not_stranded,
     suspending_a_run_keeps_the_result_of_its_call_in_flight,

@@ -10,30 +10,7 @@ use cairn_runtime::store::{AppendRequest, EventStore, Lease, RunSummary, StoreEr
 use cairn_runtime::{RunOutcome, Runtime};
 use serde_json::json;
 
-/// Generates `sqlite::NAME` and `postgres::NAME` tests calling `NAME(TestStore)`.
-macro_rules! both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(crate::common::sqlite().await).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    let Some(store) = crate::common::postgres().await else { return };
-                    super::$name(store).await;
-                }
-            )*
-        }
-    };
-}
-
-both_stores!(
+on_both_stores!(
     claims_are_disjoint_and_appends_fenced,
     an_expired_lease_is_taken_over_and_its_holder_fenced_out,
     a_restart_under_the_same_name_takes_the_runs_back_at_once,

@@ -4,6 +4,31 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
+/// Generates `sqlite::NAME` and `postgres::NAME` tests calling `async fn NAME(TestStore)` in the
+/// invoking module: every such test runs on both stores (PostgreSQL in a database of its own,
+/// skipped loudly when unreachable, failing under `CI=true`).
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(crate::common::sqlite().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let Some(store) = crate::common::postgres().await else { return };
+                    super::$name(store).await;
+                }
+            )*
+        }
+    };
+}
+
 mod common;
 mod engine;
 mod explain;

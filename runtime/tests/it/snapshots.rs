@@ -17,28 +17,6 @@ use sqlx::Connection as _;
 
 use crate::common::TestStore;
 
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(crate::common::sqlite().await).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let Some(store) = crate::common::postgres().await else { return };
-                    super::$name(store).await;
-                }
-            )*
-        }
-    };
-}
-
 on_both_stores!(
     the_store_keeps_the_newest_snapshot_only,
     a_long_run_loads_from_its_snapshot,
