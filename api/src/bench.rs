@@ -115,6 +115,37 @@ pub(crate) fn infra(error: anyhow::Error) -> BenchFail {
     BenchFail { code: 4, error }
 }
 
+/// Prints a bench's report, as pretty JSON with `--json` or else as its `table`; returns the
+/// exit code.
+pub(crate) fn print_report(
+    report: &impl Serialize,
+    json: bool,
+    table: impl FnOnce() -> String,
+) -> Result<u8, BenchFail> {
+    if json {
+        let text = serde_json::to_string_pretty(report)
+            .map_err(|e| infra(anyhow!("cannot encode the report: {e}")))?;
+        println!("{text}");
+    } else {
+        print!("{}", table());
+    }
+    Ok(0)
+}
+
+/// Nearest-rank percentile `p` (0 to 1) of sorted values; `None` when there are none.
+pub(crate) fn nearest_rank<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+/// Twelve random hex digits, for the names of what a bench creates and removes.
+pub(crate) fn random_suffix() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
+}
+
 /// Runs the benchmark; returns the exit code.
 pub async fn run(args: BenchArgs) -> Result<u8, BenchFail> {
     match args.command {
@@ -142,19 +173,8 @@ pub async fn run(args: BenchArgs) -> Result<u8, BenchFail> {
 
     let target = Target::open(args.store.as_deref()).await?;
     let result = measure(&target, &def, &args).await;
-    let cleanup = target.cleanup().await;
-    let report = result.map_err(infra)?;
-    if let Err(e) = cleanup {
-        eprintln!("warning: cleanup failed: {e:#}");
-    }
-    if args.json {
-        let text = serde_json::to_string_pretty(&report)
-            .map_err(|e| infra(anyhow!("cannot encode the report: {e}")))?;
-        println!("{text}");
-    } else {
-        print!("{}", report.table());
-    }
-    Ok(0)
+    let report = target.finish(result).await?;
+    print_report(&report, args.json, || report.table())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -174,10 +194,6 @@ pub(crate) struct Target {
     pg_schema: Option<(String, String)>,
     /// Where the store is, for the report (no password).
     pub(crate) label: String,
-}
-
-fn random_suffix() -> String {
-    uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
 }
 
 impl Target {
@@ -322,7 +338,18 @@ impl Target {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    pub(crate) async fn cleanup(&self) -> anyhow::Result<()> {
+    /// Cleans up after `result`, what was measured on this store: a failed measurement is the
+    /// error, a failed cleanup only a warning.
+    pub(crate) async fn finish<R>(&self, result: anyhow::Result<R>) -> Result<R, BenchFail> {
+        let cleanup = self.cleanup().await;
+        let report = result.map_err(infra)?;
+        if let Err(e) = cleanup {
+            eprintln!("warning: cleanup failed: {e:#}");
+        }
+        Ok(report)
+    }
+
+    async fn cleanup(&self) -> anyhow::Result<()> {
         match &self.backend {
             Backend::Sqlite(s) => s.close().await,
             Backend::Postgres(s) => s.close().await,
@@ -354,26 +381,26 @@ async fn drop_schema(url: &str, schema: &str) -> anyhow::Result<()> {
 // ---------------------------------------------------------------------------------------------
 
 /// Raw append rates (events per second) of the same store, one figure per batch size.
-#[derive(Debug, Clone, Serialize)]
-struct RawRates {
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub(crate) struct RawRates {
     /// One event per transaction.
-    one_per_tx: f64,
+    pub(crate) one_per_tx: f64,
     /// Ten events per transaction.
-    batch_10: f64,
+    pub(crate) batch_10: f64,
     /// A hundred events per transaction.
-    batch_100: f64,
+    pub(crate) batch_100: f64,
 }
 
 /// Engine events/s ÷ each raw rate.
-#[derive(Debug, Clone, Serialize)]
-struct Ratios {
-    vs_one_per_tx: f64,
-    vs_batch_10: f64,
-    vs_batch_100: f64,
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub(crate) struct Ratios {
+    pub(crate) vs_one_per_tx: f64,
+    pub(crate) vs_batch_10: f64,
+    pub(crate) vs_batch_100: f64,
 }
 
 impl Ratios {
-    fn of(events_per_s: f64, raw: &RawRates) -> Ratios {
+    pub(crate) fn of(events_per_s: f64, raw: &RawRates) -> Ratios {
         let r = |d: f64| if d > 0.0 { events_per_s / d } else { 0.0 };
         Ratios {
             vs_one_per_tx: r(raw.one_per_tx),
@@ -591,12 +618,7 @@ impl Measured {
 
 /// Nearest-rank percentile of sorted durations, in milliseconds.
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = (p * sorted.len() as f64).ceil() as usize;
-    let i = rank.clamp(1, sorted.len()) - 1;
-    sorted[i].as_secs_f64() * 1e3
+    nearest_rank(sorted, p).map_or(0.0, |d| d.as_secs_f64() * 1e3)
 }
 
 /// Runs `runs` runs, `concurrency` at a time (each client starts its next run when the previous

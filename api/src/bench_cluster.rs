@@ -45,7 +45,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::bench::{infra, usage, BenchFail};
+use crate::bench::{
+    infra, nearest_rank, print_report, random_suffix, usage, BenchFail, Ratios, RawRates,
+};
 
 /// Starts in flight at once from the client.
 const STARTING: usize = 64;
@@ -135,14 +137,7 @@ pub async fn run(args: ClusterArgs) -> Result<u8, BenchFail> {
     sink.stop().await;
     let _ = std::fs::remove_dir_all(&logs);
     let report = result.map_err(infra)?;
-    if args.json {
-        let text = serde_json::to_string_pretty(&report)
-            .map_err(|e| infra(anyhow!("cannot encode the report: {e}")))?;
-        println!("{text}");
-    } else {
-        print!("{}", report.table());
-    }
-    Ok(0)
+    print_report(&report, args.json, || report.table())
 }
 
 fn check(args: &ClusterArgs) -> Result<(), BenchFail> {
@@ -324,31 +319,6 @@ struct Throughput {
     durability: String,
 }
 
-#[derive(Serialize, Clone, Copy, Default)]
-struct RawRates {
-    one_per_tx: f64,
-    batch_10: f64,
-    batch_100: f64,
-}
-
-#[derive(Serialize, Clone, Copy, Default)]
-struct Ratios {
-    vs_one_per_tx: f64,
-    vs_batch_10: f64,
-    vs_batch_100: f64,
-}
-
-impl Ratios {
-    fn of(events_per_s: f64, raw: &RawRates) -> Ratios {
-        let r = |d: f64| if d > 0.0 { events_per_s / d } else { 0.0 };
-        Ratios {
-            vs_one_per_tx: r(raw.one_per_tx),
-            vs_batch_10: r(raw.batch_10),
-            vs_batch_100: r(raw.batch_100),
-        }
-    }
-}
-
 #[derive(Serialize)]
 struct Waiting {
     runs: u64,
@@ -384,13 +354,7 @@ struct Distribution {
 impl Distribution {
     fn of(mut v: Vec<i64>) -> Distribution {
         v.sort_unstable();
-        let at = |p: f64| -> f64 {
-            if v.is_empty() {
-                return 0.0;
-            }
-            let rank = (p * v.len() as f64).ceil() as usize;
-            v[rank.clamp(1, v.len()) - 1] as f64
-        };
+        let at = |p: f64| nearest_rank(&v, p).map_or(0.0, |x| x as f64);
         Distribution {
             count: v.len() as u64,
             min_ms: v.first().map_or(0.0, |&x| x as f64),
@@ -1417,10 +1381,6 @@ fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-fn random_suffix() -> String {
-    uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
 }
 
 #[cfg(test)]

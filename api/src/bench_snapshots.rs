@@ -27,7 +27,7 @@ use cairn_runtime::{RunOutcome, Runtime, WorkerScope};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::bench::{infra, usage, BenchFail, Target};
+use crate::bench::{print_report, usage, BenchFail, Target};
 
 /// Events one loop iteration of the benchmark's workflow records (the iteration, five `set`
 /// tasks started and completed); only used to size the loop, the report counts the real history.
@@ -67,19 +67,8 @@ pub async fn run(args: SnapshotsArgs) -> Result<u8, BenchFail> {
     }
     let target = Target::open(args.store.as_deref()).await?;
     let result = measure(&target, &args).await;
-    let cleanup = target.cleanup().await;
-    let report = result.map_err(infra)?;
-    if let Err(e) = cleanup {
-        eprintln!("warning: cleanup failed: {e:#}");
-    }
-    if args.json {
-        let text = serde_json::to_string_pretty(&report)
-            .map_err(|e| infra(anyhow!("cannot encode the report: {e}")))?;
-        println!("{text}");
-    } else {
-        print!("{}", report.table());
-    }
-    Ok(0)
+    let report = target.finish(result).await?;
+    print_report(&report, args.json, || report.table())
 }
 
 /// What one interval `N` would cost on this store.

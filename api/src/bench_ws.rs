@@ -38,7 +38,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use crate::bench::{infra, usage, BenchFail, Target};
+use crate::bench::{infra, nearest_rank, print_report, usage, BenchFail, Target};
 use crate::server::InProcessServer;
 
 /// Most subscribers accepted (each is two file descriptors in this process).
@@ -153,19 +153,8 @@ pub async fn run(args: SubscribersArgs) -> Result<u8, BenchFail> {
 
     let target = Target::open(args.store.as_deref()).await?;
     let result = measure(&target, &def, &args, gate_ms).await;
-    let cleanup = target.cleanup().await;
-    let report = result.map_err(infra)?;
-    if let Err(e) = cleanup {
-        eprintln!("warning: cleanup failed: {e:#}");
-    }
-    if args.json {
-        let text = serde_json::to_string_pretty(&report)
-            .map_err(|e| infra(anyhow!("cannot encode the report: {e}")))?;
-        println!("{text}");
-    } else {
-        print!("{}", report.table());
-    }
-    Ok(0)
+    let report = target.finish(result).await?;
+    print_report(&report, args.json, || report.table())
 }
 
 /// The soft limit of open files of this process, when the system says (Linux).
@@ -223,11 +212,7 @@ impl Latency {
 
 /// Nearest-rank percentile of sorted values.
 fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = (p * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
+    nearest_rank(sorted, p).unwrap_or(0.0)
 }
 
 #[derive(Debug, Serialize)]

@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
@@ -308,4 +308,101 @@ pub fn json_contains(hay: &Value, needle: &Value) -> bool {
         Value::Object(o) => o.values().any(|v| json_contains(v, needle)),
         _ => false,
     }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The integer `field` of a JSON object.
+pub fn int(v: &Value, field: &str) -> Option<i64> {
+    v.get(field).and_then(Value::as_i64)
+}
+
+/// Whether `CAIRN_SOAK` asks for the long version of a test.
+pub fn soak() -> bool {
+    std::env::var("CAIRN_SOAK").is_ok_and(|v| v == "1" || v == "true")
+}
+
+/// The seed in the environment variable `var`, else one drawn from the clock.
+pub fn seed_from_env(var: &str) -> u64 {
+    match std::env::var(var) {
+        Ok(s) => s
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{var} `{s}` is not a u64: {e}")),
+        Err(_) => now_ms() as u64,
+    }
+}
+
+/// SplitMix64: a small seeded generator, so a printed seed replays what was drawn from it.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo + 1)
+    }
+
+    /// True with probability `percent` / 100.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+}
+
+/// The PostgreSQL server of the tests: `CAIRN_TEST_POSTGRES_URL`, else
+/// `postgres://postgres@127.0.0.1:5432/test`.
+pub fn postgres_url() -> String {
+    std::env::var("CAIRN_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+/// `url` with its database replaced by `db` (query string kept).
+pub fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let authority = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let base = match base[authority..].find('/') {
+        Some(i) => &base[..authority + i],
+        None => base,
+    };
+    format!("{base}/{db}{query}")
+}
+
+/// Says loudly that `what` is skipped because `why`; under `CI=true` it fails instead.
+pub fn skip(what: &str, why: &str) {
+    let msg = format!("SKIPPED {what}: {why}");
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{msg} (CI=true: failing instead of skipping)");
+    }
+    eprintln!("\n************************************************************");
+    eprintln!("{msg}");
+    eprintln!("************************************************************\n");
+    println!("{msg}");
+}
+
+/// `s` cut to at most `max` bytes (at a character boundary), with `marker` after the cut.
+pub fn clip_bytes(s: &str, max: usize, marker: &str) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{marker}", &s[..end])
 }

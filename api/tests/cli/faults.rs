@@ -43,22 +43,13 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use crate::common::{self, json_eq, Sandbox};
+use crate::common::{self, clip_bytes, int, json_eq, now_ms, seed_from_env, soak, Rng, Sandbox};
 use crate::pgtmp::PgTmp;
-
-/// How long the sink takes to answer after it applied a request: the window in which a fault
-/// leaves a call done at the sink but not recorded, so that it must be sent again.
-const SINK_LATENCY: Duration = Duration::from_millis(40);
+use crate::sink::{Sink, SinkLog, Threads};
 
 /// Worker processes sharing the runs.
 const WORKERS: usize = 3;
@@ -100,14 +91,8 @@ struct Plan {
 
 impl Plan {
     fn from_env() -> Plan {
-        let soak = std::env::var("CAIRN_SOAK").is_ok_and(|v| v == "1" || v == "true");
-        let seed = match std::env::var("CAIRN_FAULT_SEED") {
-            Ok(s) => s
-                .trim()
-                .parse()
-                .unwrap_or_else(|e| panic!("CAIRN_FAULT_SEED `{s}` is not a u64: {e}")),
-            Err(_) => now_ms() as u64,
-        };
+        let soak = soak();
+        let seed = seed_from_env("CAIRN_FAULT_SEED");
         if soak {
             Plan {
                 seed,
@@ -134,37 +119,6 @@ impl Plan {
             }
         }
     }
-}
-
-/// SplitMix64: a small seeded generator, so a printed seed replays the workflows and the
-/// schedule.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn between(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-
-    /// True with probability `percent` / 100.
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 // ----- workflows and what they must produce ---------------------------------------------------
@@ -462,151 +416,6 @@ fn signal_event(run: u64, k: u64) -> Value {
     })
 }
 
-// ----- the sink -------------------------------------------------------------------------------
-
-#[derive(Debug, Clone)]
-struct Delivery {
-    at: i64,
-    key: Option<String>,
-    body: Value,
-    status: u16,
-    /// The first delivery of its key that was applied.
-    applied: bool,
-}
-
-#[derive(Default)]
-struct SinkLog {
-    deliveries: Vec<Delivery>,
-    /// Key -> the body it was applied with.
-    applied: HashMap<String, Value>,
-    /// (run, step) -> the keys under which that effect was applied.
-    effects: BTreeMap<(i64, i64), Vec<String>>,
-}
-
-struct Sink {
-    port: u16,
-    log: Arc<Mutex<SinkLog>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Sink {
-    fn start() -> Sink {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        listener
-            .set_nonblocking(true)
-            .expect("a non-blocking listener");
-        let port = listener.local_addr().expect("a local address").port();
-        let log = Arc::new(Mutex::new(SinkLog::default()));
-        let app = Router::new()
-            .route("/sink", post(deliver))
-            .with_state(log.clone());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("a Tokio runtime for the sink");
-            rt.block_on(async move {
-                let listener =
-                    tokio::net::TcpListener::from_std(listener).expect("a Tokio listener");
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = stopped.await;
-                    })
-                    .await;
-            });
-        });
-        Sink {
-            port,
-            log,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-
-    fn take_log(&self) -> SinkLog {
-        match self.log.lock() {
-            Ok(mut l) => std::mem::take(&mut *l),
-            Err(p) => std::mem::take(&mut *p.into_inner()),
-        }
-    }
-}
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-async fn deliver(
-    State(log): State<Arc<Mutex<SinkLog>>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let (status, reply) = apply(&log, key, body);
-    tokio::time::sleep(SINK_LATENCY).await;
-    (status, Json(reply)).into_response()
-}
-
-/// Records a delivery and applies it unless its key was applied before; the answer is the same
-/// for every delivery of a key.
-fn apply(log: &Mutex<SinkLog>, key: Option<String>, body: Value) -> (StatusCode, Value) {
-    let at = now_ms();
-    let run = body.get("run").and_then(Value::as_i64);
-    let step = body.get("step").and_then(Value::as_i64);
-    let flaky = body.get("flaky") == Some(&Value::Bool(true));
-    let mut log = match log.lock() {
-        Ok(l) => l,
-        Err(p) => p.into_inner(),
-    };
-    let mut first = false;
-    let (status, reply) = match (&key, run, step) {
-        (Some(k), Some(r), Some(s)) => {
-            // The attempt is the key's last segment (`run:frame:attempt`).
-            if flaky && k.rsplit(':').next() == Some("0") {
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    json!({"error": "try again"}),
-                )
-            } else {
-                if !log.applied.contains_key(k) {
-                    first = true;
-                    log.applied.insert(k.clone(), body.clone());
-                    log.effects.entry((r, s)).or_default().push(k.clone());
-                }
-                (
-                    StatusCode::OK,
-                    json!({ "echo": body, "value": r * 1000 + s }),
-                )
-            }
-        }
-        _ => (
-            StatusCode::BAD_REQUEST,
-            json!({"error": "an Idempotency-Key header and a body {run, step} are required"}),
-        ),
-    };
-    log.deliveries.push(Delivery {
-        at,
-        key,
-        body,
-        status: status.as_u16(),
-        applied: first,
-    });
-    (status, reply)
-}
-
 // ----- worker processes -----------------------------------------------------------------------
 
 /// One life of a worker slot: a `cairn worker` process from spawn to its end.
@@ -730,7 +539,7 @@ impl<'a> FaultTest<'a> {
     fn new(plan: Plan, sandbox: &'a Sandbox, pg: PgTmp) -> Self {
         let rng = Rng(plan.seed);
         FaultTest {
-            sink: Sink::start(),
+            sink: Sink::start(1000, Threads::Multi(2)),
             plan,
             sandbox,
             pg,
@@ -994,7 +803,7 @@ impl<'a> FaultTest<'a> {
             } else {
                 println!(
                     "faults: worker {slot}.{life} exited during start-up ({status}): {}",
-                    clip(&stderr, 400).replace('\n', " | ")
+                    clip_bytes(&stderr, 400, "[...]").replace('\n', " | ")
                 );
             }
             std::thread::sleep(Duration::from_millis(200));
@@ -1345,10 +1154,6 @@ struct Audit {
     histories: BTreeMap<u64, Vec<Value>>,
 }
 
-fn int(v: &Value, field: &str) -> Option<i64> {
-    v.get(field).and_then(Value::as_i64)
-}
-
 fn recorded_at(e: &Value) -> i64 {
     e["metadata"]["recorded_at"].as_i64().unwrap_or(i64::MAX)
 }
@@ -1477,7 +1282,11 @@ impl Audit {
         let Some(end) = ends.first() else {
             self.stuck += 1;
             let last = events.last().map_or(String::new(), |e| {
-                format!("{} {}", e["type"], clip(&e["data"].to_string(), 200))
+                format!(
+                    "{} {}",
+                    e["type"],
+                    clip_bytes(&e["data"].to_string(), 200, "[...]")
+                )
             });
             self.problems.push(format!(
                 "run {n} ({id}): not ended by the deadline ({} events; the last: {last})",
@@ -1491,7 +1300,7 @@ impl Audit {
             self.problems.push(format!(
                 "run {n} ({id}): ended with {} {}; expected RunCompleted with output {expected}",
                 end["type"],
-                clip(&end["data"].to_string(), 600)
+                clip_bytes(&end["data"].to_string(), 600, "[...]")
             ));
         }
         // Every call the history scheduled reached the sink.
@@ -1756,15 +1565,4 @@ fn recovery_times(
         ));
     }
     out
-}
-
-fn clip(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}[...]", &s[..end])
 }

@@ -6,6 +6,7 @@
 //! - `contract`: exit codes and messages of the CLI on good and bad input.
 //! - `faults`: the fault test: three workers on a private PostgreSQL (`pgtmp`) under SIGKILL,
 //!   SIGSTOP, database restarts and lost append replies.
+//! - `sink`: the loopback HTTP sink that the crash and fault tests' workflows call.
 
 mod bench;
 mod common;
@@ -16,3 +17,4 @@ mod faults;
 mod mock;
 mod pgtmp;
 mod server;
+mod sink;

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::skip;
+
 /// How long `pg_ctl` may take to start or restart the server.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -266,17 +268,6 @@ impl Drop for PgTmp {
         }
         // `dir` (a TempDir) removes the folder; root may delete files the postgres user owns.
     }
-}
-
-fn skip(what: &str, why: &str) {
-    let msg = format!("SKIPPED {what}: {why}");
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{msg} (CI=true: failing instead of skipping)");
-    }
-    eprintln!("\n************************************************************");
-    eprintln!("{msg}");
-    eprintln!("************************************************************\n");
-    println!("{msg}");
 }
 
 /// The folder of `initdb` and `pg_ctl`.
