@@ -336,7 +336,8 @@ async fn every_hot_query_uses_an_index() {
     // Workers: one live one holding runs, one whose lease has expired still owning some, and
     // the rows that workers with default names leave behind when they are killed.
     let live = store.register_worker("live", 600_000).await.expect("live");
-    let dead = store.register_worker("dead", 1).await.expect("dead");
+    // Alive while it claims (claims need a live lease); expired below.
+    let dead = store.register_worker("dead", 600_000).await.expect("dead");
     for i in 0..50 {
         store
             .register_worker(&format!("gone-{i}"), 1)
@@ -350,6 +351,11 @@ async fn every_hot_query_uses_an_index() {
     assert_eq!(orphaned.len(), 40);
 
     let mut conn = PgConnection::connect(&t.url).await.expect("connect");
+    sqlx::query("UPDATE workers SET lease_until = 0 WHERE lease_id = $1")
+        .bind(&dead.lease_id)
+        .execute(&mut conn)
+        .await
+        .expect("expire the dead worker's lease");
     sqlx::raw_sql("ANALYZE")
         .execute(&mut conn)
         .await
