@@ -184,8 +184,13 @@ impl PgTmp {
             Ok(o) => eprintln!("warning: pg_ctl stop: {}", describe(&o)),
             Err(e) => eprintln!("warning: pg_ctl stop: {e}"),
         }
+        // Whatever went wrong, leave no server behind on a folder about to be deleted.
+        self.stop_immediately();
+    }
+
+    /// `pg_ctl stop -m immediate`, once; errors are ignored (the folder goes next anyway).
+    fn stop_immediately(&mut self) {
         if !self.stopped {
-            // Whatever went wrong, leave no server behind on a folder about to be deleted.
             let _ = self
                 .pg("pg_ctl")
                 .arg("-D")
@@ -257,15 +262,7 @@ impl PgTmp {
 impl Drop for PgTmp {
     fn drop(&mut self) {
         // Immediate: whatever the test did, the folder is deleted right after.
-        if !self.stopped {
-            let _ = self
-                .pg("pg_ctl")
-                .arg("-D")
-                .arg(&self.data)
-                .args(["-w", "-t", "30", "-m", "immediate", "stop"])
-                .output();
-            self.stopped = true;
-        }
+        self.stop_immediately();
         // `dir` (a TempDir) removes the folder; root may delete files the postgres user owns.
     }
 }
