@@ -6,6 +6,7 @@
 //! what an event means. Non-deterministic values (the time, generated ids, jitter) are taken
 //! from [`DecideInput`] and end up inside the events, so a replay never needs them again.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
@@ -59,7 +60,21 @@ enum Next {
     End,
 }
 
-type Out = Vec<RunEvent>;
+/// What one `decide` call accumulates: the events, and what it may reuse between its steps.
+struct Out {
+    events: Vec<RunEvent>,
+    /// The evaluated `for.in` collection of each `for` activation stepped in this call: the
+    /// expression is pure over the activation's fixed input, and frame ids are never reused
+    /// within a call, so evaluating it once per call (not once per iteration) changes nothing
+    /// but the cost, which was quadratic in the length of the collection.
+    for_items: HashMap<FrameId, Arc<Vec<Value>>>,
+}
+
+impl Out {
+    fn len(&self) -> usize {
+        self.events.len()
+    }
+}
 
 impl Decider {
     /// A decider for `def`.
@@ -102,7 +117,10 @@ impl Decider {
     /// result, a timer, an event) or ends. Empty when nothing can happen now.
     pub fn decide(&self, state: &RunState, input: &mut DecideInput<'_>) -> Vec<RunEvent> {
         let mut s = state.clone();
-        let mut out = Vec::new();
+        let mut out = Out {
+            events: Vec::new(),
+            for_items: HashMap::new(),
+        };
         while out.len() < MAX_EVENTS_PER_DECISION {
             let before = out.len();
             self.step(&mut s, input, &mut out);
@@ -110,12 +128,12 @@ impl Decider {
                 break;
             }
         }
-        out
+        out.events
     }
 
     fn emit(s: &mut RunState, out: &mut Out, e: RunEvent) {
         s.apply(&e);
-        out.push(e);
+        out.events.push(e);
     }
 
     fn run_faulted(s: &mut RunState, out: &mut Out, error: WorkflowError, at: Millis) {
@@ -1179,18 +1197,26 @@ impl Decider {
         };
         let then = self.task_of(f).and_then(|t| t.base.then.clone());
         let mut vars = self.frame_vars(s, f, &f.input, inp);
-        let items = match expr::eval_bare(&ft.for_.in_, &f.input, &vars) {
-            Ok(Value::Array(a)) => a,
-            Ok(Value::Null) => Vec::new(),
-            Ok(Value::Object(o)) => o.into_iter().map(|(_, v)| v).collect(),
-            Ok(other) => {
-                let e = WorkflowError::new(
-                    ErrorKind::Expression,
-                    format!("`for.in` must yield an array, got {other}"),
-                );
-                return self.fault(s, f, e, inp, out);
+        let items = match out.for_items.get(&f.id) {
+            Some(items) => items.clone(),
+            None => {
+                let items = match expr::eval_bare(&ft.for_.in_, &f.input, &vars) {
+                    Ok(Value::Array(a)) => a,
+                    Ok(Value::Null) => Vec::new(),
+                    Ok(Value::Object(o)) => o.into_iter().map(|(_, v)| v).collect(),
+                    Ok(other) => {
+                        let e = WorkflowError::new(
+                            ErrorKind::Expression,
+                            format!("`for.in` must yield an array, got {other}"),
+                        );
+                        return self.fault(s, f, e, inp, out);
+                    }
+                    Err(e) => return self.fault(s, f, e.into(), inp, out),
+                };
+                let items = Arc::new(items);
+                out.for_items.insert(f.id, items.clone());
+                items
             }
-            Err(e) => return self.fault(s, f, e.into(), inp, out),
         };
         if i >= items.len() {
             return self.complete(s, f, data, then, inp, out);
