@@ -318,7 +318,8 @@ impl RuntimeBuilder {
             if !cross_process {
                 // Without notices from other processes (SQLite), follow the log for appends of
                 // other processes to the runs held here.
-                let head = rt.inner.head_position().await?;
+                // One query on the built-in stores (not a walk over the whole log at start-up).
+                let head = rt.inner.store.head_position().await?;
                 let i = rt.inner.clone();
                 rt.inner
                     .tracker
@@ -697,16 +698,6 @@ impl Inner {
         Ok(!self.store.query_runs(&q).await?.is_empty())
     }
 
-    async fn head_position(&self) -> Result<u64> {
-        let mut pos = 0;
-        loop {
-            let page = self.store.read_all(pos, 10_000).await?;
-            match page.last() {
-                Some(e) => pos = e.position,
-                None => return Ok(pos),
-            }
-        }
-    }
 
     fn slot(&self, run_id: &str) -> Arc<AsyncMutex<Slot>> {
         let mut m = match self.slots.lock() {
