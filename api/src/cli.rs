@@ -125,8 +125,8 @@ enum Command {
         secrets: SecretsArg,
         #[command(flatten)]
         lease: LeaseArg,
-        /// A YAML (or JSON) settings file, as for `cairn serve`; the worker uses its `store` and
-        /// `secrets` (flags and CAIRN_* variables override it)
+        /// A YAML (or JSON) settings file, as for `cairn serve`; the worker uses its `store`,
+        /// `secrets`, `worker_name`, `lease_ttl_ms` (flags and CAIRN_* variables override it)
         #[arg(long, env = "CAIRN_CONFIG", value_name = "PATH")]
         config: Option<PathBuf>,
         /// Exit once no unfinished run is left
@@ -308,12 +308,13 @@ fn apply_config(cmd: &mut Command, matches: &clap::ArgMatches) -> anyhow::Result
         Command::Worker {
             store,
             secrets,
+            lease,
             config: Some(path),
             ..
         } => {
             if let Some(m) = matches.subcommand_matches("worker") {
                 let file = ConfigFile::load(path)?;
-                apply_to_worker(&mut store.store, &mut secrets.secrets, m, file);
+                apply_to_worker(&mut store.store, &mut secrets.secrets, lease, m, file);
             }
         }
         _ => {}

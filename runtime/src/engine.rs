@@ -698,7 +698,6 @@ impl Inner {
         Ok(!self.store.query_runs(&q).await?.is_empty())
     }
 
-
     fn slot(&self, run_id: &str) -> Arc<AsyncMutex<Slot>> {
         let mut m = match self.slots.lock() {
             Ok(m) => m,

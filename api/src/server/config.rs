@@ -17,7 +17,8 @@ use serde::Deserialize;
 use super::ServeArgs;
 
 /// The settings file. Keys are the `ServeArgs` field names (the long flags, `-` as `_`).
-/// `cairn worker` reads the same file and uses `store` and `secrets` only.
+/// `cairn worker` reads the same file and uses `store`, `secrets`, `worker_name` and
+/// `lease_ttl_ms` only.
 #[derive(Deserialize, Default, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
@@ -34,6 +35,8 @@ pub struct ConfigFile {
     pub rate_limit_burst: Option<u32>,
     pub request_timeout_ms: Option<u64>,
     pub no_introspection: Option<bool>,
+    pub worker_name: Option<String>,
+    pub lease_ttl_ms: Option<u64>,
 }
 
 impl ConfigFile {
@@ -93,15 +96,38 @@ pub fn apply_to_serve(args: &mut ServeArgs, matches: &ArgMatches, file: ConfigFi
             args.secrets = Some(v);
         }
     }
+    apply_lease(
+        &mut args.lease,
+        matches,
+        file.worker_name,
+        file.lease_ttl_ms,
+    );
 }
 
-/// The settings `cairn worker` takes from the file: its store and secrets file.
+/// The worker's name and lease ttl, for `cairn serve` and `cairn worker` alike.
+fn apply_lease(
+    lease: &mut crate::cli::LeaseArg,
+    matches: &ArgMatches,
+    worker_name: Option<String>,
+    lease_ttl_ms: Option<u64>,
+) {
+    if worker_name.is_some() && defaulted(matches, "worker_name") {
+        lease.worker_name = worker_name;
+    }
+    if lease_ttl_ms.is_some() && defaulted(matches, "lease_ttl_ms") {
+        lease.lease_ttl_ms = lease_ttl_ms;
+    }
+}
+
+/// The settings `cairn worker` takes from the file: its store, secrets file, name and lease.
 pub fn apply_to_worker(
     store: &mut String,
     secrets: &mut Option<PathBuf>,
+    lease: &mut crate::cli::LeaseArg,
     matches: &ArgMatches,
     file: ConfigFile,
 ) {
+    apply_lease(lease, matches, file.worker_name, file.lease_ttl_ms);
     if let Some(v) = file.store {
         if defaulted(matches, "store") {
             *store = v;
@@ -137,6 +163,17 @@ mod tests {
             ConfigFile::parse(file).expect("a valid file"),
         );
         cli.serve
+    }
+
+    #[test]
+    fn worker_name_and_lease_come_from_the_file_unless_a_flag_says() {
+        let file = "worker_name: api-1\nlease_ttl_ms: 4000\n";
+        let a = resolve(&[], file);
+        assert_eq!(a.lease.worker_name.as_deref(), Some("api-1"));
+        assert_eq!(a.lease.lease_ttl_ms, Some(4000));
+        let b = resolve(&["--worker-name", "api-2", "--lease-ttl-ms", "10000"], file);
+        assert_eq!(b.lease.worker_name.as_deref(), Some("api-2"));
+        assert_eq!(b.lease.lease_ttl_ms, Some(10000), "a flag beats the file");
     }
 
     #[test]
