@@ -300,11 +300,10 @@ impl RuntimeBuilder {
         });
         let rt = Runtime { inner };
         if rt.inner.workers {
-            let ttl = i64::try_from(rt.inner.lease_ttl.as_millis()).unwrap_or(i64::MAX);
             let lease = rt
                 .inner
                 .store
-                .register_worker(&rt.inner.worker_name, ttl)
+                .register_worker(&rt.inner.worker_name, rt.inner.lease_ttl_ms())
                 .await?;
             if let Ok(mut l) = rt.inner.lease.lock() {
                 *l = Some(lease);
@@ -839,6 +838,19 @@ impl Inner {
                 self.metrics.set_runs_held(h.len());
             }
         }
+    }
+
+    /// The runs this process holds now.
+    fn held_runs(&self) -> Vec<String> {
+        self.held
+            .lock()
+            .map(|h| h.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The lease ttl in ms, as the store takes it.
+    fn lease_ttl_ms(&self) -> i64 {
+        i64::try_from(self.lease_ttl.as_millis()).unwrap_or(i64::MAX)
     }
 
     fn held_count(&self) -> usize {
@@ -1731,12 +1743,7 @@ impl Inner {
     /// is for the claim that follows.
     fn on_notice(self: &Arc<Self>, notice: &str) {
         if notice == "*" {
-            let held: Vec<String> = self
-                .held
-                .lock()
-                .map(|h| h.iter().cloned().collect())
-                .unwrap_or_default();
-            for run in held {
+            for run in self.held_runs() {
                 self.revisit(&run);
             }
         } else if self.holds(notice) {
@@ -1750,10 +1757,7 @@ impl Inner {
         let lease = self.lease.lock().ok().and_then(|l| l.clone());
         let Some(lease) = lease else {
             // Lost earlier and not registered again yet (the store was away): try now.
-            if self.workers {
-                self.register_again(i64::try_from(self.lease_ttl.as_millis()).unwrap_or(i64::MAX))
-                    .await;
-            }
+            self.register_again(self.lease_ttl_ms()).await;
             return;
         };
         match self.store.renew_worker(&lease).await {
@@ -1811,11 +1815,7 @@ impl Inner {
         }
         // A held parent whose sub-workflow's end notice was lost (a listener reconnecting, the
         // child's worker dying between its end and the delivery): look at its children again.
-        let held: Vec<String> = self
-            .held
-            .lock()
-            .map(|h| h.iter().cloned().collect())
-            .unwrap_or_default();
+        let held = self.held_runs();
         let slots: Vec<(String, Arc<AsyncMutex<Slot>>)> = match self.slots.lock() {
             Ok(m) => held
                 .into_iter()
