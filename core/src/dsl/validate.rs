@@ -164,6 +164,77 @@ fn strip_location(message: &str) -> String {
     }
 }
 
+/// Deepest nesting of collections a definition may have (serde_json and serde_norway stop
+/// at 128 levels too, but only after their parsers have done the work).
+pub const MAX_NESTING: usize = 128;
+
+/// Refuses text nested deeper than [`MAX_NESTING`] before any parser sees it, in one linear
+/// pass: the YAML parsers take time quadratic in the nesting depth (a 200 KB line of `[` took
+/// 38 s of CPU to refuse). Counts flow collections (`[`, `{` outside quotes and comments) and
+/// compact block sequences (`- - - x`). It over-counts only brackets left unbalanced inside
+/// plain or block scalars, far below the limit in any real definition.
+fn check_nesting(text: &str) -> Result<(), (usize, usize)> {
+    let mut flow = 0usize;
+    let mut quote: Option<u8> = None;
+    for (n, line) in text.lines().enumerate() {
+        let bytes = line.as_bytes();
+        let mut i = 0;
+        if quote.is_none() && flow == 0 {
+            // Compact block nesting: `- - - x` (or `? ? x`) opens one collection per indicator.
+            let mut compact = 0usize;
+            let mut j = line.len() - line.trim_start().len();
+            while j + 1 < bytes.len()
+                && matches!(bytes[j], b'-' | b'?')
+                && matches!(bytes[j + 1], b' ' | b'\t')
+            {
+                compact += 1;
+                j += 2;
+                while j < bytes.len() && matches!(bytes[j], b' ' | b'\t') {
+                    j += 1;
+                }
+            }
+            if compact > MAX_NESTING {
+                return Err((n + 1, j + 1));
+            }
+        }
+        while i < bytes.len() {
+            let b = bytes[i];
+            match quote {
+                Some(b'\'') if b == b'\'' => {
+                    // `''` is an escaped quote inside a single-quoted scalar.
+                    if bytes.get(i + 1) == Some(&b'\'') {
+                        i += 1;
+                    } else {
+                        quote = None;
+                    }
+                }
+                Some(b'"') if b == b'\\' => i += 1,
+                Some(b'"') if b == b'"' => quote = None,
+                Some(_) => {}
+                None => {
+                    let after_space = i == 0 || matches!(bytes[i - 1], b' ' | b'\t');
+                    let token_start =
+                        i == 0 || matches!(bytes[i - 1], b' ' | b'\t' | b'[' | b'{' | b',');
+                    match b {
+                        b'#' if after_space => break,
+                        b'\'' | b'"' if token_start => quote = Some(b),
+                        b'[' | b'{' => {
+                            flow += 1;
+                            if flow > MAX_NESTING {
+                                return Err((n + 1, i + 1));
+                            }
+                        }
+                        b']' | b'}' => flow = flow.saturating_sub(1),
+                        _ => {}
+                    }
+                }
+            }
+            i += 1;
+        }
+    }
+    Ok(())
+}
+
 fn parse_value(text: &str, format: SourceFormat) -> Result<Value, ValidationErrors> {
     let err = |line, column, message: String| ValidationErrors {
         problems: vec![Problem {
@@ -173,6 +244,13 @@ fn parse_value(text: &str, format: SourceFormat) -> Result<Value, ValidationErro
             message,
         }],
     };
+    if let Err((line, column)) = check_nesting(text) {
+        return Err(err(
+            Some(line),
+            Some(column),
+            format!("the document is nested deeper than {MAX_NESTING} levels"),
+        ));
+    }
     match format {
         SourceFormat::Json => serde_json::from_str(text).map_err(|e| {
             err(
@@ -1505,6 +1583,31 @@ mod tests {
 
     fn pointers(body: &str) -> Vec<String> {
         problems(body).into_iter().map(|p| p.pointer).collect()
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        for (text, format) in [
+            ("[".repeat(100_000), SourceFormat::Yaml),
+            ("{\"a\":".repeat(50_000), SourceFormat::Json),
+            (format!("{}1", "- ".repeat(100_000)), SourceFormat::Yaml),
+        ] {
+            let e = load_str(&text, format).expect_err("too deep");
+            assert_eq!(e.problems.len(), 1, "{e}");
+            assert!(e.problems[0].message.contains("nested deeper"), "{e}");
+            assert_eq!(e.problems[0].line, Some(1), "{e}");
+        }
+        // Brackets in quotes and comments do not count; 100 real levels are fine.
+        let deep_ok = format!("{}{}", "[".repeat(100), "]".repeat(100));
+        assert!(check_nesting(&deep_ok).is_ok());
+        let quoted = format!(
+            "a: '{}'\nb: \"{}\" # {}\n",
+            "[".repeat(500),
+            "{".repeat(500),
+            "[".repeat(500)
+        );
+        assert!(check_nesting(&quoted).is_ok());
+        assert!(check_nesting(&format!("- {}x", "- ".repeat(MAX_NESTING))).is_err());
     }
 
     #[test]
