@@ -1,7 +1,7 @@
 //! Definitions: content-addressed, stored in the event store, and compiled once into a
 //! [`Decider`] that every run pinned to that content shares.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use cairn_core::decider::Decider;
@@ -27,6 +27,8 @@ pub fn content_hash(def: &Workflow) -> Result<(String, Value)> {
 pub struct Definitions {
     store: Arc<dyn EventStore>,
     compiled: Arc<Mutex<HashMap<String, Arc<Decider>>>>,
+    /// Hashes this process recorded as deployed (the store needs no second write for them).
+    deployed: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Definitions {
@@ -35,11 +37,23 @@ impl Definitions {
         Definitions {
             store,
             compiled: Arc::default(),
+            deployed: Arc::default(),
         }
     }
 
-    /// Records `def` in the store (idempotent) and returns its reference.
+    /// Deploys `def`: records it in the store (idempotent) so that runs and sub-workflows can
+    /// find it by namespace, name and version, and returns its reference.
     pub async fn register(&self, def: Workflow) -> Result<DefinitionRef> {
+        self.record(def, true).await
+    }
+
+    /// Records `def` only so that a run can be pinned to it: found by hash, never by version or
+    /// `latest` (unless the same content is, or gets, deployed).
+    pub async fn register_inline(&self, def: Workflow) -> Result<DefinitionRef> {
+        self.record(def, false).await
+    }
+
+    async fn record(&self, def: Workflow, deployed: bool) -> Result<DefinitionRef> {
         let (hash, source) = content_hash(&def)?;
         let r = DefinitionRef {
             namespace: def.document.namespace.clone(),
@@ -47,11 +61,18 @@ impl Definitions {
             version: def.document.version.clone(),
             hash: hash.clone(),
         };
-        let known = self
-            .compiled
-            .lock()
-            .map(|m| m.contains_key(&hash))
-            .unwrap_or(false);
+        // Compiled here means stored here (in some form); deployed content needs the flag too.
+        let known = if deployed {
+            self.deployed
+                .lock()
+                .map(|s| s.contains(&hash))
+                .unwrap_or(false)
+        } else {
+            self.compiled
+                .lock()
+                .map(|m| m.contains_key(&hash))
+                .unwrap_or(false)
+        };
         if !known {
             self.store
                 .put_definition(&StoredDefinition {
@@ -60,10 +81,17 @@ impl Definitions {
                     version: r.version.clone(),
                     hash: hash.clone(),
                     source,
+                    deployed,
                 })
                 .await?;
+            if deployed {
+                if let Ok(mut s) = self.deployed.lock() {
+                    s.insert(hash.clone());
+                }
+            }
             if let Ok(mut m) = self.compiled.lock() {
-                m.insert(hash, Arc::new(Decider::new(Arc::new(def))));
+                m.entry(hash)
+                    .or_insert_with(|| Arc::new(Decider::new(Arc::new(def))));
             }
         }
         Ok(r)
@@ -88,7 +116,7 @@ impl Definitions {
         Ok(d)
     }
 
-    /// Finds a definition by namespace, name and version (`latest` for the highest).
+    /// Finds a deployed definition by namespace, name and version (`latest` for the highest).
     pub async fn find(
         &self,
         namespace: &str,

@@ -407,14 +407,15 @@ impl Runtime {
             .await
     }
 
-    /// [`Runtime::start_run`] with options.
+    /// [`Runtime::start_run`] with options. Starting a run does not deploy `def`: the run is
+    /// pinned to it by hash, but `latest` and version lookups stay as they were.
     pub async fn start_run_with(
         &self,
         def: Workflow,
         input: Value,
         opts: StartOptions,
     ) -> Result<String> {
-        let r = self.inner.defs.register(def).await?;
+        let r = self.inner.defs.register_inline(def).await?;
         self.inner.start(r, input, opts).await
     }
 

@@ -303,6 +303,10 @@ pub struct StoredDefinition {
     pub hash: String,
     /// The definition as canonical JSON.
     pub source: Value,
+    /// Whether it was deployed. A definition recorded only to run it (`startRun(source:)`,
+    /// `cairn start FILE`) is not: its runs find it by hash, but `latest`, version lookups,
+    /// sub-workflows and the definitions list ignore it, so running code never publishes it.
+    pub deployed: bool,
 }
 
 /// The event log.
@@ -353,13 +357,15 @@ pub trait EventStore: Send + Sync + 'static {
     /// One run's summary.
     async fn get_run(&self, run_id: &str) -> Result<Option<RunSummary>>;
 
-    /// Records a definition (idempotent on its hash).
+    /// Records a definition (idempotent on its hash). Recording deployed content that is stored
+    /// as not deployed marks it deployed; the reverse changes nothing.
     async fn put_definition(&self, def: &StoredDefinition) -> Result<()>;
 
     /// A definition by content hash.
     async fn definition_by_hash(&self, hash: &str) -> Result<Option<StoredDefinition>>;
 
-    /// A definition by namespace, name and version; `latest` picks the highest semantic version.
+    /// A deployed definition by namespace, name and version; `latest` picks the highest semantic
+    /// version.
     async fn find_definition(
         &self,
         namespace: &str,
@@ -367,7 +373,7 @@ pub trait EventStore: Send + Sync + 'static {
         version: &str,
     ) -> Result<Option<StoredDefinition>>;
 
-    /// Every stored definition, ordered by namespace, name, then the order they were first
+    /// Every deployed definition, ordered by namespace, name, then the order they were first
     /// recorded in (so a redeployed version with new content comes after the old content).
     async fn list_definitions(&self) -> Result<Vec<StoredDefinition>>;
 

@@ -262,6 +262,13 @@ $fn$;
          DROP INDEX IF EXISTS runs_created;
          DROP INDEX IF EXISTS runs_next_timer;",
     ),
+    (
+        5,
+        // Definitions recorded only to run them (`startRun(source:)`, `cairn start FILE`) are
+        // not deployed: `latest`, version lookups and the list ignore them. Every definition
+        // recorded before this migration was reachable as deployed, and stays so.
+        "ALTER TABLE definitions ADD COLUMN deployed BOOLEAN NOT NULL DEFAULT TRUE;",
+    ),
 ];
 
 /// What `cairn_append_v3` answers: the positions written, or the real heads (stale plan), or
@@ -860,6 +867,7 @@ fn definition_from_row(row: &PgRow) -> Result<StoredDefinition> {
         version: row.try_get("version").map_err(get)?,
         hash: row.try_get("hash").map_err(get)?,
         source: row.try_get::<Value, _>("source").map_err(get)?,
+        deployed: row.try_get("deployed").map_err(get)?,
     })
 }
 
@@ -999,15 +1007,19 @@ impl EventStore for PostgresStore {
     }
 
     async fn put_definition(&self, def: &StoredDefinition) -> Result<()> {
+        // Deploying content that was only run so far makes it deployed; running deployed
+        // content changes nothing.
         sqlx::query(
-            "INSERT INTO definitions (hash, namespace, name, version, source) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (hash) DO NOTHING",
+            "INSERT INTO definitions (hash, namespace, name, version, source, deployed) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (hash) DO UPDATE SET deployed = TRUE \
+             WHERE EXCLUDED.deployed AND NOT definitions.deployed",
         )
         .bind(&def.hash)
         .bind(&def.namespace)
         .bind(&def.name)
         .bind(&def.version)
         .bind(&def.source)
+        .bind(def.deployed)
         .execute(&self.pool)
         .await
         .map_err(|e| unavailable(STORE, "put_definition", e))?;
@@ -1016,7 +1028,7 @@ impl EventStore for PostgresStore {
 
     async fn definition_by_hash(&self, hash: &str) -> Result<Option<StoredDefinition>> {
         let row = sqlx::query(
-            "SELECT hash, namespace, name, version, source FROM definitions WHERE hash = $1",
+            "SELECT hash, namespace, name, version, source, deployed FROM definitions WHERE hash = $1",
         )
         .bind(hash)
         .fetch_optional(&self.pool)
@@ -1033,8 +1045,9 @@ impl EventStore for PostgresStore {
     ) -> Result<Option<StoredDefinition>> {
         // `latest` is resolved in Rust: SQL cannot order by semantic version.
         let rows = sqlx::query(
-            "SELECT hash, namespace, name, version, source FROM definitions \
-             WHERE namespace = $1 AND name = $2 AND ($3 = 'latest' OR version = $3) ORDER BY seq",
+            "SELECT hash, namespace, name, version, source, deployed FROM definitions \
+             WHERE namespace = $1 AND name = $2 AND ($3 = 'latest' OR version = $3) AND deployed \
+             ORDER BY seq",
         )
         .bind(namespace)
         .bind(name)
@@ -1051,8 +1064,8 @@ impl EventStore for PostgresStore {
 
     async fn list_definitions(&self) -> Result<Vec<StoredDefinition>> {
         let rows = sqlx::query(
-            "SELECT hash, namespace, name, version, source FROM definitions \
-             ORDER BY namespace, name, seq",
+            "SELECT hash, namespace, name, version, source, deployed FROM definitions \
+             WHERE deployed ORDER BY namespace, name, seq",
         )
         .fetch_all(&self.pool)
         .await

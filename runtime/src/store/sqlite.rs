@@ -117,6 +117,13 @@ CREATE TABLE workers (
          DROP INDEX IF EXISTS runs_created;
          DROP INDEX IF EXISTS runs_next_timer;",
     ),
+    (
+        4,
+        // Definitions recorded only to run them (`startRun(source:)`, `cairn start FILE`) are
+        // not deployed: `latest`, version lookups and the list ignore them. Every definition
+        // recorded before this migration was reachable as deployed, and stays so.
+        "ALTER TABLE definitions ADD COLUMN deployed INTEGER NOT NULL DEFAULT 1;",
+    ),
 ];
 
 /// Options of [`SqliteStore::open_with`].
@@ -509,6 +516,7 @@ fn definition_from_row(row: &SqliteRow) -> Result<StoredDefinition> {
         version: row.try_get("version").map_err(get)?,
         hash: row.try_get("hash").map_err(get)?,
         source: row.try_get::<Value, _>("source").map_err(get)?,
+        deployed: row.try_get::<i64, _>("deployed").map_err(get)? != 0,
     })
 }
 
@@ -654,17 +662,19 @@ impl EventStore for SqliteStore {
     }
 
     async fn put_definition(&self, def: &StoredDefinition) -> Result<()> {
-        // `seq` orders registrations (the newest wins among equal versions).
+        // `seq` orders registrations (the newest wins among equal versions). Deploying content
+        // that was only run so far makes it deployed; running deployed content changes nothing.
         sqlx::query(
-            "INSERT INTO definitions (hash, namespace, name, version, source, seq) \
-             VALUES (?, ?, ?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM definitions)) \
-             ON CONFLICT (hash) DO NOTHING",
+            "INSERT INTO definitions (hash, namespace, name, version, source, seq, deployed) \
+             VALUES (?, ?, ?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM definitions), ?) \
+             ON CONFLICT (hash) DO UPDATE SET deployed = 1 WHERE excluded.deployed = 1",
         )
         .bind(&def.hash)
         .bind(&def.namespace)
         .bind(&def.name)
         .bind(&def.version)
         .bind(&def.source)
+        .bind(i64::from(def.deployed))
         .execute(&self.writer)
         .await
         .map_err(|e| unavailable(STORE, "put_definition", e))?;
@@ -673,7 +683,7 @@ impl EventStore for SqliteStore {
 
     async fn definition_by_hash(&self, hash: &str) -> Result<Option<StoredDefinition>> {
         let row = sqlx::query(
-            "SELECT hash, namespace, name, version, source FROM definitions WHERE hash = ?",
+            "SELECT hash, namespace, name, version, source, deployed FROM definitions WHERE hash = ?",
         )
         .bind(hash)
         .fetch_optional(&self.reader)
@@ -690,8 +700,8 @@ impl EventStore for SqliteStore {
     ) -> Result<Option<StoredDefinition>> {
         let rows = if version == "latest" {
             sqlx::query(
-                "SELECT hash, namespace, name, version, source FROM definitions \
-                 WHERE namespace = ? AND name = ? ORDER BY seq",
+                "SELECT hash, namespace, name, version, source, deployed FROM definitions \
+                 WHERE namespace = ? AND name = ? AND deployed = 1 ORDER BY seq",
             )
             .bind(namespace)
             .bind(name)
@@ -699,8 +709,8 @@ impl EventStore for SqliteStore {
             .await
         } else {
             sqlx::query(
-                "SELECT hash, namespace, name, version, source FROM definitions \
-                 WHERE namespace = ? AND name = ? AND version = ? ORDER BY seq",
+                "SELECT hash, namespace, name, version, source, deployed FROM definitions \
+                 WHERE namespace = ? AND name = ? AND version = ? AND deployed = 1 ORDER BY seq",
             )
             .bind(namespace)
             .bind(name)
@@ -718,8 +728,8 @@ impl EventStore for SqliteStore {
 
     async fn list_definitions(&self) -> Result<Vec<StoredDefinition>> {
         let rows = sqlx::query(
-            "SELECT hash, namespace, name, version, source FROM definitions \
-             ORDER BY namespace, name, seq",
+            "SELECT hash, namespace, name, version, source, deployed FROM definitions \
+             WHERE deployed = 1 ORDER BY namespace, name, seq",
         )
         .fetch_all(&self.reader)
         .await

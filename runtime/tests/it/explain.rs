@@ -295,6 +295,7 @@ async fn fill(store: &dyn EventStore) {
                 version: format!("1.{}.0", d / 40),
                 hash: format!("{d:064x}"),
                 source: json!({ "document": { "dsl": "1.0.3", "n": d } }),
+                deployed: true,
             })
             .await
             .expect("fill: definition");

@@ -598,6 +598,7 @@ fn definition(name: &str, version: &str, salt: u32) -> StoredDefinition {
         version: version.into(),
         hash: format!("hash-{name}-{version}-{salt}"),
         source: json!({ "document": { "name": name, "version": version }, "salt": salt }),
+        deployed: true,
     }
 }
 
@@ -658,7 +659,49 @@ async fn definitions(t: TestStore) {
         s.find_definition("default", "order", "latest")
             .await
             .unwrap(),
-        Some(edited)
+        Some(edited.clone())
+    );
+
+    // Content recorded only to run it: found by hash, never by version, `latest` or the list.
+    let mut inline = definition("order", "9.0.0", 0);
+    inline.deployed = false;
+    s.put_definition(&inline).await.unwrap();
+    assert_eq!(
+        s.definition_by_hash(&inline.hash).await.unwrap(),
+        Some(inline.clone())
+    );
+    assert_eq!(
+        s.find_definition("default", "order", "latest")
+            .await
+            .unwrap(),
+        Some(edited.clone()),
+        "{}: an inline definition never becomes latest",
+        t.kind
+    );
+    assert_eq!(
+        s.find_definition("default", "order", "9.0.0")
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(!s
+        .list_definitions()
+        .await
+        .unwrap()
+        .iter()
+        .any(|d| d.hash == inline.hash));
+    // Deploying the same content publishes it; running deployed content again does not hide it.
+    let mut deployed = inline.clone();
+    deployed.deployed = true;
+    s.put_definition(&deployed).await.unwrap();
+    s.put_definition(&inline).await.unwrap();
+    assert_eq!(
+        s.find_definition("default", "order", "latest")
+            .await
+            .unwrap(),
+        Some(deployed),
+        "{}",
+        t.kind
     );
 }
 
