@@ -118,21 +118,27 @@ pub struct Require(pub Permission);
 
 impl Guard for Require {
     async fn check(&self, ctx: &Context<'_>) -> async_graphql::Result<()> {
-        match ctx.data_opt::<Principal>() {
-            Some(p) if p.role.allows(self.0) => Ok(()),
-            Some(p) => Err(error(
-                Code::Forbidden,
-                format!(
-                    "forbidden: the {} role may not {}",
-                    p.role.as_str(),
-                    self.0.what()
-                ),
-            )),
-            None => match ctx.data_opt::<Denied>() {
-                Some(d) => Err(error(d.code, d.message.clone())),
-                None => Err(error(Code::Unauthenticated, MISSING)),
-            },
-        }
+        require(ctx, self.0)
+    }
+}
+
+/// What [`Require`] checks, for a resolver whose arguments need more than its field's guard
+/// (`startRun(source:)` needs the right to deploy as well).
+pub fn require(ctx: &Context<'_>, permission: Permission) -> async_graphql::Result<()> {
+    match ctx.data_opt::<Principal>() {
+        Some(p) if p.role.allows(permission) => Ok(()),
+        Some(p) => Err(error(
+            Code::Forbidden,
+            format!(
+                "forbidden: the {} role may not {}",
+                p.role.as_str(),
+                permission.what()
+            ),
+        )),
+        None => match ctx.data_opt::<Denied>() {
+            Some(d) => Err(error(d.code, d.message.clone())),
+            None => Err(error(Code::Unauthenticated, MISSING)),
+        },
     }
 }
 
@@ -190,14 +196,24 @@ pub enum Refusal {
 /// Access policy of a server: tokens (or none, when insecure) and the rate limiter.
 pub struct Access {
     insecure: bool,
-    limiter: Option<RateLimiter>,
+    limiter: Option<Arc<RateLimiter>>,
 }
 
 impl Access {
     /// `rate` requests per second per token with bursts of `burst` (`rate` 0: unlimited).
     pub fn new(insecure: bool, rate: f64, burst: u32) -> Access {
-        let limiter = (rate > 0.0).then(|| RateLimiter::new(rate, burst.max(1)));
+        let limiter = (rate > 0.0).then(|| Arc::new(RateLimiter::new(rate, burst.max(1))));
         Access { insecure, limiter }
+    }
+
+    /// The per-token rate limiter (none when unlimited or without tokens), which subscribe
+    /// messages are charged to as well.
+    pub fn limiter(&self) -> Option<Arc<RateLimiter>> {
+        if self.insecure {
+            None
+        } else {
+            self.limiter.clone()
+        }
     }
 
     /// Who sends this `Authorization` value (`None`: the header is absent), charging one request

@@ -77,8 +77,13 @@ impl Default for Limits {
     }
 }
 
-/// Builds the schema; `app` is `None` only to print the SDL.
-pub fn build(app: Option<App>, limits: Limits) -> CairnSchema {
+/// Builds the schema; `app` is `None` only to print the SDL. `subscriptions` caps live
+/// subscriptions (none: no cap, for benchmarks).
+pub fn build(
+    app: Option<App>,
+    limits: Limits,
+    subscriptions: Option<super::limits::SubscriptionLimits>,
+) -> CairnSchema {
     let mut b = Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
@@ -91,6 +96,9 @@ pub fn build(app: Option<App>, limits: Limits) -> CairnSchema {
     if !limits.introspection {
         b = b.disable_introspection().extension(errors::NoIntrospection);
     }
+    if let Some(s) = subscriptions {
+        b = b.extension(s);
+    }
     if let Some(app) = app {
         b = b.extension(app.metrics.graphql_timing()).data(app);
     }
@@ -100,7 +108,7 @@ pub fn build(app: Option<App>, limits: Limits) -> CairnSchema {
 /// The SDL of the schema, as exported to `schemas/graphql/schema.graphql`.
 #[cfg_attr(not(test), allow(dead_code))]
 pub fn sdl() -> String {
-    build(None, Limits::default()).sdl()
+    build(None, Limits::default(), None).sdl()
 }
 
 pub(super) fn app<'a>(ctx: &Context<'a>) -> Result<&'a App> {
@@ -918,7 +926,7 @@ impl DefinitionMutations {
     #[graphql(guard = "Require(Permission::Deploy)")]
     async fn deploy_definition(&self, ctx: &Context<'_>, source: String) -> Result<DeployResult> {
         let app = app(ctx)?;
-        let def = match dsl::load_str(&source, SourceFormat::Yaml) {
+        let def = match load_source(source).await? {
             Ok(d) => d,
             Err(e) => {
                 return Ok(DeployResult {
@@ -945,6 +953,16 @@ impl DefinitionMutations {
             problems: Vec::new(),
         })
     }
+}
+
+/// Parses and validates a definition's text on a blocking thread, off the threads that serve
+/// requests; the request's timeout still bounds the answer.
+async fn load_source(
+    source: String,
+) -> Result<std::result::Result<Workflow, dsl::ValidationErrors>> {
+    tokio::task::spawn_blocking(move || dsl::load_str(&source, SourceFormat::Yaml))
+        .await
+        .map_err(|e| errors::internal("parse definition", e))
 }
 
 /// The outcome of `startRun`.
@@ -983,8 +1001,9 @@ pub struct RunMutations;
 
 #[Object]
 impl RunMutations {
-    /// Starts a run of a stored definition (`definition`) or of a definition given as text
-    /// (`source`, recorded as by `deployDefinition`). With an `idempotencyKey`, the same key
+    /// Starts a run of a deployed definition (`definition`) or of a definition given as text
+    /// (`source`: recorded for this run only, never deployed, so `latest` does not change; it
+    /// needs the right to deploy as well as to operate). With an `idempotencyKey`, the same key
     /// returns the same run. A `correlationId` (1 to 256 characters, no control characters) is
     /// recorded with the run, and the runs list can be filtered by it.
     #[graphql(guard = "Require(Permission::Operate)")]
@@ -1005,22 +1024,26 @@ impl RunMutations {
                 serde_json::from_value(stored.source)
                     .map_err(|e| errors::internal("start run", e))?
             }
-            (None, Some(text)) => dsl::load_str(&text, SourceFormat::Yaml).map_err(|e| {
-                let problems: Vec<Value> = e
-                    .problems
-                    .iter()
-                    .filter_map(|p| serde_json::to_value(p).ok())
-                    .collect();
-                errors::error(Code::BadUserInput, "the definition is invalid").extend_with(
-                    move |_, ext| {
-                        if let Ok(v) =
-                            async_graphql::Value::from_json(Value::Array(problems.clone()))
-                        {
-                            ext.set("problems", v);
-                        }
-                    },
-                )
-            })?,
+            (None, Some(text)) => {
+                // Running code nobody deployed is deploying it: it needs that right too.
+                super::auth::require(ctx, Permission::Deploy)?;
+                load_source(text).await?.map_err(|e| {
+                    let problems: Vec<Value> = e
+                        .problems
+                        .iter()
+                        .filter_map(|p| serde_json::to_value(p).ok())
+                        .collect();
+                    errors::error(Code::BadUserInput, "the definition is invalid").extend_with(
+                        move |_, ext| {
+                            if let Ok(v) =
+                                async_graphql::Value::from_json(Value::Array(problems.clone()))
+                            {
+                                ext.set("problems", v);
+                            }
+                        },
+                    )
+                })?
+            }
             _ => {
                 return Err(errors::error(
                     Code::BadUserInput,
