@@ -35,6 +35,11 @@ pub struct ConfigFile {
     pub rate_limit_burst: Option<u32>,
     pub request_timeout_ms: Option<u64>,
     pub no_introspection: Option<bool>,
+    pub max_connections: Option<usize>,
+    pub header_timeout_ms: Option<u64>,
+    pub ws_init_timeout_ms: Option<u64>,
+    pub max_subscriptions_per_connection: Option<usize>,
+    pub max_subscriptions_per_token: Option<usize>,
     pub worker_name: Option<String>,
     pub lease_ttl_ms: Option<u64>,
 }
@@ -90,6 +95,11 @@ pub fn apply_to_serve(args: &mut ServeArgs, matches: &ArgMatches, file: ConfigFi
         rate_limit_burst,
         request_timeout_ms,
         no_introspection,
+        max_connections,
+        header_timeout_ms,
+        ws_init_timeout_ms,
+        max_subscriptions_per_connection,
+        max_subscriptions_per_token,
     );
     if let Some(v) = file.secrets {
         if defaulted(matches, "secrets") {
@@ -179,7 +189,8 @@ mod tests {
     #[test]
     fn file_fills_defaults_and_flags_win() {
         let file = "store: sqlite://file.db\nlisten: 127.0.0.1:9999\nno_workers: true\n\
-                    rate_limit: 7.5\nsecrets: s.yaml\nmax_query_depth: 3\n";
+                    rate_limit: 7.5\nsecrets: s.yaml\nmax_query_depth: 3\n\
+                    max_connections: 5\nws_init_timeout_ms: 700\n";
         let a = resolve(
             &["--listen", "127.0.0.1:1234", "--max-query-depth", "16"],
             file,
@@ -193,6 +204,8 @@ mod tests {
         assert!(a.no_workers);
         assert_eq!(a.rate_limit, 7.5);
         assert_eq!(a.secrets, Some(PathBuf::from("s.yaml")));
+        assert_eq!((a.max_connections, a.ws_init_timeout_ms), (5, 700));
+        assert_eq!(a.header_timeout_ms, 10_000, "not in the file: the default");
         // Not in the file, not given: the default.
         assert_eq!(a.drain_timeout, 30);
     }

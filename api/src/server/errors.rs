@@ -36,6 +36,8 @@ pub enum Code {
     RateLimited,
     /// The request took longer than the server's request timeout.
     Timeout,
+    /// A cap of the server was reached (live subscriptions of a connection or a token).
+    LimitExceeded,
 }
 
 impl Code {
@@ -51,6 +53,7 @@ impl Code {
             Code::Forbidden => "FORBIDDEN",
             Code::RateLimited => "RATE_LIMITED",
             Code::Timeout => "TIMEOUT",
+            Code::LimitExceeded => "LIMIT_EXCEEDED",
         }
     }
 }

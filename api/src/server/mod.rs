@@ -11,7 +11,9 @@
 //! Access: every GraphQL request needs `Authorization: Bearer <token>` (WebSocket: on the upgrade
 //! request or in the `connection_init` payload) unless `--insecure-no-auth`; the health, metrics
 //! and GraphiQL routes are open. Limits: body size (413), request timeout (408), per-token rate
-//! (429 with `Retry-After`), query depth and complexity, optional introspection.
+//! (429 with `Retry-After`), query depth and complexity, optional introspection; open
+//! connections, the time to send a request's headers, the time to send `connection_init`, live
+//! subscriptions per socket and per token (see `limits`).
 //!
 //! Routes: `POST /graphql`, `GET /graphql` (GraphiQL), `GET /graphql/ws` (subscriptions over
 //! `graphql-transport-ws` or the legacy `graphql-ws`), `/healthz`, `/readyz`, `/metrics`.
@@ -25,6 +27,7 @@ mod auth;
 pub mod config;
 mod errors;
 mod feed;
+mod limits;
 mod metrics;
 mod schema;
 mod subscriptions;
@@ -53,6 +56,7 @@ use axum::Router;
 use cairn_connectors::{HttpConnector, HttpOptions};
 use cairn_core::activity::{NoSecrets, Secrets};
 use cairn_runtime::Runtime;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -109,6 +113,30 @@ pub struct ServeArgs {
     /// Refuse introspection (`__schema`, `__type`)
     #[arg(long, env = "CAIRN_NO_INTROSPECTION")]
     pub no_introspection: bool,
+    /// Open connections at most, WebSockets included (over it: refused at once with 503)
+    #[arg(long, env = "CAIRN_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Milliseconds a client has to send a request's headers, from when it connects or got its
+    /// previous answer: slow senders and idle keep-alive connections are closed
+    #[arg(long, env = "CAIRN_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
+    /// Milliseconds a WebSocket has to send `connection_init` (later: closed with 4408)
+    #[arg(long, env = "CAIRN_WS_INIT_TIMEOUT_MS", default_value_t = 10_000)]
+    pub ws_init_timeout_ms: u64,
+    /// Live subscriptions one WebSocket may hold (more: LIMIT_EXCEEDED)
+    #[arg(
+        long,
+        env = "CAIRN_MAX_SUBSCRIPTIONS_PER_CONNECTION",
+        default_value_t = 100
+    )]
+    pub max_subscriptions_per_connection: usize,
+    /// Live subscriptions one token may hold across its WebSockets (more: LIMIT_EXCEEDED)
+    #[arg(
+        long,
+        env = "CAIRN_MAX_SUBSCRIPTIONS_PER_TOKEN",
+        default_value_t = 1_000
+    )]
+    pub max_subscriptions_per_token: usize,
 }
 
 /// A failure of `cairn serve`, with the exit code of the CLI contract.
@@ -135,6 +163,8 @@ struct Shared {
     phase: AtomicU8,
     api: OnceLock<(App, CairnSchema)>,
     access: auth::Access,
+    /// Time a WebSocket has to send `connection_init`.
+    ws_init_timeout: Duration,
 }
 
 impl Shared {
@@ -159,11 +189,23 @@ pub async fn serve(args: ServeArgs) -> Result<u8, ServeFailure> {
             anyhow::anyhow!("--rate-limit must be a number of requests per second, 0 or more"),
         ));
     }
-    if args.request_timeout_ms == 0 {
-        return Err(fail(
-            2,
-            anyhow::anyhow!("--request-timeout-ms must be above 0"),
-        ));
+    for (flag, value) in [
+        ("--request-timeout-ms", args.request_timeout_ms),
+        ("--header-timeout-ms", args.header_timeout_ms),
+        ("--ws-init-timeout-ms", args.ws_init_timeout_ms),
+        ("--max-connections", args.max_connections as u64),
+        (
+            "--max-subscriptions-per-connection",
+            args.max_subscriptions_per_connection as u64,
+        ),
+        (
+            "--max-subscriptions-per-token",
+            args.max_subscriptions_per_token as u64,
+        ),
+    ] {
+        if value == 0 {
+            return Err(fail(2, anyhow::anyhow!("{flag} must be above 0")));
+        }
     }
     if args.insecure_no_auth {
         eprintln!(
@@ -185,6 +227,7 @@ pub async fn serve(args: ServeArgs) -> Result<u8, ServeFailure> {
             args.rate_limit,
             args.rate_limit_burst,
         ),
+        ws_init_timeout: Duration::from_millis(args.ws_init_timeout_ms),
     });
     let tracker = TaskTracker::new();
     // `stop` ends the HTTP server (graceful); `drain` ends subscriptions and the log follower.
@@ -196,14 +239,16 @@ pub async fn serve(args: ServeArgs) -> Result<u8, ServeFailure> {
         args.max_body_bytes,
         Duration::from_millis(args.request_timeout_ms),
     );
-    let http = {
-        let stop = stop.clone();
-        tracker.spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-        })
+    let http_limits = limits::HttpLimits {
+        max_connections: args.max_connections,
+        header_timeout: Duration::from_millis(args.header_timeout_ms),
     };
+    let http = tracker.spawn(limits::serve_http(
+        listener,
+        router,
+        http_limits,
+        stop.clone(),
+    ));
 
     let runtime = match build_runtime(&args, runtime_metrics).await {
         Ok(rt) => rt,
@@ -246,7 +291,12 @@ pub async fn serve(args: ServeArgs) -> Result<u8, ServeFailure> {
         complexity: args.max_query_complexity,
         introspection: !args.no_introspection,
     };
-    let schema = schema::build(Some(app.clone()), limits);
+    let subscription_limits = limits::SubscriptionLimits::new(
+        args.max_subscriptions_per_connection,
+        args.max_subscriptions_per_token,
+        shared.access.limiter(),
+    );
+    let schema = schema::build(Some(app.clone()), limits, Some(subscription_limits));
     if shared.api.set((app, schema)).is_err() {
         return Err(fail(4, anyhow::anyhow!("the API was set up twice")));
     }
@@ -495,6 +545,7 @@ async fn graphiql() -> Html<String> {
 async fn subscriptions(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
+    slot: Option<axum::Extension<limits::ConnectionSlot>>,
     protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
 ) -> Response {
@@ -511,26 +562,49 @@ async fn subscriptions(
         None => None,
     };
     let (schema, drain) = (schema.clone(), app.shutdown.clone());
+    let init_timeout = shared.ws_init_timeout;
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         // tungstenite zero-fills its read buffer before each read; subscribers send almost
         // nothing, so a small buffer saves that work on every poll of every socket.
         .read_buffer_size(4 * 1024)
         .on_upgrade(move |socket| async move {
-            let init = move |payload: serde_json::Value| {
-                let shared = shared.clone();
-                async move { Ok(connection_data(&shared, upgraded_as, &payload).await) }
+            // The socket counts as an open connection for as long as it is open.
+            let _slot = slot;
+            let initialised = limits::Initialised::default();
+            let init = {
+                let initialised = initialised.clone();
+                move |payload: serde_json::Value| {
+                    initialised.set();
+                    let shared = shared.clone();
+                    async move { Ok(connection_data(&shared, upgraded_as, &payload).await) }
+                }
             };
-            let connection = GraphQLWebSocket::new(socket, schema, protocol)
-                .on_connection_init(init)
-                .serve();
-            tokio::select! {
-                _ = connection => {}
-                // Subscriptions end on drain; give their `complete` messages a moment to leave.
-                _ = async {
-                    drain.cancelled().await;
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                } => {}
+            let (mut sink, stream) = futures::StreamExt::split(socket);
+            let timed_out = {
+                let connection =
+                    GraphQLWebSocket::new_with_pair(&mut sink, stream, schema, protocol)
+                        .on_connection_init(init)
+                        .serve();
+                tokio::select! {
+                    _ = connection => false,
+                    _ = initialised.expired(init_timeout) => true,
+                    // Subscriptions end on drain; give their `complete` messages a moment to
+                    // leave.
+                    _ = async {
+                        drain.cancelled().await;
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    } => false,
+                }
+            };
+            if timed_out {
+                let (code, reason) = limits::INIT_TIMEOUT_CLOSE;
+                let close =
+                    axum::extract::ws::Message::Close(Some(axum::extract::ws::CloseFrame {
+                        code,
+                        reason: reason.into(),
+                    }));
+                let _ = futures::SinkExt::send(&mut sink, close).await;
             }
         })
 }
@@ -543,6 +617,7 @@ async fn connection_data(
     payload: &serde_json::Value,
 ) -> async_graphql::Data {
     let mut data = async_graphql::Data::default();
+    data.insert(limits::ConnectionSubscriptions::default());
     if let Some(p) = upgraded_as {
         data.insert(p);
         return data;
@@ -645,6 +720,7 @@ impl InProcessServer {
             phase: AtomicU8::new(STARTING),
             api: OnceLock::new(),
             access: auth::Access::new(true, 0.0, 1),
+            ws_init_timeout: Duration::from_secs(10),
         });
         let tracker = TaskTracker::new();
         let stop = CancellationToken::new();
@@ -669,18 +745,23 @@ impl InProcessServer {
             metrics: metrics.clone(),
             shutdown: drain.clone(),
         };
-        let schema = schema::build(Some(app.clone()), schema::Limits::default());
+        let schema = schema::build(Some(app.clone()), schema::Limits::default(), None);
         if shared.api.set((app, schema)).is_err() {
             anyhow::bail!("the API was set up twice");
         }
         shared.phase.store(READY, Ordering::Release);
         let router = router(shared, metrics, 2 * 1024 * 1024, Duration::from_secs(30));
-        let s = stop.clone();
-        tracker.spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(s.cancelled_owned())
-                .await
-        });
+        // Benchmarks open many subscribers: no cap on connections, and idle ones are kept.
+        let http_limits = limits::HttpLimits {
+            max_connections: Semaphore::MAX_PERMITS,
+            header_timeout: Duration::from_secs(3600),
+        };
+        tracker.spawn(limits::serve_http(
+            listener,
+            router,
+            http_limits,
+            stop.clone(),
+        ));
         Ok(InProcessServer {
             addr,
             stop,
