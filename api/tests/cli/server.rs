@@ -231,6 +231,10 @@ async fn insecure_no_auth_on_sqlite() {
     insecure_no_auth(TestStore::sqlite()).await;
 }
 
+/// Roles and floods (issue 8), on this module's harness.
+#[path = "server_guard.rs"]
+mod guard;
+
 // ----- the server process ---------------------------------------------------------------------
 
 /// A `cairn` process in the background, killed when dropped; stderr is collected for messages.
