@@ -1589,6 +1589,7 @@ mod tests {
     fn deep_nesting_is_refused_before_parsing() {
         for (text, format) in [
             ("[".repeat(100_000), SourceFormat::Yaml),
+            ("{a: ".repeat(100_000), SourceFormat::Yaml),
             ("{\"a\":".repeat(50_000), SourceFormat::Json),
             (format!("{}1", "- ".repeat(100_000)), SourceFormat::Yaml),
         ] {
