@@ -437,7 +437,7 @@ async fn access_matrix(store: TestStore) {
         )];
         if f.name == "startRun" {
             variants.push((
-                format!("mutation startRun(source:)"),
+                "mutation startRun(source:)".to_string(),
                 call(f, &types, &[("source", "String", json!(QUICK))]),
             ));
         }
