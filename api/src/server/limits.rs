@@ -3,12 +3,16 @@
 //! (`connectionInitWaitTimeout` of graphql-transport-ws) and the caps on live subscriptions
 //! (per connection, per token) with subscribe messages charged to the token's rate.
 //!
+//! A WebSocket without a valid token (none on the upgrade request, none valid in
+//! `connection_init`) is closed after the same deadline: its subscriptions are refused with
+//! `UNAUTHENTICATED` meanwhile, but it cannot stay open.
+//!
 //! `axum::serve` has none of the first two (no timer, no cap), so the server runs its own accept
 //! loop over hyper's HTTP/1.1 connection builder.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -129,21 +133,38 @@ async fn connection(
 /// `connection_init` in time.
 pub const INIT_TIMEOUT_CLOSE: (u16, &str) = (4408, "Connection initialisation timeout");
 
-/// Set once a WebSocket sent `connection_init`.
-#[derive(Clone, Default)]
-pub struct Initialised(Arc<AtomicBool>);
+/// The close of a socket whose `connection_init` carried no valid token, once the same deadline
+/// passed (its subscriptions were refused with `UNAUTHENTICATED` meanwhile).
+pub const UNAUTHENTICATED_CLOSE: (u16, &str) = (4403, "Forbidden");
 
-impl Initialised {
-    /// Records that `connection_init` arrived.
-    pub fn set(&self) {
-        self.0.store(true, Ordering::Release);
+const WAITING: u8 = 0;
+const ANONYMOUS: u8 = 1;
+const AUTHENTICATED: u8 = 2;
+
+/// Where a WebSocket is in its handshake: nothing yet, `connection_init` without a valid token,
+/// or authenticated.
+#[derive(Clone, Default)]
+pub struct Handshake(Arc<AtomicU8>);
+
+impl Handshake {
+    /// Records that `connection_init` arrived, and whether it brought a principal.
+    pub fn initialised(&self, authenticated: bool) {
+        let state = if authenticated {
+            AUTHENTICATED
+        } else {
+            ANONYMOUS
+        };
+        self.0.store(state, Ordering::Release);
     }
 
-    /// Resolves `after` the upgrade unless `connection_init` arrived by then (then never).
-    pub async fn expired(&self, after: Duration) {
+    /// Resolves `after` the upgrade with the close to send, unless the socket is authenticated
+    /// by then (then never): a socket without a principal is held for a bounded time only.
+    pub async fn expired(&self, after: Duration) -> (u16, &'static str) {
         tokio::time::sleep(after).await;
-        if self.0.load(Ordering::Acquire) {
-            std::future::pending::<()>().await;
+        match self.0.load(Ordering::Acquire) {
+            WAITING => INIT_TIMEOUT_CLOSE,
+            ANONYMOUS => UNAUTHENTICATED_CLOSE,
+            _ => std::future::pending().await,
         }
     }
 }

@@ -571,34 +571,37 @@ async fn subscriptions(
         .on_upgrade(move |socket| async move {
             // The socket counts as an open connection for as long as it is open.
             let _slot = slot;
-            let initialised = limits::Initialised::default();
+            let handshake = limits::Handshake::default();
             let init = {
-                let initialised = initialised.clone();
+                let handshake = handshake.clone();
                 move |payload: serde_json::Value| {
-                    initialised.set();
                     let shared = shared.clone();
-                    async move { Ok(connection_data(&shared, upgraded_as, &payload).await) }
+                    async move {
+                        let (data, authenticated) =
+                            connection_data(&shared, upgraded_as, &payload).await;
+                        handshake.initialised(authenticated);
+                        Ok(data)
+                    }
                 }
             };
             let (mut sink, stream) = futures::StreamExt::split(socket);
-            let timed_out = {
+            let expired = {
                 let connection =
                     GraphQLWebSocket::new_with_pair(&mut sink, stream, schema, protocol)
                         .on_connection_init(init)
                         .serve();
                 tokio::select! {
-                    _ = connection => false,
-                    _ = initialised.expired(init_timeout) => true,
+                    _ = connection => None,
+                    close = handshake.expired(init_timeout) => Some(close),
                     // Subscriptions end on drain; give their `complete` messages a moment to
                     // leave.
                     _ = async {
                         drain.cancelled().await;
                         tokio::time::sleep(Duration::from_millis(500)).await;
-                    } => false,
+                    } => None,
                 }
             };
-            if timed_out {
-                let (code, reason) = limits::INIT_TIMEOUT_CLOSE;
+            if let Some((code, reason)) = expired {
                 let close =
                     axum::extract::ws::Message::Close(Some(axum::extract::ws::CloseFrame {
                         code,
@@ -610,31 +613,35 @@ async fn subscriptions(
 }
 
 /// The data of a WebSocket connection: its [`auth::Principal`], or why it has none (then every
-/// subscription it starts fails with that code: deny by default, with a structured error).
+/// subscription it starts fails with that code: deny by default, with a structured error), and
+/// whether it has a principal.
 async fn connection_data(
     shared: &Shared,
     upgraded_as: Option<auth::Principal>,
     payload: &serde_json::Value,
-) -> async_graphql::Data {
+) -> (async_graphql::Data, bool) {
     let mut data = async_graphql::Data::default();
     data.insert(limits::ConnectionSubscriptions::default());
     if let Some(p) = upgraded_as {
         data.insert(p);
-        return data;
+        return (data, true);
     }
     let Some((app, _)) = shared.api() else {
         data.insert(auth::Denied {
             code: errors::Code::Unavailable,
             message: "the server is starting or stopping; try again".into(),
         });
-        return data;
+        return (data, false);
     };
     let header = ["Authorization", "authorization"]
         .iter()
         .find_map(|k| payload.get(*k))
         .map(|v| v.as_str().unwrap_or(""));
     match shared.access.authorize(app.store.as_ref(), header).await {
-        Ok(p) => data.insert(p),
+        Ok(p) => {
+            data.insert(p);
+            return (data, true);
+        }
         Err(auth::Refusal::Unauthenticated(m)) => data.insert(auth::Denied {
             code: errors::Code::Unauthenticated,
             message: m.into(),
@@ -654,7 +661,7 @@ async fn connection_data(
             })
         }
     }
-    data
+    (data, false)
 }
 
 async fn healthz() -> &'static str {

@@ -703,6 +703,44 @@ async fn slow_and_idle_clients(store: TestStore) {
         close,
         Some((4408, "Connection initialisation timeout".to_string()))
     );
+    // One whose `connection_init` has no valid token: its subscriptions are refused, and it is
+    // closed after the same deadline (4403).
+    let mut req = server.ws_url().into_client_request().expect("a request");
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().expect("a header value"),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("connect");
+    let init =
+        json!({ "type": "connection_init", "payload": { "Authorization": "Bearer cairn_nope" } });
+    ws.send(Message::text(init.to_string()))
+        .await
+        .expect("send");
+    let ack = ws_recv(&mut ws, PATIENCE).await.expect("a connection_ack");
+    assert_eq!(ack["type"], json!("connection_ack"), "{ack}");
+    ws_subscribe(
+        &mut ws,
+        "1",
+        "subscription { runsChanged { __typename } }",
+        json!({}),
+    )
+    .await;
+    let o = ws_outcomes(&mut ws, &["1".to_string()], PATIENCE).await;
+    assert_eq!(o["1"].as_deref(), Some("UNAUTHENTICATED"), "{o:?}");
+    let close = tokio::time::timeout(PATIENCE, async {
+        while let Some(m) = ws.next().await {
+            if let Ok(Message::Close(f)) = m {
+                return f.map(|f| (u16::from(f.code), f.reason.to_string()));
+            }
+        }
+        None
+    })
+    .await
+    .expect("the server closed the unauthenticated WebSocket");
+    assert_eq!(close, Some((4403, "Forbidden".to_string())));
+
     // One that says hello in time stays open past the deadline.
     let mut ok = ws_connect(&server, &server.token).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
