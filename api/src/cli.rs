@@ -141,7 +141,7 @@ enum Command {
         #[arg(long = "idle-window-ms", value_name = "MS", default_value_t = 60_000)]
         idle_window_ms: u64,
     },
-    /// Status, output or error of a run
+    /// Status, output or error of a run (reads an existing store: never creates or migrates one)
     Status {
         /// Run id
         run: String,
@@ -151,7 +151,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// The events of a run
+    /// The events of a run (reads an existing store: never creates or migrates one)
     History {
         /// Run id
         run: String,
@@ -161,7 +161,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List runs
+    /// List runs (reads an existing store: never creates or migrates one)
     Runs {
         /// Only runs with this status (pending, running, waiting, suspended, completed, faulted, cancelled)
         #[arg(long)]
