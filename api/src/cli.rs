@@ -82,7 +82,8 @@ enum Command {
     Run {
         /// Definition file (YAML or JSON)
         file: PathBuf,
-        /// Input: JSON text, or @PATH of a JSON or YAML file
+        /// Input: JSON text, or @PATH of a JSON or YAML file; at most 1 MiB of JSON, and it
+        /// must match the workflow's `input.schema` (otherwise exit 2, nothing recorded)
         #[arg(long)]
         input: Option<String>,
         #[command(flatten)]
@@ -100,7 +101,8 @@ enum Command {
     Start {
         /// Definition file (YAML or JSON)
         file: PathBuf,
-        /// Input: JSON text, or @PATH of a JSON or YAML file
+        /// Input: JSON text, or @PATH of a JSON or YAML file; at most 1 MiB of JSON, and it
+        /// must match the workflow's `input.schema` (otherwise exit 2, nothing recorded)
         #[arg(long)]
         input: Option<String>,
         /// Record this correlation id with the run (1 to 256 characters, no control characters),
@@ -129,11 +131,17 @@ enum Command {
         /// `secrets`, `worker_name`, `lease_ttl_ms` (flags and CAIRN_* variables override it)
         #[arg(long, env = "CAIRN_CONFIG", value_name = "PATH")]
         config: Option<PathBuf>,
-        /// Exit once no unfinished run is left
+        /// Exit once no run can move without something from outside: nothing in flight, no
+        /// run runnable, and no timer due within --idle-window-ms. Runs waiting for an event
+        /// or suspended do not keep the worker up (to drain a queue)
         #[arg(long)]
         exit_when_idle: bool,
+        /// With --exit-when-idle: a run whose next timer is due within this many ms keeps the
+        /// worker up; a later timer does not (the run stays recorded; any worker fires it)
+        #[arg(long = "idle-window-ms", value_name = "MS", default_value_t = 60_000)]
+        idle_window_ms: u64,
     },
-    /// Status, output or error of a run
+    /// Status, output or error of a run (reads an existing store: never creates or migrates one)
     Status {
         /// Run id
         run: String,
@@ -143,7 +151,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// The events of a run
+    /// The events of a run (reads an existing store: never creates or migrates one)
     History {
         /// Run id
         run: String,
@@ -153,7 +161,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List runs
+    /// List runs (reads an existing store: never creates or migrates one)
     Runs {
         /// Only runs with this status (pending, running, waiting, suspended, completed, faulted, cancelled)
         #[arg(long)]
@@ -174,7 +182,8 @@ enum Command {
     Signal {
         /// Run id
         run: String,
-        /// The event: JSON text, or @PATH
+        /// The event: a CloudEvent 1.0 (`specversion` "1.0", non-empty `id`, `source`, `type`;
+        /// at most 256 KiB of JSON), as JSON text or @PATH; anything else is refused (exit 2)
         #[arg(long)]
         event: String,
         #[command(flatten)]
@@ -222,13 +231,20 @@ enum Command {
     /// Rebuild read models (the runs index) from the event log
     #[command(subcommand)]
     Projections(crate::projections::ProjectionsCommand),
-    /// Check a definition; exit 0, or print every problem with its location
+    /// Check a definition; exit 0, or print every problem with its location (exit 2). A
+    /// `call: NAME` must name a built-in call, a `use.functions` entry, a catalog function or a
+    /// function registered with the runtime: `cairn` registers none, so name those of an
+    /// embedding application with --function
     Validate {
         /// Definition file (YAML or JSON)
         file: PathBuf,
         /// Print problems as JSON
         #[arg(long)]
         json: bool,
+        /// A function the runtime that runs the definition registers (an embedding
+        /// application's `call: NAME`); repeat for several
+        #[arg(long = "function", value_name = "NAME")]
+        functions: Vec<String>,
     },
 }
 
@@ -324,7 +340,11 @@ fn apply_config(cmd: &mut Command, matches: &clap::ArgMatches) -> anyhow::Result
 
 async fn dispatch(cmd: Command) -> Result<u8, Fail> {
     match cmd {
-        Command::Validate { file, json } => validate(&file, json),
+        Command::Validate {
+            file,
+            json,
+            functions,
+        } => validate(&file, json, functions),
         Command::Serve(args) => crate::server::serve(args).await.map_err(|f| Fail {
             code: f.code,
             error: f.error,
@@ -368,6 +388,7 @@ async fn dispatch(cmd: Command) -> Result<u8, Fail> {
             check_correlation_id(correlation_id.as_deref())?;
             let def = load(&file)?;
             let input = read_input(input.as_deref())?;
+            check_input(&def, &input)?;
             let rt = client(&store.store).await?;
             let opts = cairn_runtime::StartOptions {
                 correlation_id,
@@ -400,13 +421,15 @@ async fn dispatch(cmd: Command) -> Result<u8, Fail> {
             secrets,
             lease,
             exit_when_idle,
+            idle_window_ms,
             ..
         } => {
             let rt = worker(&store.store, &secrets, WorkerScope::All, &lease).await?;
             eprintln!("worker started on {}", redact(&store.store));
             if exit_when_idle {
+                let window = std::time::Duration::from_millis(idle_window_ms);
                 tokio::select! {
-                    r = rt.wait_idle() => r.map_err(infra)?,
+                    r = rt.wait_quiet(window) => r.map_err(infra)?,
                     _ = shutdown_signal() => {}
                 }
             } else {
@@ -427,6 +450,9 @@ async fn dispatch(cmd: Command) -> Result<u8, Fail> {
         } => runs(status, correlation_id, &store.store, json, limit).await,
         Command::Signal { run, event, store } => {
             let event = read_json(&event, "--event")?;
+            // Here as well as in the runtime, so that a refused event opens no store.
+            cairn_core::limits::check_cloud_event(&event)
+                .map_err(|e| usage(anyhow::anyhow!("--event: {e}")))?;
             let rt = client(&store.store).await?;
             rt.signal(&run, event).await.map_err(runtime_fail)?;
             rt.shutdown().await;
@@ -504,8 +530,8 @@ fn load(file: &Path) -> Result<Workflow, Fail> {
     })
 }
 
-fn validate(file: &Path, as_json: bool) -> Result<u8, Fail> {
-    match dsl::load(file) {
+fn validate(file: &Path, as_json: bool, functions: Vec<String>) -> Result<u8, Fail> {
+    match dsl::load_with(file, &dsl::LoadOptions::with_functions(functions)) {
         Ok(def) => {
             if as_json {
                 println!("{}", json!({ "valid": true, "problems": [] }));
@@ -581,10 +607,39 @@ async fn client(store: &str) -> Result<Runtime, Fail> {
         .map_err(|e| store_fail(store, e))
 }
 
+/// A runtime on an existing store, for the read-only commands: a SQLite file that does not
+/// exist is an error (exit 2) and is not created, and nothing is written to one that does.
+async fn reader(store: &str) -> Result<Runtime, Fail> {
+    let s = cairn_runtime::store::open_read_only(store)
+        .await
+        .map_err(|e| store_fail(store, e.into()))?;
+    Runtime::builder()
+        .store(s)
+        .workers(false)
+        .group_commit(false)
+        .build()
+        .await
+        .map_err(|e| store_fail(store, e))
+}
+
+/// Exit 2 unless `input` fits the size limit and the workflow's `input.schema`: a run that
+/// would fault on its input at once is not recorded.
+fn check_input(def: &Workflow, input: &Value) -> Result<(), Fail> {
+    cairn_core::limits::check_input(input).map_err(|e| usage(anyhow::anyhow!("--input: {e}")))?;
+    if let Some(schema) = def.input.as_ref().and_then(|i| i.schema.as_ref()) {
+        cairn_core::data_schema::check(schema, input, "the input")
+            .map_err(|e| usage(anyhow::anyhow!("--input: {}", e.detail.unwrap_or_default())))?;
+    }
+    Ok(())
+}
+
 fn store_fail(store: &str, e: cairn_runtime::Error) -> Fail {
     match e {
         cairn_runtime::Error::Store(cairn_runtime::store::StoreError::InvalidUrl { .. }) => {
             usage(e)
+        }
+        cairn_runtime::Error::Store(cairn_runtime::store::StoreError::Missing(m)) => {
+            usage(anyhow::anyhow!("{m}"))
         }
         other => infra(anyhow::anyhow!("store {}: {other}", redact(store))),
     }
@@ -619,6 +674,7 @@ async fn run(
 ) -> Result<u8, Fail> {
     let def = load(file)?;
     let input = read_input(input)?;
+    check_input(&def, &input)?;
     let mut extra = Vec::new();
     for w in with {
         extra.push(load(w)?);
@@ -627,7 +683,7 @@ async fn run(
     for d in extra {
         rt.deploy(d).await.map_err(infra)?;
     }
-    let id = rt.start_run(def, input).await.map_err(infra)?;
+    let id = rt.start_run(def, input).await.map_err(runtime_fail)?;
     eprintln!("run {id} started");
     let outcome = tokio::select! {
         o = rt.wait(&id) => o.map_err(infra)?,
@@ -688,7 +744,7 @@ async fn write_lifecycle(rt: &Runtime, id: &str, path: &Path) -> Result<(), Fail
 }
 
 async fn status(run: &str, store: &str, as_json: bool) -> Result<u8, Fail> {
-    let rt = client(store).await?;
+    let rt = reader(store).await?;
     let s = rt.state(run).await.map_err(runtime_fail)?;
     rt.shutdown().await;
     let def = s.definition.as_ref();
@@ -726,7 +782,7 @@ async fn status(run: &str, store: &str, as_json: bool) -> Result<u8, Fail> {
 }
 
 async fn history(run: &str, store: &str, as_json: bool) -> Result<u8, Fail> {
-    let rt = client(store).await?;
+    let rt = reader(store).await?;
     let h = rt.history(run).await.map_err(runtime_fail)?;
     rt.shutdown().await;
     let mut out = std::io::stdout().lock();
@@ -822,7 +878,7 @@ async fn runs(
         }
     }
     check_correlation_id(correlation_id.as_deref())?;
-    let rt = client(store).await?;
+    let rt = reader(store).await?;
     // Newest first, as `list_runs`; the query form because only it filters by correlation.
     let mut q = RunQuery::default();
     q.statuses = status.into_iter().collect();

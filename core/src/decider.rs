@@ -186,6 +186,8 @@ impl Decider {
             },
             None => raw,
         };
+        // Recorded only when `input.from` changed it: the run's input is stored once.
+        let input = (input != s.raw_input).then_some(input);
         Self::emit(s, out, RunEvent::WorkflowInputAccepted { input });
         if let Some(t) = &self.def.timeout {
             match self.timeout_ms(t, &Value::Null, &vars) {
@@ -406,6 +408,9 @@ impl Decider {
             }),
         );
         let id = s.next_frame;
+        // Values the fold can recover are left out (events v2): a value handed down a list of
+        // tasks is stored once, not again with each task that receives it.
+        let passed = s.passed_input_ref(parent) == Some(&raw_input);
         let started = |input: Value| RunEvent::TaskStarted {
             id,
             parent,
@@ -413,8 +418,8 @@ impl Decider {
             position: position.clone(),
             name: named.name.clone(),
             kind: task.kind.keyword().to_string(),
-            raw_input: raw_input.clone(),
-            input,
+            raw_input: (!passed).then(|| raw_input.clone()),
+            input: (input != raw_input).then_some(input),
             at: inp.now,
         };
         let pre = (|| -> Result<Option<Value>, WorkflowError> {

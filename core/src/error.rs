@@ -81,13 +81,15 @@ pub struct WorkflowError {
 }
 
 impl WorkflowError {
-    /// A standard error of `kind` with a detail message.
+    /// A standard error of `kind` with a detail message, cut to
+    /// [`crate::limits::MAX_DETAIL_CHARS`] characters: details quote the values that failed,
+    /// and those can be as large as a run's input.
     pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
         WorkflowError {
             type_: kind.type_uri(),
             status: kind.default_status(),
             title: None,
-            detail: Some(detail.into()),
+            detail: Some(crate::limits::clip_detail(detail.into())),
             instance: None,
         }
     }

@@ -11,7 +11,13 @@ use serde_json::Value;
 use crate::error::WorkflowError;
 
 /// Current schema version of every run event type.
-pub const EVENT_VERSION: &str = "1";
+///
+/// - `1`: the first release.
+/// - `2`: a run's input is stored once. `WorkflowInputAccepted.input` is absent when it is the
+///   run's input unchanged, `TaskStarted.raw_input` when it is what the parent passes
+///   ([`crate::state::RunState::passed_input`]) and `TaskStarted.input` when it equals the raw
+///   input. A version 1 payload (always explicit) is a valid version 2 payload.
+pub const EVENT_VERSION: &str = "2";
 
 /// Milliseconds since the Unix epoch, as recorded by the runtime. `core` never reads the clock;
 /// times arrive in commands and are kept in events.
@@ -170,8 +176,14 @@ pub enum RunEvent {
     },
     /// The workflow input was transformed (`input.from`) and the context initialised.
     WorkflowInputAccepted {
-        /// Transformed input.
-        input: Value,
+        /// Transformed input; absent (`None`) when it is the run's input (`RunStarted.input`)
+        /// unchanged, so that the input is stored once (version 2).
+        #[serde(
+            default,
+            deserialize_with = "present",
+            skip_serializing_if = "Option::is_none"
+        )]
+        input: Option<Value>,
     },
     /// A task activation began.
     TaskStarted {
@@ -187,10 +199,22 @@ pub enum RunEvent {
         name: String,
         /// The task's kind keyword (`call`, `do`, `for`, ...).
         kind: String,
-        /// Raw input.
-        raw_input: Value,
-        /// Transformed input (`input.from`).
-        input: Value,
+        /// Raw input; absent (`None`) when it is what the parent passes
+        /// ([`crate::state::RunState::passed_input`]), so that a value handed down is not stored
+        /// again with every task (version 2).
+        #[serde(
+            default,
+            deserialize_with = "present",
+            skip_serializing_if = "Option::is_none"
+        )]
+        raw_input: Option<Value>,
+        /// Transformed input (`input.from`); absent (`None`) when it equals the raw input.
+        #[serde(
+            default,
+            deserialize_with = "present",
+            skip_serializing_if = "Option::is_none"
+        )]
+        input: Option<Value>,
         /// Recorded time.
         at: Millis,
     },
@@ -396,6 +420,12 @@ pub enum RunEvent {
     },
 }
 
+/// A field that is present is `Some`, even when it holds `null` (which a plain `Option` would
+/// read as absent): an elided value and a recorded `null` mean different things.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
 /// The most characters a correlation id may have.
 pub const MAX_CORRELATION_ID_CHARS: usize = 256;
 
@@ -520,11 +550,11 @@ pub enum EventDecodeError {
 
 /// Brings a stored payload of any released version up to [`EVENT_VERSION`].
 ///
-/// Version 1 is the first released version, so there is nothing to convert yet; the function is
-/// the one place where a future `2` learns to read `1`.
+/// Version 2 only made some values optional (see [`EVENT_VERSION`]): a version 1 payload, where
+/// they are always present, reads as it is.
 pub fn upcast(event_type: &str, version: &str, payload: Value) -> Result<Value, EventDecodeError> {
     match version {
-        EVENT_VERSION => Ok(payload),
+        EVENT_VERSION | "1" => Ok(payload),
         other => Err(EventDecodeError::UnknownVersion {
             event_type: event_type.to_string(),
             version: other.to_string(),

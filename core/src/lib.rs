@@ -10,6 +10,7 @@
 //! - [`decider`]: `(definition, state, inputs) -> next events`, the only place where workflow
 //!   semantics live.
 //! - [`data_schema`]: JSON Schema checks of data at run time (`input.schema`, `output.schema`).
+//! - [`limits`]: what a run accepts from outside (input and event sizes, CloudEvents).
 //! - [`error`]: workflow errors in the DSL's RFC 7807 shape ([`error::WorkflowError`]).
 
 pub mod activity;
@@ -21,6 +22,7 @@ pub mod error;
 pub mod events;
 pub mod expr;
 pub mod lifecycle;
+pub mod limits;
 pub mod schemas;
 pub mod state;
 pub mod uri;

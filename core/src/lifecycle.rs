@@ -63,15 +63,21 @@ impl LifecycleProjector {
                 json!({ "name": run, "definition": definition, "input": input, "startedAt": iso8601(*at) }),
             ),
             RunEvent::TaskStarted {
-                position,
-                at,
-                input,
-                ..
-            } => push(
-                "task.started",
-                *at,
-                json!({ "workflow": workflow, "task": position, "input": input, "startedAt": iso8601(*at) }),
-            ),
+                id, position, at, ..
+            } => {
+                // From the state: the event may leave the input out (events v2).
+                let input = self
+                    .state
+                    .frames
+                    .get(id)
+                    .map(|f| f.input.clone())
+                    .unwrap_or(Value::Null);
+                push(
+                    "task.started",
+                    *at,
+                    json!({ "workflow": workflow, "task": position, "input": input, "startedAt": iso8601(*at) }),
+                )
+            }
             RunEvent::TaskCompleted { id, output, at, .. } => push(
                 "task.completed",
                 *at,

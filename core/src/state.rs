@@ -345,6 +345,63 @@ impl Frame {
 }
 
 impl RunState {
+    /// The raw input a task started under `parent` receives: the data its list carries (the
+    /// previous task's output, or the list's input for the first task), or the input of a fork
+    /// for each of its branches. A `TaskStarted` without `raw_input` means this value.
+    pub fn passed_input(&self, parent: FrameId) -> Value {
+        self.passed_input_ref(parent)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
+    /// [`RunState::passed_input`] without a copy; `None` when `parent` passes nothing.
+    pub fn passed_input_ref(&self, parent: FrameId) -> Option<&Value> {
+        let p = self.frames.get(&parent)?;
+        match (&p.kind, p.seq()) {
+            (FrameKind::Fork { .. }, _) => Some(&p.input),
+            (_, Some(seq)) => Some(&seq.data),
+            _ => None,
+        }
+    }
+
+    /// `event` with every value it leaves out written in full, as this state (the one just
+    /// before the event) reads it: two events mean the same when their explicit forms are equal,
+    /// whichever version wrote them.
+    pub fn explicit(&self, event: &RunEvent) -> RunEvent {
+        match event {
+            RunEvent::WorkflowInputAccepted { input } => RunEvent::WorkflowInputAccepted {
+                input: Some(input.clone().unwrap_or_else(|| self.raw_input.clone())),
+            },
+            RunEvent::TaskStarted {
+                id,
+                parent,
+                index,
+                position,
+                name,
+                kind,
+                raw_input,
+                input,
+                at,
+            } => {
+                let raw = raw_input
+                    .clone()
+                    .unwrap_or_else(|| self.passed_input(*parent));
+                RunEvent::TaskStarted {
+                    id: *id,
+                    parent: *parent,
+                    index: *index,
+                    position: position.clone(),
+                    name: name.clone(),
+                    kind: kind.clone(),
+                    input: Some(input.clone().unwrap_or_else(|| raw.clone())),
+                    raw_input: Some(raw),
+                    at: *at,
+                }
+            }
+            other => other.clone(),
+        }
+    }
+
     /// Folds a whole history.
     pub fn from_events<'a>(events: impl IntoIterator<Item = &'a RunEvent>) -> RunState {
         let mut s = RunState::default();
@@ -379,6 +436,7 @@ impl RunState {
                 self.next_frame = 1;
             }
             RunEvent::WorkflowInputAccepted { input } => {
+                let input = input.clone().unwrap_or_else(|| self.raw_input.clone());
                 self.input = Some(input.clone());
                 self.status = RunStatus::Running;
                 self.frames.insert(
@@ -410,6 +468,14 @@ impl RunState {
                 input,
                 at,
             } => {
+                let raw_input = match raw_input {
+                    Some(v) => v.clone(),
+                    None => self.passed_input(*parent),
+                };
+                let input = match input {
+                    Some(v) => v.clone(),
+                    None => raw_input.clone(),
+                };
                 self.updated_at = *at;
                 self.next_frame = self.next_frame.max(id + 1);
                 let fk = match kind.as_str() {
@@ -460,8 +526,8 @@ impl RunState {
                         index: *index,
                         position: position.clone(),
                         name: name.clone(),
-                        raw_input: raw_input.clone(),
-                        input: input.clone(),
+                        raw_input,
+                        input,
                         started_at: *at,
                         vars: Vars::new(),
                         timed_out: false,

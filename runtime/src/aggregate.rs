@@ -170,9 +170,8 @@ do:
     fn scheduled() -> Vec<RunEventEnvelope> {
         vec![
             started(),
-            RunEventEnvelope(RunEvent::WorkflowInputAccepted {
-                input: json!({ "n": 1 }),
-            }),
+            // The run's input is stored once, in `RunStarted` (events v2).
+            RunEventEnvelope(RunEvent::WorkflowInputAccepted { input: None }),
             RunEventEnvelope(RunEvent::TaskStarted {
                 id: 1,
                 parent: 0,
@@ -180,8 +179,8 @@ do:
                 position: "/do/0/work".into(),
                 name: "work".into(),
                 kind: "call".into(),
-                raw_input: json!({ "n": 1 }),
-                input: json!({ "n": 1 }),
+                raw_input: None,
+                input: None,
                 at: T,
             }),
             RunEventEnvelope(RunEvent::ActivityScheduled {

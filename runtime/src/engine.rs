@@ -415,6 +415,8 @@ impl Runtime {
         input: Value,
         opts: StartOptions,
     ) -> Result<String> {
+        // Before the definition is registered: a refused start leaves nothing behind.
+        cairn_core::limits::check_input(&input).map_err(|e| Error::Invalid(e.to_string()))?;
         let r = self.inner.defs.register_inline(def).await?;
         self.inner.start(r, input, opts).await
     }
@@ -450,13 +452,11 @@ impl Runtime {
     }
 
     /// Delivers a CloudEvent to a run (for its `listen` tasks). Duplicates (same `source` and
-    /// `id`) are dropped.
+    /// `id`) are dropped. Anything but a CloudEvent 1.0 of at most
+    /// [`cairn_core::limits::MAX_EVENT_BYTES`] is refused (`Error::Invalid`) before the run is
+    /// even looked up ([`cairn_core::limits::check_cloud_event`]).
     pub async fn signal(&self, run_id: &str, event: Value) -> Result<()> {
-        if !event.is_object() {
-            return Err(Error::Invalid(
-                "an event must be a JSON object (a CloudEvent)".into(),
-            ));
-        }
+        cairn_core::limits::check_cloud_event(&event).map_err(|e| Error::Invalid(e.to_string()))?;
         let s = self.state(run_id).await?;
         if s.status.is_terminal() {
             return Err(Error::Ended(format!(
@@ -617,6 +617,30 @@ impl Runtime {
                 .unwrap_or(false);
             if !busy && !self.inner.any_unfinished().await? {
                 return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until no run can move without something from outside, or only later than
+    /// `window` from now: nothing in flight here, and no run in the store is runnable or has a
+    /// timer due within `window`. Runs that wait for an event or are suspended do not count
+    /// (nothing a worker does moves them); what `cairn worker --exit-when-idle` waits for.
+    pub async fn wait_quiet(&self, window: Duration) -> Result<()> {
+        let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        loop {
+            let busy = self
+                .inner
+                .inflight
+                .lock()
+                .map(|s| !s.is_empty())
+                .unwrap_or(false);
+            if !busy {
+                match self.inner.store.earliest_wake().await? {
+                    None => return Ok(()),
+                    Some(at) if at > now_ms().saturating_add(window_ms) => return Ok(()),
+                    Some(_) => {}
+                }
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -18,8 +18,8 @@
 //! Routes: `POST /graphql`, `GET /graphql` (GraphiQL), `GET /graphql/ws` (subscriptions over
 //! `graphql-transport-ws` or the legacy `graphql-ws`), `/healthz`, `/readyz`, `/metrics`.
 //!
-//! Life cycle: bind, print the address, answer `/healthz` (and `/readyz` with 503) while the
-//! runtime opens the store and resumes runs, then serve. On SIGTERM or Ctrl-C: `/readyz` says
+//! Life cycle: bind, answer `/healthz` (and `/readyz` with 503) while the runtime opens the
+//! store and resumes runs, then print the address (`listening on`) and serve. On SIGTERM or Ctrl-C: `/readyz` says
 //! 503 and GraphQL takes no new request, subscriptions end, in-flight requests finish, the
 //! workers record what they are doing, exit 0.
 
@@ -217,7 +217,6 @@ pub async fn serve(args: ServeArgs) -> Result<u8, ServeFailure> {
         .await
         .map_err(|e| fail(4, anyhow::anyhow!("cannot listen on {}: {e}", args.listen)))?;
     let addr = listener.local_addr().map_err(|e| fail(4, e))?;
-    eprintln!("cairn serve listening on http://{addr}");
 
     let shared = Arc::new(Shared {
         phase: AtomicU8::new(STARTING),
@@ -301,6 +300,8 @@ pub async fn serve(args: ServeArgs) -> Result<u8, ServeFailure> {
         return Err(fail(4, anyhow::anyhow!("the API was set up twice")));
     }
     shared.phase.store(READY, Ordering::Release);
+    // Only now: a caller that waits for this line finds the store open and migrated.
+    eprintln!("cairn serve listening on http://{addr}");
     eprintln!(
         "cairn serve ready ({})",
         if args.no_workers {

@@ -117,6 +117,13 @@ fn reader(mut r: impl Read + Send + 'static) -> JoinHandle<String> {
 }
 
 impl Running {
+    /// Whether the process has not exited yet.
+    pub fn still_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// Waits for the process to exit, killing it after `timeout`.
     pub fn finish(mut self, timeout: Duration) -> Outcome {
         let deadline = Instant::now() + timeout;

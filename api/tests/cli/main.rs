@@ -6,6 +6,8 @@
 //! - `contract`: exit codes and messages of the CLI on good and bad input.
 //! - `faults`: the fault test: three workers on a private PostgreSQL (`pgtmp`) under SIGKILL,
 //!   SIGSTOP, database restarts and lost append replies.
+//! - `input`: careless input: CloudEvents only, size limits, input stored once, read-only
+//!   commands, `validate` and unknown functions, `worker --exit-when-idle`.
 //! - `sink`: the loopback HTTP sink that the crash and fault tests' workflows call.
 
 mod bench;
@@ -14,6 +16,7 @@ mod contract;
 mod crash;
 mod ctk;
 mod faults;
+mod input;
 mod mock;
 mod pgtmp;
 mod server;

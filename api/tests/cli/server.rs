@@ -1476,7 +1476,7 @@ async fn access_rules(store: TestStore) {
     }
     // The refused viewer signal does not reach the run.
     server.wait_status(&waiting, "WAITING").await;
-    let signal = "mutation($id: String!) { signalRun(id: $id, event: {source: \"t\", id: \"1\", type: \"com.example.ping\", data: {}}) { id } }";
+    let signal = "mutation($id: String!) { signalRun(id: $id, event: {specversion: \"1.0\", source: \"t\", id: \"1\", type: \"com.example.ping\", data: {}}) { id } }";
     let a = server
         .gql_as(Some(&viewer), signal, json!({ "id": waiting }))
         .await;

@@ -10,7 +10,10 @@ mod model;
 pub mod validate;
 
 pub use model::*;
-pub use validate::{load, load_str, validate, Problem, SourceFormat, ValidationErrors};
+pub use validate::{
+    load, load_str, load_str_with, load_with, validate, LoadOptions, Problem, SourceFormat,
+    ValidationErrors,
+};
 
 /// The JSON Schema (draft 2020-12) of a workflow definition as Cairn reads it, generated from
 /// the model. It is stricter than the spec's own schema where the model is (see the model's

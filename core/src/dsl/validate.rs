@@ -79,8 +79,38 @@ pub struct ValidationErrors {
 /// The DSL versions this runtime reads: `1.0.x`.
 pub const SUPPORTED_DSL: &str = "1.0.x";
 
+/// What [`load_str_with`] and [`load_with`] know beyond the definition itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LoadOptions {
+    /// The functions registered with the runtime that will run the definition (`call: NAME`
+    /// of a function the embedding application registered). `None`: unknown, so such calls
+    /// are not checked. `Some(list)`: a `call: NAME` that is not a built-in call, not in
+    /// `use.functions`, not a catalog function (`name:version@catalog`), not a URI and not in
+    /// the list is a problem.
+    pub functions: Option<Vec<String>>,
+}
+
+impl LoadOptions {
+    /// Options that check `call: NAME` against these registered functions.
+    pub fn with_functions(functions: Vec<String>) -> Self {
+        LoadOptions {
+            functions: Some(functions),
+        }
+    }
+}
+
 /// Parses and validates a definition from text.
 pub fn load_str(text: &str, format: SourceFormat) -> Result<Workflow, ValidationErrors> {
+    load_str_with(text, format, &LoadOptions::default())
+}
+
+/// [`load_str`], checking what `options` know.
+pub fn load_str_with(
+    text: &str,
+    format: SourceFormat,
+    options: &LoadOptions,
+) -> Result<Workflow, ValidationErrors> {
     let value = parse_value(text, format)?;
     let positions = Positions::index(text);
     let mut problems: Vec<Problem> = positions
@@ -95,7 +125,7 @@ pub fn load_str(text: &str, format: SourceFormat) -> Result<Workflow, Validation
         .collect();
     let workflow = match decode(&value) {
         Ok(w) => {
-            problems.extend(check(&w));
+            problems.extend(check_with(&w, options));
             Some(w)
         }
         Err(p) => {
@@ -122,6 +152,11 @@ pub fn load_str(text: &str, format: SourceFormat) -> Result<Workflow, Validation
 
 /// Reads, parses and validates a definition file; `.json` files are JSON, anything else YAML.
 pub fn load(path: &Path) -> Result<Workflow, ValidationErrors> {
+    load_with(path, &LoadOptions::default())
+}
+
+/// [`load`], checking what `options` know.
+pub fn load_with(path: &Path, options: &LoadOptions) -> Result<Workflow, ValidationErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| ValidationErrors {
         problems: vec![Problem::new(
             "",
@@ -132,7 +167,7 @@ pub fn load(path: &Path) -> Result<Workflow, ValidationErrors> {
         Some("json") => SourceFormat::Json,
         _ => SourceFormat::Yaml,
     };
-    load_str(&text, format)
+    load_str_with(&text, format, options)
 }
 
 /// Checks a workflow that is already decoded (built in Rust, say): everything [`load_str`] checks
@@ -148,8 +183,13 @@ pub fn validate(workflow: &Workflow) -> Result<(), ValidationErrors> {
 
 /// The problems of a decoded workflow, in walk order.
 fn check(workflow: &Workflow) -> Vec<Problem> {
+    check_with(workflow, &LoadOptions::default())
+}
+
+fn check_with(workflow: &Workflow, options: &LoadOptions) -> Vec<Problem> {
     let mut c = Checker {
         use_: workflow.use_.as_ref(),
+        functions: options.functions.as_deref(),
         problems: Vec::new(),
     };
     c.workflow(workflow);
@@ -565,6 +605,8 @@ fn is_integer(v: &Value) -> bool {
 /// The semantic checks, collecting every problem.
 struct Checker<'w> {
     use_: Option<&'w Use>,
+    /// The functions the runtime has registered, when known ([`LoadOptions::functions`]).
+    functions: Option<&'w [String]>,
     problems: Vec<Problem>,
 }
 
@@ -681,6 +723,37 @@ impl<'w> Checker<'w> {
             self.problem(
                 pointer,
                 format!("unknown {what} `{name}`: not defined in `use.{block}`"),
+            );
+        }
+    }
+
+    /// `call: NAME` of a function that is nowhere: when the registered functions are known.
+    fn function_exists(&mut self, name: &str, pointer: &str) {
+        let Some(registered) = self.functions else {
+            return;
+        };
+        let declared = self
+            .use_
+            .and_then(|u| u.functions.as_ref())
+            .is_some_and(|m| m.contains_key(name));
+        // Catalog functions and functions by URI are resolved elsewhere.
+        if declared || name.contains('@') || name.contains("://") {
+            return;
+        }
+        if !registered.iter().any(|r| r == name) {
+            let known = if registered.is_empty() {
+                "none".to_string()
+            } else {
+                registered.join(", ")
+            };
+            self.problem(
+                pointer,
+                format!(
+                    "unknown function `{name}`: not a built-in call (http, grpc, openapi, \
+                     asyncapi, mcp, a2a), not defined in `use.functions`, not a catalog function \
+                     (`name:version@catalog`) and not registered with this runtime \
+                     (registered: {known})"
+                ),
             );
         }
     }
@@ -1455,6 +1528,7 @@ impl<'w> Checker<'w> {
             }
             CallTask::Function { name, with } => {
                 self.object_values(with, &w, scope);
+                self.function_exists(name, &format!("{pointer}/call"));
                 // `name:version@catalog` names a function of a catalog, which must be declared.
                 if !name.contains("://") {
                     if let Some((function, catalog)) = name.rsplit_once('@') {

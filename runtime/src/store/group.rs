@@ -292,6 +292,10 @@ impl EventStore for GroupCommitter {
         self.inner.next_wake().await
     }
 
+    async fn earliest_wake(&self) -> Result<Option<i64>> {
+        self.inner.earliest_wake().await
+    }
+
     async fn owned_runs(&self, lease: &super::WorkerLease) -> Result<Vec<String>> {
         self.inner.owned_runs(lease).await
     }

@@ -51,6 +51,10 @@ pub enum StoreError {
         /// What is wrong.
         message: String,
     },
+    /// A store opened for reading only does not exist (or is not a usable store); nothing was
+    /// created.
+    #[error("no store: {0}")]
+    Missing(String),
     /// The database could not be reached or failed.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -503,6 +507,36 @@ pub trait EventStore: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// The earliest `wake_at` of any run, held by a worker or not: `None` when no run can move
+    /// without something from outside (every unfinished run waits for an event, or is
+    /// suspended). What `cairn worker --exit-when-idle` watches. The default pages through
+    /// [`EventStore::query_runs`]; the built-in stores ask with one query.
+    async fn earliest_wake(&self) -> Result<Option<i64>> {
+        let mut q = RunQuery {
+            statuses: ["pending", "running", "waiting"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            limit: 1000,
+            ..Default::default()
+        };
+        let mut earliest: Option<i64> = None;
+        loop {
+            let page = self.query_runs(&q).await?;
+            for r in &page {
+                if let Some(w) = r.wake_at {
+                    earliest = Some(earliest.map_or(w, |e| e.min(w)));
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() as u64 == q.limit => {
+                    q.after = Some((last.created_at, last.run_id.clone()));
+                }
+                _ => return Ok(earliest),
+            }
+        }
+    }
+
     /// Notices of runs that may need a worker: a run id whenever an append made a run runnable
     /// without a holder taking it, set a timer, or ended a sub-workflow (its parent's id), and
     /// `*` when notices may have been lost (everything should be looked at again). The flag says
@@ -576,6 +610,17 @@ pub struct StoredToken {
 /// semver one; two such versions compare as strings, so the order is total and deterministic.
 pub fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
     util::compare_versions(a, b)
+}
+
+/// Opens an existing store for reading only: `sqlite://PATH` must exist and is opened
+/// read-only ([`sqlite::SqliteStore::open_read_only`]); `postgres://...` is opened as by
+/// [`open`] (the database must exist either way).
+pub async fn open_read_only(url: &str) -> Result<std::sync::Arc<dyn EventStore>> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let store = sqlite::SqliteStore::open_read_only(path).await?;
+        return Ok(std::sync::Arc::new(store));
+    }
+    open(url).await
 }
 
 /// Opens a store from a URL: `sqlite://PATH` (created if missing) or `postgres://...`.

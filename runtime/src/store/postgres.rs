@@ -1269,6 +1269,16 @@ impl EventStore for PostgresStore {
         Ok(rows.into_iter().map(|(id,)| id).collect())
     }
 
+    async fn earliest_wake(&self) -> Result<Option<i64>> {
+        sqlx::query_scalar(
+            "SELECT MIN(wake_at) FROM runs \
+             WHERE status IN ('pending', 'running', 'waiting') AND wake_at IS NOT NULL",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| unavailable(STORE, "earliest_wake", e))
+    }
+
     async fn next_wake(&self) -> Result<Option<i64>> {
         sqlx::query_scalar(
             "SELECT MIN(wake_at) FROM runs WHERE owner IS NULL AND wake_at IS NOT NULL",

@@ -152,6 +152,8 @@ pub struct SqliteStore {
     path: PathBuf,
     /// Work notices of this process's appends (see [`EventStore::work_notices`]).
     notices: tokio::sync::broadcast::Sender<String>,
+    /// Opened by [`SqliteStore::open_read_only`]: snapshots (a cache) are not written.
+    read_only: bool,
 }
 
 impl SqliteStore {
@@ -206,6 +208,75 @@ impl SqliteStore {
             reader,
             path,
             notices: tokio::sync::broadcast::channel(4096).0,
+            read_only: false,
+        })
+    }
+
+    /// Opens an existing store for reading only, as the read-only commands (`cairn status`,
+    /// `history`, `runs`) do: a missing file is [`StoreError::Missing`] and nothing is created,
+    /// no migration is written, and every connection is read-only. A file whose schema is older
+    /// than this build's is refused (a writing command upgrades it) rather than misread.
+    pub async fn open_read_only(path: &str) -> Result<SqliteStore> {
+        if path.is_empty() || path == ":memory:" || path.starts_with("file:") {
+            return Err(StoreError::InvalidUrl {
+                url: format!("sqlite://{path}"),
+                message: "expected a file path (in-memory databases are not supported)".into(),
+            });
+        }
+        let path = PathBuf::from(path);
+        match tokio::fs::metadata(&path).await {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => {
+                return Err(StoreError::Missing(format!(
+                    "{} is not a file, so it holds no SQLite store",
+                    path.display()
+                )))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::Missing(format!(
+                    "there is no SQLite store at {} (nothing has been recorded there; \
+                     give --store or CAIRN_STORE)",
+                    path.display()
+                )))
+            }
+            Err(e) => return Err(unavailable(STORE, &format!("open {}", path.display()), e)),
+        }
+        let options = SqliteOptions::default();
+        let read_opts = SqliteConnectOptions::new()
+            .filename(&path)
+            .busy_timeout(options.busy_timeout)
+            .create_if_missing(false)
+            .read_only(true);
+        let reader = SqlitePoolOptions::new()
+            .max_connections(options.read_connections.max(1))
+            .connect_with(read_opts)
+            .await
+            .map_err(|e| unavailable(STORE, &format!("open {} for reading", path.display()), e))?;
+        let latest = MIGRATIONS.iter().map(|(v, _)| *v).max().unwrap_or(0);
+        let applied: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_version")
+            .fetch_one(&reader)
+            .await
+            .map_err(|_| {
+                StoreError::Missing(format!(
+                    "{} is not a cairn store (it has no schema version)",
+                    path.display()
+                ))
+            })?;
+        if applied.unwrap_or(0) < latest {
+            return Err(StoreError::Missing(format!(
+                "the store at {} has schema version {}, older than this cairn's {latest}; \
+                 a writing command (e.g. `cairn worker`) upgrades it",
+                path.display(),
+                applied.unwrap_or(0)
+            )));
+        }
+        Ok(SqliteStore {
+            // Read-only too: anything that tries to write through this store fails.
+            writer: reader.clone(),
+            reader,
+            path,
+            notices: tokio::sync::broadcast::channel(16).0,
+            read_only: true,
         })
     }
 
@@ -895,6 +966,16 @@ impl EventStore for SqliteStore {
         Ok(rows.into_iter().map(|(id,)| id).collect())
     }
 
+    async fn earliest_wake(&self) -> Result<Option<i64>> {
+        sqlx::query_scalar(
+            "SELECT MIN(wake_at) FROM runs \
+             WHERE status IN ('pending', 'running', 'waiting') AND wake_at IS NOT NULL",
+        )
+        .fetch_one(&self.reader)
+        .await
+        .map_err(|e| unavailable(STORE, "earliest_wake", e))
+    }
+
     async fn next_wake(&self) -> Result<Option<i64>> {
         sqlx::query_scalar(
             "SELECT MIN(wake_at) FROM runs WHERE owner IS NULL AND wake_at IS NOT NULL",
@@ -915,6 +996,9 @@ impl EventStore for SqliteStore {
         last_sequence: u64,
         payload: Value,
     ) -> Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
         self.save_snapshot_row(aggregate_type, stream, last_sequence, &payload)
             .await
     }

@@ -140,7 +140,11 @@ do:
     );
     assert!(matches!(rt.cancel(&id, None).await, Err(Error::Ended(_))));
     assert!(matches!(
-        rt.signal(&id, json!({"id": "x"})).await,
+        rt.signal(
+            &id,
+            json!({"specversion": "1.0", "id": "x", "source": "t", "type": "t"})
+        )
+        .await,
         Err(Error::Ended(_))
     ));
     rt.shutdown().await;
@@ -284,7 +288,8 @@ do:
 
 async fn errors_name_what_is_wrong(t: TestStore) {
     let rt = builder(&t).workers(false).build().await.unwrap();
-    match rt.signal("no-such-run", json!({ "id": "1" })).await {
+    let ping = json!({"specversion": "1.0", "id": "1", "source": "t", "type": "t"});
+    match rt.signal("no-such-run", ping).await {
         Err(Error::NotFound(m)) => assert!(m.contains("no-such-run")),
         other => panic!("expected not found, got {other:?}"),
     }
