@@ -10,6 +10,7 @@
 //! - [`decider`]: `(definition, state, inputs) -> next events`, the only place where workflow
 //!   semantics live.
 //! - [`data_schema`]: JSON Schema checks of data at run time (`input.schema`, `output.schema`).
+//! - [`sealed`]: secrets in call arguments, recorded as placeholders and revealed at send time.
 //! - [`error`]: workflow errors in the DSL's RFC 7807 shape ([`error::WorkflowError`]).
 
 pub mod activity;
@@ -22,6 +23,7 @@ pub mod events;
 pub mod expr;
 pub mod lifecycle;
 pub mod schemas;
+pub mod sealed;
 pub mod state;
 pub mod uri;
 

@@ -192,6 +192,7 @@ do:
                     name: "work".into(),
                     arguments: json!({}),
                     input: json!({ "n": 1 }),
+                    seal: None,
                 },
             }),
         ]
