@@ -6,6 +6,8 @@
 //! - `contract`: exit codes and messages of the CLI on good and bad input.
 //! - `faults`: the fault test: three workers on a private PostgreSQL (`pgtmp`) under SIGKILL,
 //!   SIGSTOP, database restarts and lost append replies.
+//! - `secrets`: the secrets canary: secrets used everywhere a definition can put one are sent,
+//!   and found nowhere in the store, the logs, the CLI's or the GraphQL API's answers.
 //! - `sink`: the loopback HTTP sink that the crash and fault tests' workflows call.
 
 mod bench;
@@ -16,5 +18,6 @@ mod ctk;
 mod faults;
 mod mock;
 mod pgtmp;
+mod secrets;
 mod server;
 mod sink;
