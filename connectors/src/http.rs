@@ -1,8 +1,10 @@
 //! `call: http` (and the sending half of `call: openapi`, see [`crate::openapi`]): performs a recorded [`HttpRequest`] and turns the response into the task's raw
 //! output, or into a [`WorkflowError`] the workflow can catch.
 //!
-//! The request arrives fully resolved (expressions evaluated, URI templates expanded, secrets
-//! named but not resolved), so this module does only I/O and the mapping rules of the DSL:
+//! The request arrives fully resolved (expressions evaluated, URI templates expanded), except
+//! for secrets: named (`use:`) or recorded as placeholders ([`cairn_core::sealed`]), they are
+//! revealed here just before sending and never appear in outputs or errors. Otherwise this
+//! module does only I/O and the mapping rules of the DSL:
 //!
 //! - output `content` (default): the body, deserialised (see [`decode_content`]);
 //! - output `response`: the DSL's *HTTP Response* object (`dsl-reference.md`, "HTTP Response"
@@ -20,6 +22,7 @@ use base64::Engine as _;
 use cairn_core::activity::{ActivityContext, ActivityHandler, Secrets};
 use cairn_core::dsl::HttpOutputFormat;
 use cairn_core::events::{ActivityCall, HttpAuth, HttpRequest};
+use cairn_core::sealed::{FromSource, MissingSecret, Revealer};
 use cairn_core::{ErrorKind, WorkflowError};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, LOCATION};
 use reqwest::redirect::Policy;
@@ -81,7 +84,7 @@ pub struct HttpConnector {
     pub(crate) following: Client,
     /// Returns 3xx responses as they are (`redirect: false`), so they become errors.
     not_following: Client,
-    secrets: Secrets,
+    pub(crate) secrets: Secrets,
     options: HttpOptions,
     /// OpenAPI documents of `call: openapi`, shared by clones.
     pub(crate) documents: Arc<DocumentCache>,
@@ -141,9 +144,13 @@ impl HttpConnector {
         ctx: &ActivityContext,
         req: &HttpRequest,
     ) -> Result<Value, WorkflowError> {
-        let prepared = match self.prepare(ctx, req) {
+        // Secrets recorded as placeholders are revealed here, in memory, for this request only;
+        // any message about it is scrubbed of them before it can be recorded.
+        let source = FromSource(&*self.secrets);
+        let mut revealer = Revealer::new(req.seal.as_deref(), &source);
+        let prepared = match self.prepare(ctx, req, &mut revealer) {
             Ok(p) => p,
-            Err(e) => return Err(e.at(&ctx.position)),
+            Err(e) => return Err(revealer.scrub_error(e).at(&ctx.position)),
         };
         let span = tracing::debug_span!(
             "http_call",
@@ -154,43 +161,70 @@ impl HttpConnector {
             uri = %prepared.shown_uri,
         );
         let result = self.send(req, prepared).instrument(span).await;
-        result.map_err(|e| e.at(&ctx.position))
+        result.map_err(|e| revealer.scrub_error(e).at(&ctx.position))
     }
 
     /// Validates and assembles everything that goes on the wire. Fails with `configuration`
     /// errors only: nothing has been sent yet.
-    fn prepare(&self, ctx: &ActivityContext, req: &HttpRequest) -> Result<Prepared, WorkflowError> {
+    ///
+    /// Messages and the shown URI are made from the request as recorded (placeholders, not
+    /// secrets); what goes on the wire is revealed by `revealer`.
+    fn prepare(
+        &self,
+        ctx: &ActivityContext,
+        req: &HttpRequest,
+        revealer: &mut Revealer<'_>,
+    ) -> Result<Prepared, WorkflowError> {
         let method = Method::from_bytes(req.method.trim().to_ascii_uppercase().as_bytes())
             .map_err(|_| configuration(format!("invalid http method {:?}", req.method)))?;
 
-        let mut url = Url::parse(&req.uri)
-            .map_err(|e| configuration(format!("invalid uri {}: {e}", redact_uri_str(&req.uri))))?;
+        // The URI as recorded, query included, for messages and outputs.
+        let shown_uri = match Url::parse(&req.uri) {
+            Ok(mut shown) => {
+                append_query(&mut shown, &req.query);
+                redact_uri(&shown)
+            }
+            Err(_) => redact_uri_str(&req.uri),
+        };
+        let mut url = Url::parse(&revealer.text(&req.uri)?)
+            .map_err(|e| configuration(format!("invalid uri {shown_uri}: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(configuration(format!(
-                "unsupported uri scheme {:?} in {}: only http and https are supported",
+                "unsupported uri scheme {:?} in {shown_uri}: only http and https are supported",
                 url.scheme(),
-                redact_uri(&url)
             )));
         }
-        if !req.query.is_empty() {
-            // Appends to any query already in the URI; names and values are form-encoded.
-            let mut pairs = url.query_pairs_mut();
-            for (name, value) in &req.query {
-                pairs.append_pair(name, value);
-            }
-        }
-        let shown_uri = redact_uri(&url);
+        let query = req
+            .query
+            .iter()
+            .map(|(n, v)| {
+                Ok((
+                    revealer.text(n)?.into_owned(),
+                    revealer.text(v)?.into_owned(),
+                ))
+            })
+            .collect::<Result<Vec<_>, MissingSecret>>()?;
+        append_query(&mut url, &query);
 
         let mut headers = HeaderMap::new();
-        for (name, value) in &req.headers {
-            let header = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| configuration(format!("invalid http header name {name:?}")))?;
+        let mut sealed_headers = Vec::new();
+        for (recorded_name, recorded_value) in &req.headers {
+            let name = revealer.text(recorded_name)?;
+            let value = revealer.text(recorded_value)?;
+            let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                configuration(format!("invalid http header name {recorded_name:?}"))
+            })?;
             // The value is left out of the message: it may be a credential.
-            let value = HeaderValue::from_str(value).map_err(|_| {
+            let mut value = HeaderValue::from_str(&value).map_err(|_| {
                 configuration(format!(
-                    "the value of http header {name:?} is not a valid header value"
+                    "the value of http header {recorded_name:?} is not a valid header value"
                 ))
             })?;
+            if value.as_bytes() != recorded_value.as_bytes() {
+                // Made from a secret: hidden from outputs and from hyper's own logging.
+                value.set_sensitive(true);
+                sealed_headers.push(header.clone());
+            }
             headers.append(header, value);
         }
         if !headers.contains_key(IDEMPOTENCY_KEY_HEADER) {
@@ -206,12 +240,13 @@ impl HttpConnector {
             headers.insert(HeaderName::from_static(IDEMPOTENCY_KEY_HEADER), key);
         }
         if let Some(auth) = &req.auth {
-            let mut value = self.authorization(auth)?;
+            let mut value = self.authorization(&revealer.auth(auth)?)?;
             value.set_sensitive(true);
             headers.insert(AUTHORIZATION, value);
         }
 
-        let body = match &req.body {
+        let body = req.body.as_ref().map(|b| revealer.value(b)).transpose()?;
+        let body = match &body {
             None | Some(Value::Null) => None,
             Some(Value::String(text)) => {
                 // A string is taken as already encoded (a pre-serialised document, form data,
@@ -234,6 +269,7 @@ impl HttpConnector {
             headers,
             body,
             shown_uri,
+            sealed_headers,
         })
     }
 
@@ -272,7 +308,7 @@ impl HttpConnector {
         } else {
             &self.not_following
         };
-        let shown_headers = headers_to_json(&p.headers, true);
+        let shown_headers = headers_to_json(&p.headers, Some(&p.sealed_headers));
         let mut builder = client.request(p.method.clone(), p.url).headers(p.headers);
         if let Some(body) = p.body {
             builder = builder.body(body);
@@ -309,7 +345,7 @@ impl HttpConnector {
                 let mut out = Map::new();
                 out.insert("request".into(), Value::Object(request));
                 out.insert("statusCode".into(), Value::from(status.as_u16()));
-                out.insert("headers".into(), headers_to_json(response.headers(), false));
+                out.insert("headers".into(), headers_to_json(response.headers(), None));
                 out.insert("content".into(), decode_content(content_type, &body));
                 Value::Object(out)
             }
@@ -429,8 +465,22 @@ struct Prepared {
     url: Url,
     headers: HeaderMap,
     body: Option<Vec<u8>>,
-    /// The URI as errors and outputs show it: with the query, without user info.
+    /// The URI as errors and outputs show it: as recorded (secrets as placeholders), with the
+    /// query, without user info.
     shown_uri: String,
+    /// Headers made from secrets, redacted in outputs.
+    sealed_headers: Vec<HeaderName>,
+}
+
+/// Appends query parameters to any query already in the URI; names and values are
+/// form-encoded.
+fn append_query(url: &mut Url, query: &[(String, String)]) {
+    if !query.is_empty() {
+        let mut pairs = url.query_pairs_mut();
+        for (name, value) in query {
+            pairs.append_pair(name, value);
+        }
+    }
 }
 
 /// Deserialises a response body the way `output: content` promises:
@@ -597,14 +647,17 @@ fn status_error(
 }
 
 /// Response (or sent request) headers as `map[string, string]`; repeated headers are joined
-/// with `, ` as RFC 9110 allows. With `redact`, credentials are replaced.
-fn headers_to_json(headers: &HeaderMap, redact: bool) -> Value {
+/// with `, ` as RFC 9110 allows. With `redact` (the headers made from secrets), those and
+/// credentials are replaced.
+fn headers_to_json(headers: &HeaderMap, redact: Option<&[HeaderName]>) -> Value {
     let mut out = Map::new();
     for name in headers.keys() {
-        let sensitive = redact
-            && (name == AUTHORIZATION
+        let sensitive = redact.is_some_and(|sealed| {
+            name == AUTHORIZATION
                 || name == reqwest::header::PROXY_AUTHORIZATION
-                || name == reqwest::header::COOKIE);
+                || name == reqwest::header::COOKIE
+                || sealed.contains(name)
+        });
         let value = if sensitive {
             REDACTED.to_string()
         } else {

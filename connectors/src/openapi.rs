@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use cairn_core::activity::ActivityContext;
 use cairn_core::events::{HttpRequest, OpenApiRequest};
+use cairn_core::sealed::{FromSource, Revealer};
 use cairn_core::{ErrorKind, WorkflowError};
 use reqwest::header::ACCEPT;
 use reqwest::{Method, Url};
@@ -126,10 +127,18 @@ impl HttpConnector {
             operation_id = %req.operation_id,
         );
         async {
+            // A document URI made from a secret is revealed only to fetch it; the operation's
+            // own request keeps its placeholders until `execute` sends it.
+            let source = FromSource(&*self.secrets);
+            let mut revealer = Revealer::new(req.seal.as_deref(), &source);
+            let document_uri = revealer
+                .text(&req.document)
+                .map_err(|e| WorkflowError::from(e).at(&ctx.position))?
+                .into_owned();
             let (document_uri, document) = self
-                .openapi_document(&req.document)
+                .openapi_document(&document_uri)
                 .await
-                .map_err(|e| e.at(&ctx.position))?;
+                .map_err(|e| revealer.scrub_error(e).at(&ctx.position))?;
             let http =
                 build_request(&document, &document_uri, req).map_err(|e| e.at(&ctx.position))?;
             self.execute(ctx, &http).await
@@ -408,6 +417,7 @@ pub fn build_request(
         output: req.output,
         redirect: req.redirect,
         auth: req.auth.clone(),
+        seal: req.seal.clone(),
     })
 }
 
@@ -992,6 +1002,7 @@ mod tests {
             output: HttpOutputFormat::Content,
             redirect: false,
             auth: None,
+            seal: None,
         }
     }
 

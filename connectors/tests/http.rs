@@ -174,6 +174,7 @@ fn get(addr: SocketAddr, path: &str) -> HttpRequest {
         output: HttpOutputFormat::Content,
         redirect: false,
         auth: None,
+        seal: None,
     }
 }
 
@@ -636,6 +637,7 @@ async fn activity_handler_performs_http_and_rejects_other_calls() {
         name: "greet".into(),
         arguments: json!({}),
         input: json!({}),
+        seal: None,
     };
     let e = c.call(&ctx(), &call).await.unwrap_err();
     assert!(e.is(ErrorKind::Runtime), "{e}");

@@ -22,6 +22,7 @@ use crate::events::{
     TimerKind,
 };
 use crate::expr::{self, Vars};
+use crate::sealed;
 use crate::state::{Branch, Frame, FrameKind, RunState, RunStatus, Seq, TryPhase, ROOT};
 
 /// The most events one call to [`Decider::decide`] produces. A workflow that loops forever
@@ -51,6 +52,9 @@ pub struct Decider {
     /// Whether any expression may read `$workflow.definition`; binding a whole definition for
     /// every evaluation is the most expensive part of building the arguments.
     binds_definition: bool,
+    /// Whether any of `use.authentications` may read `$secrets`: a call referring to one is
+    /// then built with the secrets sealed ([`crate::sealed`]).
+    auths_mention_secrets: bool,
 }
 
 /// What follows a finished task in its list.
@@ -81,10 +85,15 @@ impl Decider {
     pub fn new(def: Arc<Workflow>) -> Self {
         let def_value = Arc::new(serde_json::to_value(&*def).unwrap_or(Value::Null));
         let binds_definition = def_value.to_string().contains("$workflow");
+        let auths_mention_secrets = def_value
+            .get("use")
+            .and_then(|u| u.get("authentications"))
+            .is_some_and(|a| sealed::mentions_secrets(&a.to_string()));
         Decider {
             def,
             def_value,
             binds_definition,
+            auths_mention_secrets,
         }
     }
 
@@ -578,7 +587,7 @@ impl Decider {
                 TaskKind::Run(run) => match &run.workflow {
                     Some(w) => {
                         let input = match &w.input {
-                            Some(v) => expr::eval_value(v, &f.input, &vars)?,
+                            Some(v) => self.child_input(v, &f.input, &vars, inp)?,
                             None => f.input.clone(),
                         };
                         Self::emit(
@@ -627,10 +636,97 @@ impl Decider {
         f: &Frame,
         call: &CallTask,
         vars: &Vars,
-        _inp: &mut DecideInput<'_>,
+        inp: &mut DecideInput<'_>,
         out: &mut Out,
     ) -> Result<(), WorkflowError> {
-        let activity = match call {
+        let activity = if self.call_mentions_secrets(f) {
+            self.sealed_call(f, call, vars, inp)?
+        } else {
+            self.build_call(f, call, vars)?
+        };
+        let attempt = self.attempt_of(s, f.parent);
+        let idempotency_key = format!("{}:{}:{}", s.run_id, f.id, attempt);
+        Self::emit(
+            s,
+            out,
+            RunEvent::ActivityScheduled {
+                id: f.id,
+                attempt,
+                idempotency_key,
+                call: activity,
+            },
+        );
+        Ok(())
+    }
+
+    /// Whether a call task's arguments, or the authentication it refers to, may read
+    /// `$secrets` (a task's position is its JSON pointer in the definition).
+    fn call_mentions_secrets(&self, f: &Frame) -> bool {
+        self.auths_mention_secrets
+            || self
+                .def_value
+                .pointer(&f.position)
+                .is_none_or(|task| sealed::mentions_secrets(&task.to_string()))
+    }
+
+    /// A call whose arguments read `$secrets`, built so that no secret value is recorded
+    /// ([`crate::sealed`]): the arguments are built once with placeholders for the secrets
+    /// (what is recorded) and once with their values (to check that revealing the placeholders
+    /// gives exactly that). A secret transformed by an expression cannot be revealed later, so
+    /// the call faults instead of recording the transformed value. Errors come from the
+    /// placeholder build, which holds no secret, never from the real one.
+    fn sealed_call(
+        &self,
+        f: &Frame,
+        call: &CallTask,
+        vars: &Vars,
+        inp: &mut DecideInput<'_>,
+    ) -> Result<ActivityCall, WorkflowError> {
+        let seal = sealed::seal_from((inp.entropy)());
+        let mut masked_vars = vars.clone();
+        masked_vars.insert(
+            "secrets".into(),
+            Value::Object(sealed::placeholders(inp.secrets, &seal)),
+        );
+        let mut masked = self.build_call(f, call, &masked_vars)?;
+        let real = self.build_call(f, call, vars).map_err(|_| {
+            WorkflowError::new(
+                ErrorKind::Expression,
+                "building the call's arguments with the values of the secrets failed (the \
+                 message is withheld: it could quote a secret)",
+            )
+            .with_title("Secret used in an unsupported way")
+        })?;
+        if masked == real {
+            // The secrets it mentions do not reach the arguments.
+            return Ok(real);
+        }
+        match &mut masked {
+            ActivityCall::Http(r) => r.seal = Some(seal.clone()),
+            ActivityCall::OpenApi(r) => r.seal = Some(seal.clone()),
+            ActivityCall::Function { seal: sl, .. } => *sl = Some(seal.clone()),
+        }
+        let revealed = sealed::Revealer::new(Some(&seal), inp.secrets).call(&masked);
+        if revealed.as_ref() != Ok(&real) {
+            return Err(WorkflowError::new(
+                ErrorKind::Configuration,
+                "an argument of this call is derived from $secrets by an expression that \
+                 changes the secret (e.g. ascii_downcase, length, @base64, a comparison); \
+                 secret values are never recorded, so they can only be used as they are: \
+                 as a whole value, or inserted into a string",
+            )
+            .with_title("Secret used in an unsupported way"));
+        }
+        Ok(masked)
+    }
+
+    fn build_call(
+        &self,
+        f: &Frame,
+        call: &CallTask,
+        vars: &Vars,
+    ) -> Result<ActivityCall, WorkflowError> {
+        Ok(match call {
             CallTask::Http(args) => ActivityCall::Http(self.http_request(args, &f.input, vars)?),
             CallTask::OpenApi(args) => {
                 let raw_uri = args.document.endpoint.uri();
@@ -662,6 +758,7 @@ impl Decider {
                     output: args.output.unwrap_or_default(),
                     redirect: args.redirect.unwrap_or(false),
                     auth,
+                    seal: None,
                 })
             }
             CallTask::Function { name, with } => {
@@ -685,6 +782,7 @@ impl Decider {
                     name: name.clone(),
                     arguments,
                     input: f.input.clone(),
+                    seal: None,
                 }
             }
             other => {
@@ -693,20 +791,42 @@ impl Decider {
                     &f.position,
                 ))
             }
-        };
-        let attempt = self.attempt_of(s, f.parent);
-        let idempotency_key = format!("{}:{}:{}", s.run_id, f.id, attempt);
-        Self::emit(
-            s,
-            out,
-            RunEvent::ActivityScheduled {
-                id: f.id,
-                attempt,
-                idempotency_key,
-                call: activity,
-            },
+        })
+    }
+
+    /// A sub-workflow's input. It is recorded twice (`ChildRunRequested`, the child's
+    /// `RunStarted`) and the child is a run of its own, so it may not carry anything derived
+    /// from `$secrets`: the child reads `$secrets` itself. Checked by evaluating it with
+    /// placeholders for the secrets, which must give the same input.
+    fn child_input(
+        &self,
+        input_expr: &Value,
+        task_input: &Value,
+        vars: &Vars,
+        inp: &DecideInput<'_>,
+    ) -> Result<Value, WorkflowError> {
+        if !sealed::mentions_secrets(&input_expr.to_string()) {
+            return Ok(expr::eval_value(input_expr, task_input, vars)?);
+        }
+        // Nothing sealed is recorded here, so any seal does.
+        let seal = sealed::seal_from(0);
+        let mut masked_vars = vars.clone();
+        masked_vars.insert(
+            "secrets".into(),
+            Value::Object(sealed::placeholders(inp.secrets, &seal)),
         );
-        Ok(())
+        let masked = expr::eval_value(input_expr, task_input, &masked_vars)?;
+        let real = expr::eval_value(input_expr, task_input, vars).ok();
+        if sealed::value_has_placeholder(&masked, &seal) || real.as_ref() != Some(&masked) {
+            return Err(WorkflowError::new(
+                ErrorKind::Configuration,
+                "the input of a sub-workflow must not be derived from $secrets: it is \
+                 recorded in both runs' histories, which secrets never enter; the \
+                 sub-workflow can read $secrets itself",
+            )
+            .with_title("Secret used in an unsupported way"));
+        }
+        Ok(masked)
     }
 
     fn http_request(
@@ -773,6 +893,7 @@ impl Decider {
             output: args.output.unwrap_or_default(),
             redirect: args.redirect.unwrap_or(false),
             auth,
+            seal: None,
         })
     }
 

@@ -58,6 +58,12 @@ pub enum ActivityCall {
         arguments: Value,
         /// The task's transformed input.
         input: Value,
+        /// The seal of the secret placeholders in this call's arguments, when they hold any
+        /// ([`crate::sealed`]): only placeholders carrying it are revealed when the call is made.
+        /// Absent otherwise, as in every call recorded before the field existed, so the event's
+        /// version stays "1".
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seal: Option<String>,
     },
 }
 
@@ -79,6 +85,12 @@ pub struct OpenApiRequest {
     /// Authentication of the operation's request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<HttpAuth>,
+    /// The seal of the secret placeholders in this call's arguments, when they hold any
+    /// ([`crate::sealed`]): only placeholders carrying it are revealed when the call is made.
+    /// Absent otherwise, as in every call recorded before the field existed, so the event's
+    /// version stays "1".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<String>,
 }
 
 /// A fully resolved HTTP request of `call: http`.
@@ -105,10 +117,16 @@ pub struct HttpRequest {
     /// Authentication to apply when sending.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<HttpAuth>,
+    /// The seal of the secret placeholders in this call's arguments, when they hold any
+    /// ([`crate::sealed`]): only placeholders carrying it are revealed when the call is made.
+    /// Absent otherwise, as in every call recorded before the field existed, so the event's
+    /// version stays "1".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<String>,
 }
 
-/// Authentication of an HTTP request. Secrets are recorded by name and resolved by the executor,
-/// so their values never enter the event log.
+/// Authentication of an HTTP request. Secrets are recorded by name (`use:`) or as placeholders
+/// ([`crate::sealed`]) and resolved by the executor, so their values never enter the event log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "scheme", rename_all = "camelCase")]
 pub enum HttpAuth {

@@ -11,6 +11,7 @@
 //!   semantics live.
 //! - [`data_schema`]: JSON Schema checks of data at run time (`input.schema`, `output.schema`).
 //! - [`limits`]: what a run accepts from outside (input and event sizes, CloudEvents).
+//! - [`sealed`]: secrets in call arguments, recorded as placeholders and revealed at send time.
 //! - [`error`]: workflow errors in the DSL's RFC 7807 shape ([`error::WorkflowError`]).
 
 pub mod activity;
@@ -24,6 +25,7 @@ pub mod expr;
 pub mod lifecycle;
 pub mod limits;
 pub mod schemas;
+pub mod sealed;
 pub mod state;
 pub mod uri;
 

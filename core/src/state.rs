@@ -251,8 +251,9 @@ pub enum FrameKind {
     },
     /// `call`.
     Activity {
-        /// The scheduled call, once scheduled.
-        scheduled: Option<ScheduledActivity>,
+        /// The scheduled call, once scheduled (boxed: a call is much larger than any other
+        /// kind's progress; serialised the same as unboxed, so snapshots keep their format).
+        scheduled: Option<Box<ScheduledActivity>>,
         /// Its result, once recorded.
         result: Option<Result<Value, WorkflowError>>,
     },
@@ -578,11 +579,11 @@ impl RunState {
                     ..
                 }) = self.frames.get_mut(id)
                 {
-                    *scheduled = Some(ScheduledActivity {
+                    *scheduled = Some(Box::new(ScheduledActivity {
                         attempt: *attempt,
                         idempotency_key: idempotency_key.clone(),
                         call: call.clone(),
-                    });
+                    }));
                 }
             }
             RunEvent::ActivityCompleted { id, result, at } => {

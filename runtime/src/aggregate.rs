@@ -191,6 +191,7 @@ do:
                     name: "work".into(),
                     arguments: json!({}),
                     input: json!({ "n": 1 }),
+                    seal: None,
                 },
             }),
         ]

@@ -1344,7 +1344,7 @@ impl Inner {
                         idempotency_key: a.idempotency_key.clone(),
                     };
                     let began = Instant::now();
-                    let r = i.handler.call(&ctx, &a.call).await;
+                    let r = perform(&*i.handler, &i.secrets, &ctx, &a.call).await;
                     i.metrics.task_finished(kind, r.is_ok(), began.elapsed());
                     let at = now_ms();
                     let fact = match r {
@@ -1858,4 +1858,29 @@ impl Inner {
             }
         }
     }
+}
+
+/// Performs a recorded call. The arguments of a function call sealed with secrets are revealed
+/// here, just before the call, and the function's error is scrubbed of them; HTTP and OpenAPI
+/// calls go to their connector sealed, which reveals them when it sends the request
+/// ([`cairn_core::sealed`]).
+async fn perform(
+    handler: &dyn ActivityHandler,
+    secrets: &Secrets,
+    ctx: &ActivityContext,
+    call: &cairn_core::events::ActivityCall,
+) -> Result<Value, WorkflowError> {
+    let cairn_core::events::ActivityCall::Function {
+        seal: Some(seal), ..
+    } = call
+    else {
+        return handler.call(ctx, call).await;
+    };
+    let source = cairn_core::sealed::FromSource(&**secrets);
+    let mut revealer = cairn_core::sealed::Revealer::new(Some(seal), &source);
+    let revealed = revealer.call(call)?;
+    handler
+        .call(ctx, &revealed)
+        .await
+        .map_err(|e| revealer.scrub_error(e))
 }

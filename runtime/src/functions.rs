@@ -80,6 +80,7 @@ impl ActivityHandler for Router {
                 name,
                 arguments,
                 input,
+                ..
             } => match self.functions.map.get(name) {
                 Some(f) => {
                     f(FunctionCall {

@@ -8,6 +8,8 @@
 //!   SIGSTOP, database restarts and lost append replies.
 //! - `input`: careless input: CloudEvents only, size limits, input stored once, read-only
 //!   commands, `validate` and unknown functions, `worker --exit-when-idle`.
+//! - `secrets`: the secrets canary: secrets used everywhere a definition can put one are sent,
+//!   and found nowhere in the store, the logs, the CLI's or the GraphQL API's answers.
 //! - `sink`: the loopback HTTP sink that the crash and fault tests' workflows call.
 
 mod bench;
@@ -19,5 +21,6 @@ mod faults;
 mod input;
 mod mock;
 mod pgtmp;
+mod secrets;
 mod server;
 mod sink;

@@ -190,6 +190,7 @@ fn openapi(document: String, operation_id: &str, parameters: Value) -> OpenApiRe
         output: HttpOutputFormat::Content,
         redirect: false,
         auth: None,
+        seal: None,
     }
 }
 
