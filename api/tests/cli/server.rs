@@ -231,6 +231,9 @@ async fn insecure_no_auth_on_sqlite() {
     insecure_no_auth(TestStore::sqlite()).await;
 }
 
+/// The outbound guard (SSRF) through `cairn serve`, `cairn run` and `cairn worker`.
+mod ssrf;
+
 // ----- the server process ---------------------------------------------------------------------
 
 /// A `cairn` process in the background, killed when dropped; stderr is collected for messages.
@@ -248,6 +251,7 @@ impl Proc {
             .env_remove("CAIRN_STORE")
             .env_remove("CAIRN_LISTEN")
             .env_remove("CAIRN_SECRETS_FILE")
+            .env_remove("CAIRN_ALLOW_OUTBOUND")
             .env("CAIRN_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -996,7 +1000,8 @@ async fn retry_a_faulted_run(store: TestStore) {
         let _ = axum::serve(listener, app).await;
     });
 
-    let server = Server::start(&store, &[]).await;
+    // The endpoint is on loopback, which the outbound guard denies unless allowed.
+    let server = Server::start(&store, &["--allow-outbound", "127.0.0.1"]).await;
     let dep = server.deploy(&flaky(port)).await;
     assert_eq!(dep["ok"], json!(true), "{dep}");
     let id = server.start_run("flaky", json!({}), None).await["run"]["id"]
