@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use cairn_connectors::{HttpConnector, HttpOptions};
+use cairn_connectors::{AllowList, HttpConnector, HttpOptions};
 use cairn_core::activity::{NoSecrets, Secrets};
 use cairn_core::dsl::{self, Workflow};
 use cairn_core::lifecycle::LifecycleProjector;
@@ -69,6 +69,39 @@ impl LeaseArg {
     }
 }
 
+/// What `call: http` and `call: openapi` may reach: one setting for `cairn serve`, `cairn
+/// worker` and `cairn run`, whose defaults differ (see docs/security/ssrf.md).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct OutboundArg {
+    /// Addresses outbound calls may reach besides public ones: comma-separated IPs, CIDRs
+    /// (10.1.0.0/16), host names (api.internal, *.svc.local), `none` (public only) or `all` (no
+    /// guard). The guard denies loopback, private, link-local, cloud metadata and other special
+    /// addresses, after DNS and on every redirect. Default: `none` for `cairn serve` and its
+    /// workers; `all` for `cairn run` and `cairn worker`, which are local tools
+    #[arg(
+        long = "allow-outbound",
+        env = "CAIRN_ALLOW_OUTBOUND",
+        value_name = "LIST",
+        value_parser = parse_allow_list
+    )]
+    pub allow_outbound: Option<AllowList>,
+}
+
+impl OutboundArg {
+    /// The options of the HTTP connector, with `default` unless the setting was given.
+    pub(crate) fn http_options(&self, default: AllowList) -> HttpOptions {
+        HttpOptions {
+            allow_outbound: self.allow_outbound.clone().unwrap_or(default),
+            ..HttpOptions::default()
+        }
+    }
+}
+
+fn parse_allow_list(s: &str) -> Result<AllowList, String> {
+    s.parse()
+        .map_err(|e: cairn_connectors::guard::AllowListError| e.to_string())
+}
+
 #[derive(clap::Args, Clone)]
 struct SecretsArg {
     /// A YAML or JSON file of secrets (name: value) for $secrets and secret-based authentication
@@ -96,6 +129,8 @@ enum Command {
         /// Also deploy these definitions (for `run: workflow` sub-workflows)
         #[arg(long = "with", value_name = "FILE")]
         with: Vec<PathBuf>,
+        #[command(flatten)]
+        outbound: OutboundArg,
     },
     /// Record a new run and print its id; a worker executes it
     Start {
@@ -127,8 +162,11 @@ enum Command {
         secrets: SecretsArg,
         #[command(flatten)]
         lease: LeaseArg,
+        #[command(flatten)]
+        outbound: OutboundArg,
         /// A YAML (or JSON) settings file, as for `cairn serve`; the worker uses its `store`,
-        /// `secrets`, `worker_name`, `lease_ttl_ms` (flags and CAIRN_* variables override it)
+        /// `secrets`, `worker_name`, `lease_ttl_ms`, `allow_outbound` (flags and CAIRN_*
+        /// variables override it)
         #[arg(long, env = "CAIRN_CONFIG", value_name = "PATH")]
         config: Option<PathBuf>,
         /// Exit once no run can move without something from outside: nothing in flight, no
@@ -325,12 +363,20 @@ fn apply_config(cmd: &mut Command, matches: &clap::ArgMatches) -> anyhow::Result
             store,
             secrets,
             lease,
+            outbound,
             config: Some(path),
             ..
         } => {
             if let Some(m) = matches.subcommand_matches("worker") {
                 let file = ConfigFile::load(path)?;
-                apply_to_worker(&mut store.store, &mut secrets.secrets, lease, m, file);
+                apply_to_worker(
+                    &mut store.store,
+                    &mut secrets.secrets,
+                    lease,
+                    outbound,
+                    m,
+                    file,
+                );
             }
         }
         _ => {}
@@ -368,6 +414,7 @@ async fn dispatch(cmd: Command) -> Result<u8, Fail> {
             secrets,
             events,
             with,
+            outbound,
         } => {
             run(
                 &file,
@@ -376,6 +423,7 @@ async fn dispatch(cmd: Command) -> Result<u8, Fail> {
                 &secrets,
                 events.as_deref(),
                 &with,
+                &outbound,
             )
             .await
         }
@@ -420,11 +468,12 @@ async fn dispatch(cmd: Command) -> Result<u8, Fail> {
             store,
             secrets,
             lease,
+            outbound,
             exit_when_idle,
             idle_window_ms,
             ..
         } => {
-            let rt = worker(&store.store, &secrets, WorkerScope::All, &lease).await?;
+            let rt = worker(&store.store, &secrets, WorkerScope::All, &lease, &outbound).await?;
             eprintln!("worker started on {}", redact(&store.store));
             if exit_when_idle {
                 let window = std::time::Duration::from_millis(idle_window_ms);
@@ -650,9 +699,12 @@ async fn worker(
     secrets: &SecretsArg,
     scope: WorkerScope,
     lease: &LeaseArg,
+    outbound: &OutboundArg,
 ) -> Result<Runtime, Fail> {
     let secrets = secrets_of(secrets)?;
-    let http = HttpConnector::new(HttpOptions::default(), secrets.clone()).map_err(infra)?;
+    // A local tool: everything is reachable unless the setting says otherwise.
+    let options = outbound.http_options(AllowList::all());
+    let http = HttpConnector::new(options, secrets.clone()).map_err(infra)?;
     lease
         .apply(Runtime::builder())
         .store_url(store)
@@ -671,6 +723,7 @@ async fn run(
     secrets: &SecretsArg,
     events: Option<&Path>,
     with: &[PathBuf],
+    outbound: &OutboundArg,
 ) -> Result<u8, Fail> {
     let def = load(file)?;
     let input = read_input(input)?;
@@ -679,7 +732,14 @@ async fn run(
     for w in with {
         extra.push(load(w)?);
     }
-    let rt = worker(store, secrets, WorkerScope::OwnRuns, &LeaseArg::default()).await?;
+    let rt = worker(
+        store,
+        secrets,
+        WorkerScope::OwnRuns,
+        &LeaseArg::default(),
+        outbound,
+    )
+    .await?;
     for d in extra {
         rt.deploy(d).await.map_err(infra)?;
     }

@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tracing::Instrument as _;
 
+use crate::guard::{self, AllowList, Denied, Guard, GuardedResolver, SystemResolver};
 use crate::openapi::DocumentCache;
 
 /// Name of the header that carries the activity's idempotency key (lower case, as HTTP/2 sends
@@ -59,6 +60,9 @@ pub struct HttpOptions {
     /// Largest response body accepted, in bytes. Default 16 MiB. The result of a call is
     /// recorded in the run's event log, so an unbounded body would bloat every replay.
     pub max_response_bytes: u64,
+    /// What calls may reach besides public addresses (see [`crate::guard`]). Default: public
+    /// addresses only; [`AllowList::all`] turns the guard off.
+    pub allow_outbound: AllowList,
 }
 
 impl Default for HttpOptions {
@@ -69,6 +73,7 @@ impl Default for HttpOptions {
             user_agent: concat!("cairn/", env!("CARGO_PKG_VERSION")).to_string(),
             max_redirects: 10,
             max_response_bytes: 16 * 1024 * 1024,
+            allow_outbound: AllowList::none(),
         }
     }
 }
@@ -86,6 +91,8 @@ pub struct HttpConnector {
     not_following: Client,
     pub(crate) secrets: Secrets,
     options: HttpOptions,
+    /// Checks IP-literal destinations before sending; `None` when everything is allowed.
+    guard: Option<Guard>,
     /// OpenAPI documents of `call: openapi`, shared by clones.
     pub(crate) documents: Arc<DocumentCache>,
 }
@@ -104,16 +111,39 @@ impl HttpConnector {
     /// `username` and `password`) and [`HttpAuth::BearerSecret`] (an object with a string
     /// `token`, or the token itself as a string).
     pub fn new(options: HttpOptions, secrets: Secrets) -> crate::Result<Self> {
+        Self::with_resolver(options, secrets, Arc::new(SystemResolver))
+    }
+
+    /// [`HttpConnector::new`] resolving host names with `resolver` (the outbound guard still
+    /// checks every address it returns).
+    pub fn with_resolver(
+        options: HttpOptions,
+        secrets: Secrets,
+        resolver: Arc<dyn reqwest::dns::Resolve>,
+    ) -> crate::Result<Self> {
         let user_agent = HeaderValue::from_str(&options.user_agent)
             .map_err(|_| crate::Error::InvalidUserAgent(options.user_agent.clone()))?;
+        let guard = Guard::new(&options.allow_outbound);
+        let resolver = Arc::new(GuardedResolver::new(resolver, &options.allow_outbound));
         let builder = || {
-            Client::builder()
+            let b = Client::builder()
                 .user_agent(user_agent.clone())
                 .timeout(options.request_timeout)
                 .connect_timeout(options.connect_timeout)
+                .dns_resolver(resolver.clone());
+            // A proxy would resolve and reach the target itself, past the guard.
+            if guard.is_some() {
+                b.no_proxy()
+            } else {
+                b
+            }
+        };
+        let redirects = match &guard {
+            Some(g) => g.redirect_policy(options.max_redirects),
+            None => Policy::limited(options.max_redirects),
         };
         let following = builder()
-            .redirect(Policy::limited(options.max_redirects))
+            .redirect(redirects)
             .build()
             .map_err(crate::Error::Client)?;
         let not_following = builder()
@@ -125,6 +155,7 @@ impl HttpConnector {
             not_following,
             secrets,
             options,
+            guard,
             documents: Arc::default(),
         })
     }
@@ -308,6 +339,7 @@ impl HttpConnector {
         } else {
             &self.not_following
         };
+        self.check_destination(&p.url, &p.method, &p.shown_uri)?;
         let shown_headers = headers_to_json(&p.headers, Some(&p.sealed_headers));
         let mut builder = client.request(p.method.clone(), p.url).headers(p.headers);
         if let Some(body) = p.body {
@@ -385,6 +417,20 @@ impl HttpConnector {
         Ok(body)
     }
 
+    /// Refuses a destination whose host is an IP literal the outbound guard denies. Host names
+    /// are checked once resolved, by the client's resolver.
+    pub(crate) fn check_destination(
+        &self,
+        url: &Url,
+        method: &Method,
+        uri: &str,
+    ) -> Result<(), WorkflowError> {
+        match &self.guard {
+            Some(g) => g.check_url(url).map_err(|d| denied_error(&d, method, uri)),
+            None => Ok(()),
+        }
+    }
+
     /// Maps a failure to get or read a response: a timeout is `timeout` (408); anything else
     /// (refused, DNS, TLS, reset) is `communication`, 503 before a response arrived and 502
     /// while its body was read.
@@ -394,6 +440,9 @@ impl HttpConnector {
         method: &Method,
         uri: &str,
     ) -> WorkflowError {
+        if let Some(denied) = guard::find_denied(e) {
+            return denied_error(denied, method, uri);
+        }
         let cause = cause_chain(e);
         if e.is_timeout() {
             let (phase, limit) = if e.is_connect() {
@@ -618,6 +667,16 @@ fn configuration(detail: impl Into<String>) -> WorkflowError {
 
 fn communication(status: u16, detail: impl Into<String>) -> WorkflowError {
     WorkflowError::new(ErrorKind::Communication, detail).with_status(status)
+}
+
+/// A destination the outbound guard refused: `authorization` (403), which retry policies on
+/// `communication` errors do not retry, since sending again is refused again.
+fn denied_error(denied: &Denied, method: &Method, uri: &str) -> WorkflowError {
+    WorkflowError::new(
+        ErrorKind::Authorization,
+        format!("{method} {uri}: {denied}"),
+    )
+    .with_title("Outbound call denied")
 }
 
 /// The error for a response whose status the call does not accept.

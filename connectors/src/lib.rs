@@ -10,6 +10,9 @@
 //! - [`openapi`]: `call: openapi`, performed by the same connector: it fetches (and caches) the
 //!   OpenAPI 3.x or Swagger 2.0 document, builds the operation's request and sends it as
 //!   `call: http` would.
+//! - [`guard`]: the outbound guard (against server-side request forgery): which addresses calls
+//!   may reach, checked after DNS resolution, on every redirect and for IP literals; configured
+//!   by [`AllowList`] in [`HttpOptions::allow_outbound`].
 //! - [`Error`]: why a connector could not be *built*. Failures of a call are workflow errors,
 //!   because a workflow can catch and retry them.
 //!
@@ -20,9 +23,11 @@
 //!   again is the same request (plus the same `Idempotency-Key`).
 //! - Secret values are resolved here, at send time, and never appear in a result or an error.
 
+pub mod guard;
 pub mod http;
 pub mod openapi;
 
+pub use guard::AllowList;
 pub use http::{HttpConnector, HttpOptions, IDEMPOTENCY_KEY_HEADER};
 
 /// Why a connector could not be built.

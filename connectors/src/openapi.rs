@@ -170,6 +170,8 @@ impl HttpConnector {
 
         let shown = redact_uri(&url);
         let method = Method::GET;
+        self.check_destination(&url, &method, &shown)
+            .map_err(|e| fetch_error(e, &shown))?;
         let mut response = self
             .following
             .get(url.clone())

@@ -150,8 +150,16 @@ fn secrets() -> Arc<MapSecrets> {
     ])))
 }
 
+/// The default options, with the loopback test servers let through the outbound guard.
+fn options() -> HttpOptions {
+    HttpOptions {
+        allow_outbound: "127.0.0.1".parse().unwrap(),
+        ..HttpOptions::default()
+    }
+}
+
 fn connector() -> HttpConnector {
-    HttpConnector::new(HttpOptions::default(), secrets()).unwrap()
+    HttpConnector::new(options(), secrets()).unwrap()
 }
 
 fn ctx() -> ActivityContext {
@@ -473,7 +481,7 @@ async fn missing_or_malformed_secret_is_a_configuration_error() {
     assert!(!e.to_string().contains("bob"), "{e}");
 
     // Without any secret source, secrets are simply missing.
-    let bare = HttpConnector::new(HttpOptions::default(), Arc::new(NoSecrets)).unwrap();
+    let bare = HttpConnector::new(options(), Arc::new(NoSecrets)).unwrap();
     req.auth = Some(HttpAuth::BasicSecret {
         secret: "db".into(),
     });
@@ -545,7 +553,7 @@ async fn timeout_is_a_timeout_error() {
     let addr = serve().await;
     let options = HttpOptions {
         request_timeout: Duration::from_millis(200),
-        ..HttpOptions::default()
+        ..options()
     };
     let c = HttpConnector::new(options, secrets()).unwrap();
     let started = std::time::Instant::now();
@@ -589,7 +597,7 @@ async fn oversized_body_is_refused() {
     let addr = serve().await;
     let options = HttpOptions {
         max_response_bytes: 1024,
-        ..HttpOptions::default()
+        ..options()
     };
     let c = HttpConnector::new(options, secrets()).unwrap();
     let e = err(&c, &get(addr, "/big")).await;

@@ -17,8 +17,8 @@ use serde::Deserialize;
 use super::ServeArgs;
 
 /// The settings file. Keys are the `ServeArgs` field names (the long flags, `-` as `_`).
-/// `cairn worker` reads the same file and uses `store`, `secrets`, `worker_name` and
-/// `lease_ttl_ms` only.
+/// `cairn worker` reads the same file and uses `store`, `secrets`, `worker_name`,
+/// `lease_ttl_ms` and `allow_outbound` only.
 #[derive(Deserialize, Default, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
@@ -42,6 +42,8 @@ pub struct ConfigFile {
     pub max_subscriptions_per_token: Option<usize>,
     pub worker_name: Option<String>,
     pub lease_ttl_ms: Option<u64>,
+    /// A comma-separated string or a list of entries (see `--allow-outbound`).
+    pub allow_outbound: Option<cairn_connectors::AllowList>,
 }
 
 impl ConfigFile {
@@ -112,6 +114,18 @@ pub fn apply_to_serve(args: &mut ServeArgs, matches: &ArgMatches, file: ConfigFi
         file.worker_name,
         file.lease_ttl_ms,
     );
+    apply_outbound(&mut args.outbound, matches, file.allow_outbound);
+}
+
+/// What outbound calls may reach, for `cairn serve` and `cairn worker` alike.
+fn apply_outbound(
+    outbound: &mut crate::cli::OutboundArg,
+    matches: &ArgMatches,
+    allow: Option<cairn_connectors::AllowList>,
+) {
+    if allow.is_some() && defaulted(matches, "allow_outbound") {
+        outbound.allow_outbound = allow;
+    }
 }
 
 /// The worker's name and lease ttl, for `cairn serve` and `cairn worker` alike.
@@ -129,15 +143,18 @@ fn apply_lease(
     }
 }
 
-/// The settings `cairn worker` takes from the file: its store, secrets file, name and lease.
+/// The settings `cairn worker` takes from the file: its store, secrets file, name, lease and
+/// what its calls may reach.
 pub fn apply_to_worker(
     store: &mut String,
     secrets: &mut Option<PathBuf>,
     lease: &mut crate::cli::LeaseArg,
+    outbound: &mut crate::cli::OutboundArg,
     matches: &ArgMatches,
     file: ConfigFile,
 ) {
     apply_lease(lease, matches, file.worker_name, file.lease_ttl_ms);
+    apply_outbound(outbound, matches, file.allow_outbound);
     if let Some(v) = file.store {
         if defaulted(matches, "store") {
             *store = v;
@@ -184,6 +201,31 @@ mod tests {
         let b = resolve(&["--worker-name", "api-2", "--lease-ttl-ms", "10000"], file);
         assert_eq!(b.lease.worker_name.as_deref(), Some("api-2"));
         assert_eq!(b.lease.lease_ttl_ms, Some(10000), "a flag beats the file");
+    }
+
+    #[test]
+    fn allow_outbound_comes_from_the_file_as_a_string_or_a_list_unless_a_flag_says() {
+        let a = resolve(&[], "allow_outbound: 127.0.0.1, api.internal\n");
+        assert_eq!(
+            a.outbound.allow_outbound.map(|l| l.to_string()).as_deref(),
+            Some("127.0.0.1/32,api.internal")
+        );
+        let b = resolve(&[], "allow_outbound: [10.0.0.0/8, '*.svc.local']\n");
+        assert_eq!(
+            b.outbound.allow_outbound.map(|l| l.to_string()).as_deref(),
+            Some("10.0.0.0/8,*.svc.local")
+        );
+        let c = resolve(&["--allow-outbound", "none"], "allow_outbound: all\n");
+        assert_eq!(
+            c.outbound.allow_outbound.map(|l| l.to_string()).as_deref(),
+            Some("none"),
+            "a flag beats the file"
+        );
+        assert!(resolve(&[], "").outbound.allow_outbound.is_none());
+        let e = ConfigFile::parse("allow_outbound: 10.0.0.0/99\n")
+            .expect_err("a bad CIDR")
+            .to_string();
+        assert!(e.contains("10.0.0.0/99"), "{e}");
     }
 
     #[test]

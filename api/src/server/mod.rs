@@ -53,7 +53,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use cairn_connectors::{HttpConnector, HttpOptions};
+use cairn_connectors::{AllowList, HttpConnector};
 use cairn_core::activity::{NoSecrets, Secrets};
 use cairn_runtime::Runtime;
 use tokio::sync::Semaphore;
@@ -83,6 +83,9 @@ pub struct ServeArgs {
     /// The in-process worker's name and lease (as for `cairn worker`)
     #[command(flatten)]
     pub lease: crate::cli::LeaseArg,
+    /// What the in-process workers' calls may reach (public addresses only by default)
+    #[command(flatten)]
+    pub outbound: crate::cli::OutboundArg,
     /// A YAML or JSON file of secrets (name: value) for $secrets and secret-based authentication
     #[arg(long, env = "CAIRN_SECRETS_FILE")]
     pub secrets: Option<PathBuf>,
@@ -357,8 +360,10 @@ async fn build_runtime(
         Some(p) => Arc::new(crate::secrets::FileSecrets::read(p).map_err(|e| fail(2, e))?),
         None => Arc::new(NoSecrets),
     };
-    let http =
-        HttpConnector::new(HttpOptions::default(), secrets.clone()).map_err(|e| fail(4, e))?;
+    // The definitions a server runs come from its API clients, who must not reach what only
+    // the server's host can (loopback, the store, cloud metadata): guarded by default.
+    let options = args.outbound.http_options(AllowList::none());
+    let http = HttpConnector::new(options, secrets.clone()).map_err(|e| fail(4, e))?;
     args.lease
         .apply(Runtime::builder())
         .store_url(&args.store)

@@ -190,6 +190,7 @@ pub fn spawn_in_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Running 
         .env_remove("CAIRN_STORE")
         .env_remove("CAIRN_SECRETS_FILE")
         .env_remove("CAIRN_CONFIG")
+        .env_remove("CAIRN_ALLOW_OUTBOUND")
         .envs(env.iter().copied())
         .env_remove("RUST_BACKTRACE")
         .stdin(Stdio::null())

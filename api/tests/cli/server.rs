@@ -234,6 +234,8 @@ async fn insecure_no_auth_on_sqlite() {
 /// Roles and floods (issue 8), on this module's harness.
 #[path = "server_guard.rs"]
 mod guard;
+/// The outbound guard (SSRF) through `cairn serve`, `cairn run` and `cairn worker`.
+mod ssrf;
 
 // ----- the server process ---------------------------------------------------------------------
 
@@ -252,6 +254,7 @@ impl Proc {
             .env_remove("CAIRN_STORE")
             .env_remove("CAIRN_LISTEN")
             .env_remove("CAIRN_SECRETS_FILE")
+            .env_remove("CAIRN_ALLOW_OUTBOUND")
             .env("CAIRN_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -1000,7 +1003,8 @@ async fn retry_a_faulted_run(store: TestStore) {
         let _ = axum::serve(listener, app).await;
     });
 
-    let server = Server::start(&store, &[]).await;
+    // The endpoint is on loopback, which the outbound guard denies unless allowed.
+    let server = Server::start(&store, &["--allow-outbound", "127.0.0.1"]).await;
     let dep = server.deploy(&flaky(port)).await;
     assert_eq!(dep["ok"], json!(true), "{dep}");
     let id = server.start_run("flaky", json!({}), None).await["run"]["id"]
