@@ -117,6 +117,7 @@ fn get_req(uri: String, redirect: bool) -> HttpRequest {
         output: HttpOutputFormat::Content,
         redirect,
         auth: None,
+        seal: None,
     }
 }
 
@@ -247,6 +248,7 @@ async fn openapi_documents_and_the_hosts_they_name_are_guarded() {
             output: HttpOutputFormat::Content,
             redirect: false,
             auth: None,
+            seal: None,
         })
     };
     let c = connector("none");

@@ -426,8 +426,13 @@ impl Serve {
                 "127.0.0.1:0",
                 "--secrets",
                 &secrets,
+                // The canary's SaaS stand-ins listen on loopback, which serve refuses by default
+                // (docs/security/ssrf.md).
+                "--allow-outbound",
+                "127.0.0.1",
             ])
             .current_dir(store.sandbox.path())
+            .env_remove("CAIRN_ALLOW_OUTBOUND")
             .env_remove("CAIRN_STORE")
             .env_remove("CAIRN_LISTEN")
             .env_remove("CAIRN_SECRETS_FILE")
