@@ -28,8 +28,55 @@ const DEFAULT_STORE: &str = "sqlite://.cairn/cairn.db";
     about = "Durable workflows: Serverless Workflow DSL 1.0 on an event-sourced runtime"
 )]
 struct Cli {
+    #[command(flatten)]
+    expr: ExprArg,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The budget of every expression evaluation in this process (see docs/security.md). One
+/// setting for every command, since a run's expressions must fault or not whichever process
+/// evaluates them.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ExprArg {
+    /// Most steps of the jq interpreter one expression evaluation may take before its task
+    /// faults [default: 10000000]
+    #[arg(
+        long = "expr-max-steps",
+        env = "CAIRN_EXPR_MAX_STEPS",
+        value_name = "N",
+        global = true,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub expr_max_steps: Option<u64>,
+    /// Most memory one expression evaluation may allocate before its task faults: bytes, or a
+    /// number with KiB, MiB or GiB [default: 256MiB]
+    #[arg(
+        long = "expr-max-memory",
+        env = "CAIRN_EXPR_MAX_MEMORY",
+        value_name = "SIZE",
+        global = true,
+        value_parser = parse_memory
+    )]
+    pub expr_max_memory: Option<u64>,
+}
+
+impl ExprArg {
+    /// The limits these settings give, defaults where unset.
+    pub(crate) fn limits(&self) -> cairn_core::budget::Limits {
+        let d = cairn_core::budget::Limits::default();
+        cairn_core::budget::Limits {
+            max_steps: self.expr_max_steps.unwrap_or(d.max_steps),
+            max_memory: self.expr_max_memory.unwrap_or(d.max_memory),
+        }
+    }
+}
+
+fn parse_memory(s: &str) -> Result<u64, String> {
+    match cairn_core::budget::parse_size(s)? {
+        0 => Err("the memory budget must be more than 0 bytes".to_string()),
+        n => Ok(n),
+    }
 }
 
 #[derive(clap::Args, Clone)]
@@ -165,8 +212,8 @@ enum Command {
         #[command(flatten)]
         outbound: OutboundArg,
         /// A YAML (or JSON) settings file, as for `cairn serve`; the worker uses its `store`,
-        /// `secrets`, `worker_name`, `lease_ttl_ms`, `allow_outbound` (flags and CAIRN_*
-        /// variables override it)
+        /// `secrets`, `worker_name`, `lease_ttl_ms`, `allow_outbound`, `expr_max_steps`,
+        /// `expr_max_memory` (flags and CAIRN_* variables override it)
         #[arg(long, env = "CAIRN_CONFIG", value_name = "PATH")]
         config: Option<PathBuf>,
         /// Exit once no run can move without something from outside: nothing in flight, no
@@ -317,10 +364,11 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    if let Err(e) = apply_config(&mut cli.command, &matches) {
+    if let Err(e) = apply_config(&mut cli, &matches) {
         eprintln!("error: {e:#}");
         return ExitCode::from(2);
     }
+    cairn_core::budget::set_limits(cli.expr.limits());
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -349,14 +397,16 @@ pub fn main() -> ExitCode {
 
 /// `--config FILE` of `cairn serve` and `cairn worker`: fills what neither a flag nor a
 /// `CAIRN_*` variable gave (precedence: flag > environment > file > default).
-fn apply_config(cmd: &mut Command, matches: &clap::ArgMatches) -> anyhow::Result<()> {
-    use crate::server::config::{apply_to_serve, apply_to_worker, ConfigFile};
-    match cmd {
+fn apply_config(cli: &mut Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
+    use crate::server::config::{apply_expr, apply_to_serve, apply_to_worker, ConfigFile};
+    match &mut cli.command {
         Command::Serve(args) => {
             if let (Some(path), Some(m)) =
                 (args.config.clone(), matches.subcommand_matches("serve"))
             {
-                apply_to_serve(args, m, ConfigFile::load(&path)?);
+                let file = ConfigFile::load(&path)?;
+                apply_expr(&mut cli.expr, m, &file)?;
+                apply_to_serve(args, m, file);
             }
         }
         Command::Worker {
@@ -369,6 +419,7 @@ fn apply_config(cmd: &mut Command, matches: &clap::ArgMatches) -> anyhow::Result
         } => {
             if let Some(m) = matches.subcommand_matches("worker") {
                 let file = ConfigFile::load(path)?;
+                apply_expr(&mut cli.expr, m, &file)?;
                 apply_to_worker(
                     &mut store.store,
                     &mut secrets.secrets,

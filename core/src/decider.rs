@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
+use crate::budget;
 use crate::dsl::{
     self, AuthenticationPolicy, CallTask, Duration, ErrorOrRef, EventConsumptionStrategy,
     EventFilter, FlowDirective, NamedTask, RetryOrRef, RetryPolicy, Task, TaskKind, TaskList,
@@ -29,6 +30,15 @@ use crate::state::{Branch, Frame, FrameKind, RunState, RunStatus, Seq, TryPhase,
 /// through `then` without waiting on anything still makes durable progress, one bounded batch at
 /// a time, instead of hanging its worker.
 pub const MAX_EVENTS_PER_DECISION: usize = 5_000;
+
+/// What one batch of decisions produced ([`Decider::decide_batch`]).
+#[derive(Debug)]
+pub struct Decision {
+    /// The events, in order.
+    pub events: Vec<RunEvent>,
+    /// Whether the batch stopped at a bound with work left: decide again after recording it.
+    pub more: bool,
+}
 
 /// Name and version of this runtime, bound as `$runtime`.
 pub const RUNTIME_NAME: &str = "cairn";
@@ -125,19 +135,39 @@ impl Decider {
     /// The events that happen next, until the run must wait for something from outside (a call
     /// result, a timer, an event) or ends. Empty when nothing can happen now.
     pub fn decide(&self, state: &RunState, input: &mut DecideInput<'_>) -> Vec<RunEvent> {
+        self.decide_batch(state, input).events
+    }
+
+    /// [`Decider::decide`], saying whether it stopped at one of a batch's bounds with work left:
+    /// [`MAX_EVENTS_PER_DECISION`] events, or as many interpreter steps as one expression may
+    /// take (`expr_max_steps`), so that a batch of many expensive expressions holds its thread
+    /// for about as long as one expression may, not thousands of times that.
+    pub fn decide_batch(&self, state: &RunState, input: &mut DecideInput<'_>) -> Decision {
         let mut s = state.clone();
         let mut out = Out {
             events: Vec::new(),
             for_items: HashMap::new(),
         };
-        while out.len() < MAX_EVENTS_PER_DECISION {
+        let spent_before = budget::steps_spent();
+        let allowance = budget::limits().max_steps;
+        loop {
             let before = out.len();
             self.step(&mut s, input, &mut out);
             if out.len() == before {
-                break;
+                return Decision {
+                    events: out.events,
+                    more: false,
+                };
+            }
+            if out.len() >= MAX_EVENTS_PER_DECISION
+                || budget::steps_spent().saturating_sub(spent_before) >= allowance
+            {
+                return Decision {
+                    events: out.events,
+                    more: true,
+                };
             }
         }
-        out.events
     }
 
     fn emit(s: &mut RunState, out: &mut Out, e: RunEvent) {

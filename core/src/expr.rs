@@ -8,19 +8,29 @@
 //! result of `10 / 2`, comes back as an integer, as jq prints it), NaN becomes `null` and
 //! infinities the largest finite numbers, as in jq.
 //!
-//! Two jaq natives are replaced because the core does no I/O: `env` yields `{}` (it would expose
-//! the process environment) and `stderr` writes nothing.
+//! Three jaq natives are replaced because the core does no I/O: `env` yields `{}` (it would
+//! expose the process environment), and `stderr` and `debug` write nothing (`debug` would log
+//! its value, a secret included).
+//!
+//! Expressions may be hostile, so every compilation and evaluation is bounded
+//! ([`crate::budget`]): text longer than [`MAX_SOURCE_LEN`] or nested deeper than
+//! [`MAX_SOURCE_NESTING`] is refused before the parser sees it, and evaluation runs on a stack
+//! segment of its own, one step of its budget for every term the interpreter evaluates (jaq
+//! looks its program up through [`Meter`] for each) and for every number `range` yields
+//! (jaq's `range/3` is native and would otherwise produce without a step).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use jaq_core::compile::Undefined;
-use jaq_core::data::JustLut;
+use jaq_core::data::{DataT, HasLut};
 use jaq_core::load::{lex, Arena, Error as LoadError, File, Loader};
-use jaq_core::{Compiler, Ctx, Exn};
+use jaq_core::native::{self, Fun};
+use jaq_core::{Compiler, Ctx, Cv, Exn, Lut, ValX, ValXs};
 use jaq_json::{Num, Val};
 use serde_json::Value;
 
+use crate::budget::{self, Budget, Exceeded, Stopped};
 use crate::error::{ErrorKind, WorkflowError};
 
 /// Variables bound in an expression, by name without the `$`.
@@ -59,20 +69,12 @@ pub fn strip(s: &str) -> &str {
 }
 
 /// Evaluates the jq program `src` (no `${ }`) on `input` with `vars` bound; the first output,
-/// or `null` when the program yields nothing.
+/// or `null` when the program yields nothing. Bounded by the thread's [`budget::limits`].
 pub fn eval(src: &str, input: &Value, vars: &Vars) -> Result<Value, ExprError> {
-    let err = |message: String| ExprError {
-        expression: src.to_string(),
-        message,
-    };
-    let (filter, values) = prepare(src, vars).map_err(err)?;
-    let ctx = Ctx::<JustLut<Val>>::new(&filter.lut, jaq_core::Vars::new(values));
-    let first = filter.id.run((ctx, to_val(input))).next();
-    match first {
-        None => Ok(Value::Null),
-        Some(Ok(v)) => from_val(&v, 0).map_err(err),
-        Some(Err(exn)) => Err(err(exception_message(exn))),
-    }
+    Ok(evaluate(src, input, vars, false)?
+        .into_iter()
+        .next()
+        .unwrap_or(Value::Null))
 }
 
 /// Evaluates a field that is always an expression (`input.from`, `output.as`, `when`, `in`, ...):
@@ -127,31 +129,222 @@ pub fn check(src: &str, var_names: &[&str]) -> Result<(), ExprError> {
     let mut names: Vec<String> = var_names.iter().map(|n| bare_name(n).to_string()).collect();
     names.sort();
     names.dedup();
-    compiled(src, names).map(drop).map_err(|message| ExprError {
-        expression: src.to_string(),
-        message,
-    })
-}
-
-/// Evaluates `src` like [`eval`] but yields every output, in order, as jq would print them.
-pub fn eval_all(src: &str, input: &Value, vars: &Vars) -> Result<Vec<Value>, ExprError> {
     let err = |message: String| ExprError {
         expression: src.to_string(),
         message,
     };
-    let (filter, values) = prepare(src, vars).map_err(err)?;
-    let ctx = Ctx::<JustLut<Val>>::new(&filter.lut, jaq_core::Vars::new(values));
-    filter
-        .id
-        .run((ctx, to_val(input)))
-        .map(|r| match r {
-            Ok(v) => from_val(&v, 0).map_err(err),
-            Err(exn) => Err(err(exception_message(exn))),
-        })
-        .collect()
+    check_source(src).map_err(err)?;
+    match budget::metered(|_| compiled(src, names)) {
+        Ok(r) => r.map(drop).map_err(err),
+        Err(stopped) => Err(err(stopped_message(stopped))),
+    }
 }
 
-type Filter = jaq_core::Filter<JustLut<Val>>;
+/// Evaluates `src` like [`eval`] but yields every output, in order, as jq would print them.
+pub fn eval_all(src: &str, input: &Value, vars: &Vars) -> Result<Vec<Value>, ExprError> {
+    evaluate(src, input, vars, true)
+}
+
+/// The outputs of `src` (only the first unless `all`), under a budget: steps and memory of the
+/// thread's limits, on a stack segment of its own.
+fn evaluate(src: &str, input: &Value, vars: &Vars, all: bool) -> Result<Vec<Value>, ExprError> {
+    let err = |message: String| ExprError {
+        expression: src.to_string(),
+        message,
+    };
+    check_source(src).map_err(err)?;
+    let outcome = budget::metered(|budget| -> Result<Vec<Value>, String> {
+        let (filter, values) = prepare(src, vars)?;
+        let meter = Meter {
+            lut: &filter.lut,
+            budget,
+        };
+        let ctx = Ctx::<Metered>::new(meter, jaq_core::Vars::new(values));
+        let mut allowance = Allowance::new(budget);
+        let mut out = Vec::new();
+        for r in filter.id.run((ctx, to_val(input))) {
+            let v = r.map_err(exception_message)?;
+            out.push(from_val(&v, 0, &mut allowance)?);
+            if !all {
+                break;
+            }
+        }
+        Ok(out)
+    });
+    match outcome {
+        Ok(r) => r.map_err(err),
+        Err(stopped) => Err(err(stopped_message(stopped))),
+    }
+}
+
+fn stopped_message(stopped: Stopped) -> String {
+    match stopped {
+        Stopped::Exceeded(e) => e.to_string(),
+        Stopped::Panicked(m) => format!("the expression engine failed: {m}"),
+    }
+}
+
+/// The longest expression text accepted (64 KiB): far beyond any hand-written expression,
+/// and it bounds what the parser and compiler spend on one.
+pub const MAX_SOURCE_LEN: usize = 64 * 1024;
+
+/// The deepest nesting of parentheses, brackets, braces, strings and string interpolations
+/// accepted in expression text. jaq's parser recurses once per level; this keeps it from
+/// being asked to recurse without end.
+pub const MAX_SOURCE_NESTING: usize = 256;
+
+/// Refuses text too long or nested too deeply, in one linear pass before any parsing.
+fn check_source(src: &str) -> Result<(), String> {
+    if src.len() > MAX_SOURCE_LEN {
+        return Err(format!(
+            "expression is {} bytes long; at most {MAX_SOURCE_LEN} are accepted",
+            src.len()
+        ));
+    }
+    // What is open: `(`, `[`, `{`, `"` (a string) and `i` (an interpolation `\(` in a string).
+    let mut open: Vec<u8> = Vec::new();
+    let bytes = src.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if open.last() == Some(&b'"') {
+            match b {
+                b'\\' if bytes.get(i + 1) == Some(&b'(') => {
+                    open.push(b'i');
+                    i += 1;
+                }
+                b'\\' => i += 1,
+                b'"' => {
+                    open.pop();
+                }
+                _ => {}
+            }
+        } else {
+            match b {
+                b'"' | b'(' | b'[' | b'{' => open.push(b),
+                b')' | b']' | b'}' => {
+                    open.pop();
+                }
+                b'#' => {
+                    while i < bytes.len() && bytes[i] != b'\n' {
+                        i += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        if open.len() > MAX_SOURCE_NESTING {
+            return Err(format!(
+                "expression is nested more than {MAX_SOURCE_NESTING} levels deep (at offset {i})"
+            ));
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+/// jaq's data for a metered evaluation: the program, and the budget every look-up of it
+/// charges a step to.
+struct Metered;
+
+impl DataT for Metered {
+    type V<'a> = Val;
+    type Data<'a> = Meter<'a>;
+}
+
+/// The program of one evaluation and its budget.
+#[derive(Clone)]
+struct Meter<'a> {
+    lut: &'a Lut<Metered>,
+    budget: &'a Budget,
+}
+
+impl<'a> HasLut<'a, Metered> for Meter<'a> {
+    fn lut(&self) -> &'a Lut<Metered> {
+        // jaq looks the program up once for every term it runs, so this is the interpreter's
+        // step counter.
+        self.budget.tick();
+        self.lut
+    }
+}
+
+/// `range($from; $to; $by)`, charging a step per number: jaq's native yields numbers without
+/// running a term, so `[range(1e12)]` would otherwise grow unchecked.
+fn metered_range(mut cv: Cv<'_, Metered>) -> ValXs<'_, Val> {
+    use std::cmp::Ordering::{Equal, Greater, Less};
+    let by = cv.0.pop_var();
+    let to = cv.0.pop_var();
+    let from = cv.0.pop_var();
+    let budget = cv.0.data().budget;
+    let direction = by.partial_cmp(&Val::from(0usize)).unwrap_or(Equal);
+    let mut next: Option<ValX<'_, Val>> = Some(Ok(from));
+    Box::new(std::iter::from_fn(move || {
+        let current = next.take()?;
+        budget.tick();
+        match current {
+            Ok(x) => {
+                let more = match direction {
+                    Greater => x < to,
+                    Less => x > to,
+                    Equal => x != to,
+                };
+                if !more {
+                    return None;
+                }
+                next = Some((x.clone() + by.clone()).map_err(Exn::from));
+                Some(Ok(x))
+            }
+            // An addition that failed ends the range after its error.
+            Err(e) => Some(Err(e)),
+        }
+    }))
+}
+
+/// The native filters: jaq's and its libraries', with the ones [`CAIRN_DEFS`] replaces left
+/// out and `range/3` metered.
+fn natives() -> impl Iterator<Item = Fun<Metered>> {
+    jaq_core::funs()
+        .chain(jaq_std::funs())
+        .chain(jaq_json::funs())
+        .filter(|(name, args, _)| {
+            let replaced = *name == "range" && args.len() == 3;
+            !(replaced || WITHHELD_NATIVES.contains(name))
+        })
+        .chain(std::iter::once(native::run::<Metered>((
+            "range",
+            native::v(3),
+            metered_range,
+        ))))
+}
+
+/// Bytes charged for each node a result converts to: roughly what a `serde_json::Value`
+/// costs. A jaq value shares its parts, so a small one (`reduce range(40) as $i ([1]; [., .])`)
+/// can stand for more nodes than memory can hold once converted; the charge stops that.
+const NODE_COST: u64 = 64;
+
+/// What converting results may still build, in bytes, out of the memory budget.
+struct Allowance(u64);
+
+impl Allowance {
+    fn new(budget: &Budget) -> Self {
+        Allowance(budget.max_memory())
+    }
+
+    fn charge(&mut self, bytes: u64) -> Result<(), String> {
+        match self.0.checked_sub(bytes) {
+            Some(left) => {
+                self.0 = left;
+                Ok(())
+            }
+            None => Err(format!(
+                "its result {}",
+                Exceeded::Memory(budget::limits().max_memory)
+            )),
+        }
+    }
+}
+
+type Filter = jaq_core::Filter<Metered>;
 
 /// Compiled filters by source text and declared names (sorted, without `$`).
 type Cache = HashMap<(String, Vec<String>), Arc<Filter>>;
@@ -166,12 +359,13 @@ const CACHE_CAPACITY: usize = 1024;
 pub const MAX_DEPTH: usize = 127;
 
 /// Definitions that replace jaq natives which would reach outside the pure core: `env` would
-/// leak the process environment (credentials included) into workflow data, and `stderr`
-/// would write to the terminal.
-const CAIRN_DEFS: &str = "def env: {}; def stderr_empty: empty;";
+/// leak the process environment (credentials included) into workflow data, `stderr` would
+/// write to the terminal, and `debug` would write its value, secrets included, to the process
+/// log (jaq logs through the `log` crate, which tracing forwards).
+const CAIRN_DEFS: &str = "def env: {}; def stderr_empty: empty; def debug_empty: empty;";
 
 /// Natives left out in favour of [`CAIRN_DEFS`].
-const WITHHELD_NATIVES: [&str; 2] = ["env", "stderr_empty"];
+const WITHHELD_NATIVES: [&str; 3] = ["env", "stderr_empty", "debug_empty"];
 
 fn cache() -> &'static Mutex<Cache> {
     static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
@@ -232,10 +426,7 @@ fn compile(src: &str, names: &[String]) -> Result<Filter, String> {
         .chain(cairn_defs)
         .chain(jaq_std::defs())
         .chain(jaq_json::defs());
-    let funs = jaq_core::funs()
-        .chain(jaq_std::funs())
-        .chain(jaq_json::funs())
-        .filter(|(name, _, _)| !WITHHELD_NATIVES.contains(name));
+    let funs = natives();
     let arena = Arena::default();
     let modules = Loader::new(defs)
         .load(
@@ -346,36 +537,44 @@ pub(crate) fn to_val(v: &Value) -> Val {
     }
 }
 
-/// A jaq value as a JSON value; `depth` is how deep `v` is nested in the whole result.
-pub(crate) fn from_val(v: &Val, depth: usize) -> Result<Value, String> {
+/// A jaq value as a JSON value; `depth` is how deep `v` is nested in the whole result, and
+/// every node is charged to `allowance`.
+fn from_val(v: &Val, depth: usize, allowance: &mut Allowance) -> Result<Value, String> {
+    allowance.charge(NODE_COST)?;
     Ok(match v {
         Val::Null => Value::Null,
         Val::Bool(b) => Value::Bool(*b),
         Val::Num(n) => num_to_json(n),
         // jq has no byte strings; jaq makes them with `tobytes`. Text is the closest JSON.
-        Val::TStr(b) | Val::BStr(b) => Value::String(String::from_utf8_lossy(b).into_owned()),
+        Val::TStr(b) | Val::BStr(b) => {
+            allowance.charge(b.len() as u64)?;
+            Value::String(String::from_utf8_lossy(b).into_owned())
+        }
         Val::Arr(a) => {
             if depth >= MAX_DEPTH {
                 return Err(too_deep());
             }
-            Value::Array(
-                a.iter()
-                    .map(|x| from_val(x, depth + 1))
-                    .collect::<Result<_, _>>()?,
-            )
+            let mut out = Vec::with_capacity(a.len().min(1024));
+            for x in a.iter() {
+                out.push(from_val(x, depth + 1, allowance)?);
+            }
+            Value::Array(out)
         }
         Val::Obj(o) => {
             if depth >= MAX_DEPTH {
                 return Err(too_deep());
             }
-            let mut out = serde_json::Map::with_capacity(o.len());
+            let mut out = serde_json::Map::new();
             for (k, x) in o.iter() {
                 let key = match k {
-                    Val::TStr(b) | Val::BStr(b) => String::from_utf8_lossy(b).into_owned(),
+                    Val::TStr(b) | Val::BStr(b) => {
+                        allowance.charge(b.len() as u64)?;
+                        String::from_utf8_lossy(b).into_owned()
+                    }
                     // jaq allows `{(1): 2}`; JSON and jq do not.
                     other => return Err(format!("object key {other} is not a string")),
                 };
-                out.insert(key, from_val(x, depth + 1)?);
+                out.insert(key, from_val(x, depth + 1, allowance)?);
             }
             Value::Object(out)
         }
@@ -565,6 +764,124 @@ mod tests {
         assert_eq!(run("env", Value::Null), json!({}));
         assert_eq!(run("env.PATH", Value::Null), Value::Null);
         assert_eq!(run("1 | stderr", Value::Null), json!(1));
+        assert_eq!(run("1 | debug | debug(\"x\")", Value::Null), json!(1));
+    }
+
+    /// Small limits, so that hostile expressions stop quickly; unit tests install no memory
+    /// probe, so nothing here may allocate much in one step (`core/tests/it/budget.rs` does).
+    fn bounded<R>(f: impl FnOnce() -> R) -> R {
+        crate::budget::with_limits(
+            crate::budget::Limits {
+                max_steps: 200_000,
+                max_memory: 32 << 20,
+            },
+            f,
+        )
+    }
+
+    #[test]
+    fn endless_expressions_run_out_of_steps() {
+        for src in [
+            "def f: f; f",
+            "last(range(1e10))",
+            "[range(1e12)]",
+            "[repeat(.)]",
+            "[limit(1e9; repeat(1))]",
+            "last(range(0; 1; 0))",
+            "until(false; .)",
+        ] {
+            let e = bounded(|| eval(src, &json!(1), &Vars::new())).unwrap_err();
+            assert_eq!(e.expression, src);
+            assert_eq!(
+                e.message, "exceeded its budget of 200000 steps (setting expr_max_steps)",
+                "{src}"
+            );
+        }
+    }
+
+    #[test]
+    fn deep_recursion_is_an_error_not_an_abort() {
+        // `def f(x): f([x]); f(.)` recurses in tail position and runs out of memory instead
+        // (`core/tests/it/budget.rs`).
+        for src in ["def f: [f]; f", "def f: 1 + f; f", "[def f: f + 1; f]"] {
+            let e = crate::budget::with_limits(
+                crate::budget::Limits {
+                    max_steps: u64::MAX,
+                    max_memory: u64::MAX,
+                },
+                || eval(src, &json!(1), &Vars::new()),
+            )
+            .unwrap_err();
+            assert!(e.message.contains("too deeply"), "{src}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn long_pipes_evaluate_on_the_evaluation_stack() {
+        let src = format!("1{}", " | .".repeat(1000));
+        assert_eq!(eval(&src, &Value::Null, &Vars::new()).unwrap(), json!(1));
+        let longest = format!("1{}", " | .".repeat((MAX_SOURCE_LEN - 1) / 4));
+        assert!(longest.len() <= MAX_SOURCE_LEN);
+        // Whatever it answers, it answers: no abort.
+        let _ = eval(&longest, &Value::Null, &Vars::new());
+        check(&longest, &[]).unwrap();
+    }
+
+    #[test]
+    fn text_too_long_or_nested_too_deeply_is_refused_before_parsing() {
+        let long = format!("\"{}\"", "a".repeat(MAX_SOURCE_LEN));
+        let e = check(&long, &[]).unwrap_err();
+        assert!(e.message.contains("at most 65536"), "{}", e.message);
+        let deep = format!("{}1{}", "[".repeat(300), "]".repeat(300));
+        for e in [
+            check(&deep, &[]).unwrap_err(),
+            eval(&deep, &Value::Null, &Vars::new()).unwrap_err(),
+        ] {
+            assert!(
+                e.message
+                    .contains("nested more than 256 levels deep (at offset 256)"),
+                "{}",
+                e.message
+            );
+        }
+        // Brackets inside a string are text; an interpolation inside one is code again.
+        let text = format!("\"{}\"", "[".repeat(300));
+        assert_eq!(
+            eval(&text, &Value::Null, &Vars::new()).unwrap(),
+            json!("[".repeat(300))
+        );
+        let interpolated = format!("\"\\({}1{})\"", "(".repeat(300), ")".repeat(300));
+        assert!(check(&interpolated, &[]).is_err());
+        // Just under the limit is fine.
+        let fine = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        check(&fine, &[]).unwrap();
+    }
+
+    #[test]
+    fn results_that_share_parts_are_charged_for_every_node() {
+        let e = bounded(|| {
+            eval(
+                "reduce range(40) as $i ([1]; [., .])",
+                &Value::Null,
+                &Vars::new(),
+            )
+        })
+        .unwrap_err();
+        assert_eq!(
+            e.message,
+            "its result exceeded its memory budget of 32 MiB (setting expr_max_memory)"
+        );
+    }
+
+    #[test]
+    fn a_budget_error_faults_like_an_expression_error() {
+        let e = bounded(|| eval("def f: f; f", &Value::Null, &Vars::new())).unwrap_err();
+        let w = WorkflowError::from(e);
+        assert!(w.type_.ends_with("/expression"), "{}", w.type_);
+        assert!(w
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.contains("`def f: f; f`") && d.contains("expr_max_steps")));
     }
 
     #[test]

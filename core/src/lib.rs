@@ -15,6 +15,7 @@
 //! - [`error`]: workflow errors in the DSL's RFC 7807 shape ([`error::WorkflowError`]).
 
 pub mod activity;
+pub mod budget;
 pub mod data_schema;
 pub mod decider;
 pub mod dsl;

@@ -94,7 +94,25 @@ fn vars(input: &Value) -> expr::Vars {
 
 /// Expression compile and evaluate: the bytes are the jq program, then optionally a NUL byte
 /// and the JSON input it runs on (`null` when absent or not JSON).
+/// Counts allocations, so that the expression budget's memory bound is fuzzed as `cairn` runs
+/// it (`cairn_core::budget::set_memory_probe`).
+#[global_allocator]
+static ALLOC: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
+
+/// Budgets far below the defaults, so that a hostile program stops long before libFuzzer's
+/// timeout and memory limit would call it a hang or a blow-up: the fuzzer looks for programs
+/// that escape the budget, not for ones that spend it.
+const FUZZ_LIMITS: cairn_core::budget::Limits = cairn_core::budget::Limits {
+    max_steps: 100_000,
+    max_memory: 64 << 20,
+};
+
 fn expression_inner(data: &[u8]) {
+    cairn_core::budget::set_memory_probe(|| ALLOC.allocated());
+    cairn_core::budget::with_limits(FUZZ_LIMITS, || expression_budgeted(data));
+}
+
+fn expression_budgeted(data: &[u8]) {
     let (program, input) = match data.iter().position(|b| *b == 0) {
         Some(i) => (&data[..i], &data[i + 1..]),
         None => (data, &[][..]),

@@ -53,6 +53,9 @@ pub struct RunServices {
     pub decider: Arc<Decider>,
     /// Secrets bound as `$secrets`.
     pub secrets: Map<String, Value>,
+    /// Set when the last decision stopped at one of its bounds (events or interpreter steps)
+    /// with work left, so that the caller goes on in another batch.
+    pub more: std::sync::atomic::AtomicBool,
 }
 
 /// A command rejected by the aggregate.
@@ -95,7 +98,11 @@ impl Aggregate for RunAggregate {
                         secrets: &services.secrets,
                         entropy: &mut entropy,
                     };
-                    services.decider.decide(&self.0, &mut input)
+                    let d = services.decider.decide_batch(&self.0, &mut input);
+                    services
+                        .more
+                        .store(d.more, std::sync::atomic::Ordering::Relaxed);
+                    d.events
                 };
                 for e in decided {
                     sink.write(RunEventEnvelope(e), self).await;
@@ -142,6 +149,7 @@ mod tests {
         RunServices {
             decider: Arc::new(Decider::new(Arc::new(def))),
             secrets: Map::new(),
+            more: Default::default(),
         }
     }
 

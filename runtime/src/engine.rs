@@ -788,6 +788,7 @@ impl Inner {
         RunServices {
             decider,
             secrets: self.secrets.all(),
+            more: Default::default(),
         }
     }
 
@@ -998,13 +999,14 @@ impl Inner {
             opts.correlation_id,
         );
         let mut state = RunState::default();
+        let services = self.services(decider);
         let events = aggregate::execute(
             &mut state,
             RunCommand::Advance {
                 facts: vec![started],
                 now,
             },
-            &self.services(decider),
+            &services,
         )
         .await
         .map_err(|e| Error::Invalid(e.to_string()))?;
@@ -1054,7 +1056,7 @@ impl Inner {
                 let snapshot = g.state.clone();
                 drop(g);
                 self.after_append(&run_id, &snapshot);
-                if self.workers && events.len() >= cairn_core::decider::MAX_EVENTS_PER_DECISION {
+                if self.workers && services.more.load(std::sync::atomic::Ordering::Relaxed) {
                     self.continue_later(&run_id);
                 }
                 Ok(run_id)
@@ -1136,10 +1138,11 @@ impl Inner {
             }
             let decider = self.defs.decider(&def.hash).await?;
             let mut next = g.state.clone();
+            let services = self.services(decider);
             let events = aggregate::execute(
                 &mut next,
                 RunCommand::Advance { facts: todo, now },
-                &self.services(decider),
+                &services,
             )
             .await
             .map_err(|e| Error::Ended(e.to_string()))?;
@@ -1187,11 +1190,10 @@ impl Inner {
                     let snapshot = g.state.clone();
                     drop(g);
                     self.after_append(run_id, &snapshot);
-                    if self.workers && events.len() >= cairn_core::decider::MAX_EVENTS_PER_DECISION
-                    {
-                        // The decider stopped at its batch limit with work left (a loop that
-                        // never waits): go on in another batch, letting other facts (a cancel)
-                        // in between.
+                    if self.workers && services.more.load(std::sync::atomic::Ordering::Relaxed) {
+                        // The decider stopped at a batch bound with work left (a loop that
+                        // never waits, or expressions that spent the batch's steps): go on in
+                        // another batch, letting other facts (a cancel) in between.
                         self.continue_later(run_id);
                     }
                     return Ok(());

@@ -18,7 +18,7 @@ use super::ServeArgs;
 
 /// The settings file. Keys are the `ServeArgs` field names (the long flags, `-` as `_`).
 /// `cairn worker` reads the same file and uses `store`, `secrets`, `worker_name`,
-/// `lease_ttl_ms` and `allow_outbound` only.
+/// `lease_ttl_ms`, `allow_outbound`, `expr_max_steps` and `expr_max_memory` only.
 #[derive(Deserialize, Default, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
@@ -44,6 +44,27 @@ pub struct ConfigFile {
     pub lease_ttl_ms: Option<u64>,
     /// A comma-separated string or a list of entries (see `--allow-outbound`).
     pub allow_outbound: Option<cairn_connectors::AllowList>,
+    pub expr_max_steps: Option<u64>,
+    /// Bytes, or a size with a unit as a string (`256MiB`).
+    #[serde(default, deserialize_with = "size")]
+    pub expr_max_memory: Option<u64>,
+}
+
+/// A size given as a number of bytes or as a string with a unit (`64MiB`).
+fn size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+    match Option::<Size>::deserialize(d)? {
+        None => Ok(None),
+        Some(Size::Bytes(n)) => Ok(Some(n)),
+        Some(Size::Text(t)) => cairn_core::budget::parse_size(&t)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+    }
 }
 
 impl ConfigFile {
@@ -115,6 +136,30 @@ pub fn apply_to_serve(args: &mut ServeArgs, matches: &ArgMatches, file: ConfigFi
         file.lease_ttl_ms,
     );
     apply_outbound(&mut args.outbound, matches, file.allow_outbound);
+}
+
+/// The expression budget, for `cairn serve` and `cairn worker` alike.
+/// A budget of 0 would fault every expression, so the file may not set one.
+pub fn apply_expr(
+    expr: &mut crate::cli::ExprArg,
+    matches: &ArgMatches,
+    file: &ConfigFile,
+) -> anyhow::Result<()> {
+    for (key, value) in [
+        ("expr_max_steps", file.expr_max_steps),
+        ("expr_max_memory", file.expr_max_memory),
+    ] {
+        if value == Some(0) {
+            anyhow::bail!("`{key}: 0` would fault every expression; give a positive number");
+        }
+    }
+    if file.expr_max_steps.is_some() && defaulted(matches, "expr_max_steps") {
+        expr.expr_max_steps = file.expr_max_steps;
+    }
+    if file.expr_max_memory.is_some() && defaulted(matches, "expr_max_memory") {
+        expr.expr_max_memory = file.expr_max_memory;
+    }
+    Ok(())
 }
 
 /// What outbound calls may reach, for `cairn serve` and `cairn worker` alike.
@@ -279,5 +324,18 @@ mod tests {
             .expect_err("a wrong type")
             .to_string();
         assert!(e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn expression_budgets_take_sizes_with_units() {
+        let f = ConfigFile::parse("expr_max_steps: 5000\nexpr_max_memory: 64MiB\n").expect("valid");
+        assert_eq!(f.expr_max_steps, Some(5000));
+        assert_eq!(f.expr_max_memory, Some(64 << 20));
+        let f = ConfigFile::parse("expr_max_memory: 1024\n").expect("valid");
+        assert_eq!(f.expr_max_memory, Some(1024));
+        let e = ConfigFile::parse("expr_max_memory: 12MB\n")
+            .expect_err("an unknown unit")
+            .to_string();
+        assert!(e.contains("unknown unit `MB`"), "{e}");
     }
 }

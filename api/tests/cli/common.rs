@@ -191,6 +191,8 @@ pub fn spawn_in_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Running 
         .env_remove("CAIRN_SECRETS_FILE")
         .env_remove("CAIRN_CONFIG")
         .env_remove("CAIRN_ALLOW_OUTBOUND")
+        .env_remove("CAIRN_EXPR_MAX_STEPS")
+        .env_remove("CAIRN_EXPR_MAX_MEMORY")
         .envs(env.iter().copied())
         .env_remove("RUST_BACKTRACE")
         .stdin(Stdio::null())

@@ -234,6 +234,9 @@ async fn insecure_no_auth_on_sqlite() {
 /// Roles and floods (issue 8), on this module's harness.
 #[path = "server_guard.rs"]
 mod guard;
+/// Hostile expressions under their budget through `cairn run`, `cairn worker`, `cairn
+/// validate` and `cairn serve`.
+mod hostile;
 /// The outbound guard (SSRF) through `cairn serve`, `cairn run` and `cairn worker`.
 mod ssrf;
 
@@ -255,6 +258,8 @@ impl Proc {
             .env_remove("CAIRN_LISTEN")
             .env_remove("CAIRN_SECRETS_FILE")
             .env_remove("CAIRN_ALLOW_OUTBOUND")
+            .env_remove("CAIRN_EXPR_MAX_STEPS")
+            .env_remove("CAIRN_EXPR_MAX_MEMORY")
             .env("CAIRN_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

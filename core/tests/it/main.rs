@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
+mod budget;
 mod common;
 mod decider;
 mod dsl;
