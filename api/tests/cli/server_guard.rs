@@ -1,6 +1,6 @@
 //! Roles and floods, against a real `cairn serve` over real HTTP and WebSocket (issue 8): inline
 //! runs need the right to deploy and never publish; the access matrix of every root field and
-//! role, generated from the schema and printed in `docs/security/roles.md`; caps on live
+//! role, generated from the schema and printed in `docs/security.md`; caps on live
 //! subscriptions and the rate of subscribe messages; the `connection_init` deadline; header and
 //! idle deadlines; the cap on open connections; deep YAML refused before parsing.
 //!
@@ -408,7 +408,7 @@ const MATRIX_END: &str = "<!-- access-matrix:end -->";
 
 /// Every role against every root field of the schema (queries and mutations over HTTP,
 /// subscriptions over WebSocket): allowed means anything but FORBIDDEN, refused means FORBIDDEN.
-/// The table must match `docs/security/roles.md` (`CAIRN_UPDATE_SCHEMAS=1` rewrites it), so a
+/// The table must match `docs/security.md` (`CAIRN_UPDATE_SCHEMAS=1` rewrites it), so a
 /// new field, or a changed guard, fails until the document says so.
 async fn access_matrix(store: TestStore) {
     let server = Server::start(&store, &[]).await;
@@ -498,7 +498,7 @@ async fn access_matrix(store: TestStore) {
     );
 
     let table = render(&matrix);
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/security/roles.md");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/security.md");
     let doc = std::fs::read_to_string(&path).unwrap_or_default();
     let (Some(start), Some(end)) = (doc.find(MATRIX_START), doc.find(MATRIX_END)) else {
         panic!("{} has no access-matrix markers", path.display());
