@@ -199,17 +199,22 @@ impl HttpConnector {
             .read_body(&mut response, &method, &shown)
             .await
             .map_err(|e| fetch_error(e, &shown))?;
-        let document = parse_document(&body).map_err(|e| {
-            configuration(format!(
-                "the openapi document {shown} is neither JSON nor YAML: {e}"
-            ))
-        })?;
+        let bytes = body.len();
+        // Off the async threads: a large YAML document takes a while to parse.
+        let document = tokio::task::spawn_blocking(move || parse_document(&body))
+            .await
+            .unwrap_or_else(|e| Err(format!("its parser failed: {e}")))
+            .map_err(|e| {
+                configuration(format!(
+                    "the openapi document {shown} is neither JSON nor YAML: {e}"
+                ))
+            })?;
         if !document.is_object() {
             return Err(configuration(format!(
                 "the openapi document {shown} is not an object"
             )));
         }
-        tracing::debug!(bytes = body.len(), "openapi document fetched");
+        tracing::debug!(bytes, "openapi document fetched");
         let document = Arc::new(document);
         self.documents.insert(uri, document.clone());
         Ok((url, document))
@@ -225,9 +230,17 @@ fn fetch_error(mut e: WorkflowError, shown: &str) -> WorkflowError {
     e.with_title("OpenAPI document unavailable")
 }
 
-/// Parses a document as JSON, or as YAML when it is not JSON.
+/// Parses a document as JSON, or as YAML when it is not JSON. Text nested deeper than the
+/// parsers go is refused first, in one linear pass: the YAML parser would spend time quadratic
+/// in the depth finding out.
 fn parse_document(body: &[u8]) -> Result<Value, String> {
     let text = std::str::from_utf8(body).map_err(|e| format!("not UTF-8: {e}"))?;
+    if let Err((line, column)) = cairn_core::dsl::check_nesting(text) {
+        return Err(format!(
+            "it is nested deeper than {} levels (line {line}, column {column})",
+            cairn_core::dsl::MAX_NESTING
+        ));
+    }
     let json_error = match serde_json::from_str::<Value>(text) {
         Ok(v) => return Ok(v),
         Err(e) => e,
@@ -1189,6 +1202,13 @@ mod tests {
             "ok"
         );
         assert!(parse_document(b"{not json").is_err());
+        let deep = format!(
+            "openapi: 3.0.0\nx: {}1{}\n",
+            "[".repeat(20_000),
+            "]".repeat(20_000)
+        );
+        let e = parse_document(deep.as_bytes()).err().unwrap_or_default();
+        assert!(e.contains("nested deeper than 128 levels (line 2,"), "{e}");
     }
 
     #[test]

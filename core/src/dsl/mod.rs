@@ -11,8 +11,8 @@ pub mod validate;
 
 pub use model::*;
 pub use validate::{
-    load, load_str, load_str_with, load_with, validate, LoadOptions, Problem, SourceFormat,
-    ValidationErrors,
+    check_nesting, load, load_str, load_str_with, load_with, validate, LoadOptions, Problem,
+    SourceFormat, ValidationErrors, MAX_NESTING,
 };
 
 /// The JSON Schema (draft 2020-12) of a workflow definition as Cairn reads it, generated from

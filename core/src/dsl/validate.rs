@@ -212,8 +212,10 @@ pub const MAX_NESTING: usize = 128;
 /// pass: the YAML parsers take time quadratic in the nesting depth (a 200 KB line of `[` took
 /// 38 s of CPU to refuse). Counts flow collections (`[`, `{` outside quotes and comments) and
 /// compact block sequences (`- - - x`). It over-counts only brackets left unbalanced inside
-/// plain or block scalars, far below the limit in any real definition.
-fn check_nesting(text: &str) -> Result<(), (usize, usize)> {
+/// plain or block scalars, far below the limit in any real definition. The error is the line
+/// and column (from 1) where the limit is passed. Any YAML or JSON from outside can be checked
+/// with it before parsing (OpenAPI documents are).
+pub fn check_nesting(text: &str) -> Result<(), (usize, usize)> {
     let mut flow = 0usize;
     let mut quote: Option<u8> = None;
     for (n, line) in text.lines().enumerate() {
