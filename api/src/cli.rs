@@ -98,6 +98,13 @@ pub struct LeaseArg {
     /// runs of a worker that died or stalls [default: 10000]
     #[arg(long = "lease-ttl-ms", env = "CAIRN_LEASE_TTL_MS", value_name = "MS")]
     pub lease_ttl_ms: Option<u64>,
+    /// How many claims of one run in a row may end with their worker dead (crashed, killed,
+    /// lease lost) before nothing was recorded; the next claim faults the run ("Poison run")
+    /// instead of running it again, so one bad run cannot take down every worker in turn
+    /// [default: 5]
+    #[arg(long = "max-crashes", env = "CAIRN_MAX_CRASHES", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_crashes: Option<u32>,
 }
 
 impl LeaseArg {
@@ -111,6 +118,9 @@ impl LeaseArg {
         }
         if let Some(ms) = self.lease_ttl_ms {
             b = b.lease_ttl(std::time::Duration::from_millis(ms));
+        }
+        if let Some(n) = self.max_crashes {
+            b = b.max_crashes(n);
         }
         b
     }
@@ -212,8 +222,8 @@ enum Command {
         #[command(flatten)]
         outbound: OutboundArg,
         /// A YAML (or JSON) settings file, as for `cairn serve`; the worker uses its `store`,
-        /// `secrets`, `worker_name`, `lease_ttl_ms`, `allow_outbound`, `expr_max_steps`,
-        /// `expr_max_memory` (flags and CAIRN_* variables override it)
+        /// `secrets`, `worker_name`, `lease_ttl_ms`, `max_crashes`, `allow_outbound`,
+        /// `expr_max_steps`, `expr_max_memory` (flags and CAIRN_* variables override it)
         #[arg(long, env = "CAIRN_CONFIG", value_name = "PATH")]
         config: Option<PathBuf>,
         /// Exit once no run can move without something from outside: nothing in flight, no

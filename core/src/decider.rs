@@ -176,7 +176,15 @@ impl Decider {
     }
 
     fn run_faulted(s: &mut RunState, out: &mut Out, error: WorkflowError, at: Millis) {
-        Self::emit(s, out, RunEvent::RunFaulted { error, at });
+        Self::emit(
+            s,
+            out,
+            RunEvent::RunFaulted {
+                error,
+                at,
+                resumable: false,
+            },
+        );
     }
 
     /// Makes one unit of progress, if any is possible.

@@ -409,7 +409,8 @@ pub enum RunEvent {
         at: Millis,
     },
     /// An operator retried a faulted run: it goes on from the task whose error faulted it, which
-    /// starts again from scratch (a new activation, so new idempotency keys).
+    /// starts again from scratch (a new activation, so new idempotency keys); or, after a
+    /// `resumable` fault, from where it stood (calls in flight are made again under their keys).
     RunRetried {
         /// Recorded time.
         at: Millis,
@@ -427,6 +428,10 @@ pub enum RunEvent {
         error: WorkflowError,
         /// Recorded time.
         at: Millis,
+        /// The fault came from outside the workflow's logic (a poison run, a panic in the
+        /// runtime), not from a task: a retry resumes the run where it stood.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        resumable: bool,
     },
     /// The run was cancelled.
     RunCancelled {

@@ -113,7 +113,7 @@ impl LifecycleProjector {
                 *at,
                 json!({ "name": run, "output": output, "completedAt": iso8601(*at) }),
             ),
-            RunEvent::RunFaulted { error, at } => push(
+            RunEvent::RunFaulted { error, at, .. } => push(
                 "workflow.faulted",
                 *at,
                 json!({ "name": run, "error": error, "faultedAt": iso8601(*at) }),

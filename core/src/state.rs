@@ -852,7 +852,12 @@ impl RunState {
                     self.status = RunStatus::Running;
                     self.error = None;
                     self.fault_origin = None;
-                    if let Some(f) = self.remove_frame(failed) {
+                    let failed = if failed == ROOT {
+                        None
+                    } else {
+                        self.remove_frame(failed)
+                    };
+                    if let Some(f) = failed {
                         if let Some(p) = self.frames.get_mut(&f.parent) {
                             p.pending_error = None;
                             if let FrameKind::Fork { branches } = &mut p.kind {
@@ -868,7 +873,17 @@ impl RunState {
                     }
                 }
             }
-            RunEvent::RunFaulted { error, at } => {
+            RunEvent::RunFaulted {
+                error,
+                at,
+                resumable,
+            } => {
+                if *resumable && self.fault_origin.is_none() {
+                    // `ROOT` as the failed task: a retry restores the state and removes nothing.
+                    let mut before = self.clone();
+                    before.events_applied -= 1;
+                    self.fault_origin = Some((Box::new(before), ROOT));
+                }
                 self.finish(*at);
                 self.status = RunStatus::Faulted;
                 self.error = Some(error.clone());

@@ -98,11 +98,20 @@ impl Aggregate for RunAggregate {
                         secrets: &services.secrets,
                         entropy: &mut entropy,
                     };
-                    let d = services.decider.decide_batch(&self.0, &mut input);
-                    services
-                        .more
-                        .store(d.more, std::sync::atomic::Ordering::Relaxed);
-                    d.events
+                    // A panic while deciding (a bug in the decider or the interpreter) faults
+                    // this run alone, with an event that says why, instead of unwinding through
+                    // the worker and leaving the run to crash every worker that claims it.
+                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        services.decider.decide_batch(&self.0, &mut input)
+                    })) {
+                        Ok(d) => {
+                            services
+                                .more
+                                .store(d.more, std::sync::atomic::Ordering::Relaxed);
+                            d.events
+                        }
+                        Err(panic) => vec![decider_panicked(&*panic, now)],
+                    }
                 };
                 for e in decided {
                     sink.write(RunEventEnvelope(e), self).await;
@@ -114,6 +123,24 @@ impl Aggregate for RunAggregate {
 
     fn apply(&mut self, event: Self::Event) {
         self.0.apply(&event.0);
+    }
+}
+
+/// The fault recorded for a run whose decision panicked.
+fn decider_panicked(panic: &(dyn std::any::Any + Send), now: i64) -> RunEvent {
+    let error = cairn_core::error::WorkflowError::new(
+        cairn_core::error::ErrorKind::Runtime,
+        format!(
+            "deciding the run's next step panicked: {}; this is a bug in Cairn, please report it \
+             with the run's history",
+            crate::engine::panic_message(panic)
+        ),
+    )
+    .with_title("Decider panicked");
+    RunEvent::RunFaulted {
+        error,
+        at: now,
+        resumable: true,
     }
 }
 

@@ -7,6 +7,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,7 @@ use cairn_core::dsl::Workflow;
 use cairn_core::error::{ErrorKind, WorkflowError};
 use cairn_core::events::{FrameId, Millis, ParentRef, RunEvent, EVENT_VERSION};
 use cairn_core::state::{FrameKind, RunState, RunStatus};
+use futures::FutureExt;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc, oneshot, Mutex as AsyncMutex};
 use tokio_util::sync::CancellationToken;
@@ -105,6 +107,8 @@ pub struct RuntimeBuilder {
     worker_name: Option<String>,
     lease_ttl: Duration,
     max_held: usize,
+    max_crashes: u32,
+    call_grace: Duration,
 }
 
 /// Which runs a worker executes.
@@ -134,12 +138,22 @@ impl Default for RuntimeBuilder {
             worker_name: None,
             lease_ttl: DEFAULT_LEASE_TTL,
             max_held: 10_000,
+            max_crashes: DEFAULT_MAX_CRASHES,
+            call_grace: DEFAULT_CALL_GRACE,
         }
     }
 }
 
 /// How long a worker's lease lasts unless renewed (it renews every third of it).
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
+
+/// How many claims of a run in a row may end in a crash (nothing recorded) before a worker
+/// faults the run instead of running it again.
+pub const DEFAULT_MAX_CRASHES: u32 = 5;
+
+/// How long calls in flight may go on after a shutdown begins (see
+/// [`RuntimeBuilder::call_grace`]).
+pub const DEFAULT_CALL_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs claimed per claim query.
 const CLAIM_BATCH: u64 = 64;
@@ -242,6 +256,25 @@ impl RuntimeBuilder {
         self
     }
 
+    /// How many claims of one run in a row may end in a crash of their worker (the process
+    /// died, or its lease lapsed, before anything was recorded) before a worker faults the run
+    /// with a "Poison run" error instead of running it again (default [`DEFAULT_MAX_CRASHES`]).
+    /// A run that makes progress, or that a worker gives back on a graceful shutdown, starts
+    /// counting again. 0 is taken as 1.
+    pub fn max_crashes(mut self, n: u32) -> Self {
+        self.max_crashes = n.max(1);
+        self
+    }
+
+    /// How long calls in flight may go on once [`Runtime::shutdown`] begins (default
+    /// [`DEFAULT_CALL_GRACE`]). A call still running then is abandoned: its result is not
+    /// recorded, the run is released, and the next holder makes the call again with the same
+    /// idempotency key. Bounds how long a shutdown takes whatever the calls do.
+    pub fn call_grace(mut self, grace: Duration) -> Self {
+        self.call_grace = grace;
+        self
+    }
+
     /// Opens the store and, for a worker, resumes every unfinished run.
     pub async fn build(self) -> Result<Runtime> {
         let metrics = match self.metrics {
@@ -293,6 +326,8 @@ impl RuntimeBuilder {
             worker_name: self.worker_name.unwrap_or_else(default_worker_name),
             lease_ttl: self.lease_ttl,
             max_held: self.max_held,
+            max_crashes: self.max_crashes,
+            call_grace: self.call_grace,
             lease: Mutex::new(None),
             held: Mutex::default(),
             kick: tokio::sync::Notify::new(),
@@ -368,6 +403,8 @@ struct Inner {
     worker_name: String,
     lease_ttl: Duration,
     max_held: usize,
+    max_crashes: u32,
+    call_grace: Duration,
     /// This worker's registration; `None` for a client, or while re-registering.
     lease: Mutex<Option<WorkerLease>>,
     /// Runs this process holds (see [`Lease`]): only these get their calls made and timers
@@ -646,7 +683,8 @@ impl Runtime {
         }
     }
 
-    /// Stops intake, waits for what is running to record its result, gives the runs this
+    /// Stops intake, waits for what is running to record its result (calls in flight at most
+    /// [`RuntimeBuilder::call_grace`], then they are abandoned), gives the runs this
     /// worker holds back (so that other workers take them at once rather than after the lease
     /// expires), and returns.
     pub async fn shutdown(&self) {
@@ -940,11 +978,48 @@ impl Inner {
         if n > 0 {
             self.metrics.runs_claimed(n);
         }
-        for run in claimed {
-            self.hold(&run);
-            self.revisit(&run);
+        for claim in claimed {
+            self.hold(&claim.run_id);
+            if claim.attempts > self.max_crashes {
+                self.fault_poison(&claim.run_id, claim.attempts - 1);
+            } else {
+                self.revisit(&claim.run_id);
+            }
         }
         Ok(n)
+    }
+
+    /// Faults a run whose last `crashes` claims all ended without recording anything: running
+    /// it again would most likely take this worker down too (an abort, memory exhaustion).
+    /// Nothing of the run is decided or called here; the fault is recorded as a fact.
+    fn fault_poison(self: &Arc<Self>, run_id: &str, crashes: u32) {
+        warn!(run = %run_id, crashes, "faulting a run whose claims keep crashing their worker");
+        let error = WorkflowError::new(
+            ErrorKind::Runtime,
+            format!(
+                "the run was claimed {crashes} times in a row by workers that stopped (crashed, \
+                 were killed, or lost their lease) before recording anything; it is faulted \
+                 rather than run again (max_crashes is {}). Retrying the run starts the count \
+                 again",
+                self.max_crashes
+            ),
+        )
+        .with_title("Poison run");
+        let fact = RunEvent::RunFaulted {
+            error,
+            at: now_ms(),
+            resumable: true,
+        };
+        let (i, run) = (self.clone(), run_id.to_string());
+        self.tracker.spawn(async move {
+            match i.advance_with(&run, vec![fact], true).await {
+                Ok(()) => i.metrics.run_poisoned(),
+                Err(e) => {
+                    warn!(run = %run, error = %e, "cannot fault poison run; trying again later");
+                    i.trouble(&run);
+                }
+            }
+        });
     }
 
     /// A pass over a held run in a task of its own, reloading it first (another process may
@@ -1120,8 +1195,9 @@ impl Inner {
                 .filter(|f| still_applies(&g.state, f))
                 .cloned()
                 .collect();
-            // Only the holder fires timers; a due timer of a run nobody holds is claimed.
-            if self.holds(run_id) {
+            // Only the holder fires timers; a due timer of a run nobody holds is claimed. Not
+            // after a fact that ends the run (a cancel, a poison fault).
+            if self.holds(run_id) && !todo.iter().any(RunEvent::is_terminal) {
                 for t in g.state.due_timers(now) {
                     todo.push(RunEvent::TimerFired { timer: t, at: now });
                 }
@@ -1346,7 +1422,33 @@ impl Inner {
                         idempotency_key: a.idempotency_key.clone(),
                     };
                     let began = Instant::now();
-                    let r = perform(&*i.handler, &i.secrets, &ctx, &a.call).await;
+                    // A panic in a call (a registered function, a connector bug) fails that
+                    // call, like any other error; it must not lose the result slot of the run.
+                    let call = AssertUnwindSafe(perform(&*i.handler, &i.secrets, &ctx, &a.call))
+                        .catch_unwind();
+                    // On shutdown a call gets `call_grace` to finish, then is abandoned: its
+                    // result is not recorded, and whoever claims the run next makes it again
+                    // with the same idempotency key. A hung call must not keep the process up.
+                    let abandon = async {
+                        i.shutdown.cancelled().await;
+                        tokio::time::sleep(i.call_grace).await;
+                    };
+                    let r = tokio::select! {
+                        r = call => r.unwrap_or_else(|panic| {
+                            Err(WorkflowError::new(
+                                ErrorKind::Runtime,
+                                format!("the call panicked: {}", panic_message(&*panic)),
+                            )
+                            .with_title("Call panicked"))
+                        }),
+                        () = abandon => {
+                            warn!("call abandoned at shutdown; the next holder makes it again");
+                            if let Ok(mut s) = i.inflight.lock() {
+                                s.remove(&key);
+                            }
+                            return;
+                        }
+                    };
                     i.metrics.task_finished(kind, r.is_ok(), began.elapsed());
                     let at = now_ms();
                     let fact = match r {
@@ -1564,6 +1666,15 @@ fn still_applies(s: &RunState, fact: &RunEvent) -> bool {
         RunEvent::RunResumed { .. } => s.status == RunStatus::Suspended,
         _ => true,
     }
+}
+
+/// The message of a caught panic (a `&str` or `String` payload, as `panic!` makes them).
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 /// Fires timers: one sleeping task for every timer of every run this process executes.

@@ -39,6 +39,7 @@ pub struct Metrics {
     projection_lag: IntGaugeVec,
     runs_held: IntGauge,
     runs_claimed: IntCounter,
+    runs_poisoned: IntCounter,
     leases_lost: IntCounterVec,
     runs_released_expired: IntCounter,
 }
@@ -111,6 +112,11 @@ impl Metrics {
             "Runs this worker claimed because they needed a worker (due timers, new runs, \
              takeovers)",
         )?;
+        let runs_poisoned = IntCounter::new(
+            "cairn_worker_runs_poisoned_total",
+            "Runs this worker faulted instead of running them, because their last claims all \
+             ended in a crash (more than max_crashes in a row without progress)",
+        )?;
         let leases_lost = IntCounterVec::new(
             Opts::new(
                 "cairn_worker_leases_lost_total",
@@ -125,6 +131,7 @@ impl Metrics {
         )?;
         registry.register(Box::new(runs_held.clone()))?;
         registry.register(Box::new(runs_claimed.clone()))?;
+        registry.register(Box::new(runs_poisoned.clone()))?;
         registry.register(Box::new(leases_lost.clone()))?;
         registry.register(Box::new(runs_released_expired.clone()))?;
         registry.register(Box::new(runs_started.clone()))?;
@@ -143,6 +150,7 @@ impl Metrics {
             projection_lag,
             runs_held,
             runs_claimed,
+            runs_poisoned,
             leases_lost,
             runs_released_expired,
         })
@@ -156,6 +164,11 @@ impl Metrics {
     /// Counts runs claimed.
     pub fn runs_claimed(&self, n: usize) {
         self.runs_claimed.inc_by(n as u64);
+    }
+
+    /// Counts a run faulted as poison (its claims kept ending in crashes).
+    pub fn run_poisoned(&self) {
+        self.runs_poisoned.inc();
     }
 
     /// Counts a lost lease: `run` (a fenced append) or `worker` (the worker's own lease).

@@ -18,7 +18,7 @@ use super::ServeArgs;
 
 /// The settings file. Keys are the `ServeArgs` field names (the long flags, `-` as `_`).
 /// `cairn worker` reads the same file and uses `store`, `secrets`, `worker_name`,
-/// `lease_ttl_ms`, `allow_outbound`, `expr_max_steps` and `expr_max_memory` only.
+/// `lease_ttl_ms`, `max_crashes`, `allow_outbound`, `expr_max_steps` and `expr_max_memory` only.
 #[derive(Deserialize, Default, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
@@ -42,6 +42,8 @@ pub struct ConfigFile {
     pub max_subscriptions_per_token: Option<usize>,
     pub worker_name: Option<String>,
     pub lease_ttl_ms: Option<u64>,
+    /// At least 1 (0 would fault every run a worker claims).
+    pub max_crashes: Option<std::num::NonZeroU32>,
     /// A comma-separated string or a list of entries (see `--allow-outbound`).
     pub allow_outbound: Option<cairn_connectors::AllowList>,
     pub expr_max_steps: Option<u64>,
@@ -94,6 +96,7 @@ fn defaulted(matches: &ArgMatches, id: &str) -> bool {
 
 /// Fills every argument of `args` left at its default with the file's value.
 pub fn apply_to_serve(args: &mut ServeArgs, matches: &ArgMatches, file: ConfigFile) {
+    apply_lease(&mut args.lease, matches, &file);
     macro_rules! fill {
         ($($field:ident),* $(,)?) => {
             $(
@@ -129,12 +132,6 @@ pub fn apply_to_serve(args: &mut ServeArgs, matches: &ArgMatches, file: ConfigFi
             args.secrets = Some(v);
         }
     }
-    apply_lease(
-        &mut args.lease,
-        matches,
-        file.worker_name,
-        file.lease_ttl_ms,
-    );
     apply_outbound(&mut args.outbound, matches, file.allow_outbound);
 }
 
@@ -173,18 +170,16 @@ fn apply_outbound(
     }
 }
 
-/// The worker's name and lease ttl, for `cairn serve` and `cairn worker` alike.
-fn apply_lease(
-    lease: &mut crate::cli::LeaseArg,
-    matches: &ArgMatches,
-    worker_name: Option<String>,
-    lease_ttl_ms: Option<u64>,
-) {
-    if worker_name.is_some() && defaulted(matches, "worker_name") {
-        lease.worker_name = worker_name;
+/// The worker's name, lease ttl and crash limit, for `cairn serve` and `cairn worker` alike.
+fn apply_lease(lease: &mut crate::cli::LeaseArg, matches: &ArgMatches, file: &ConfigFile) {
+    if file.worker_name.is_some() && defaulted(matches, "worker_name") {
+        lease.worker_name = file.worker_name.clone();
     }
-    if lease_ttl_ms.is_some() && defaulted(matches, "lease_ttl_ms") {
-        lease.lease_ttl_ms = lease_ttl_ms;
+    if file.lease_ttl_ms.is_some() && defaulted(matches, "lease_ttl_ms") {
+        lease.lease_ttl_ms = file.lease_ttl_ms;
+    }
+    if file.max_crashes.is_some() && defaulted(matches, "max_crashes") {
+        lease.max_crashes = file.max_crashes.map(std::num::NonZeroU32::get);
     }
 }
 
@@ -198,7 +193,7 @@ pub fn apply_to_worker(
     matches: &ArgMatches,
     file: ConfigFile,
 ) {
-    apply_lease(lease, matches, file.worker_name, file.lease_ttl_ms);
+    apply_lease(lease, matches, &file);
     apply_outbound(outbound, matches, file.allow_outbound);
     if let Some(v) = file.store {
         if defaulted(matches, "store") {
@@ -246,6 +241,18 @@ mod tests {
         let b = resolve(&["--worker-name", "api-2", "--lease-ttl-ms", "10000"], file);
         assert_eq!(b.lease.worker_name.as_deref(), Some("api-2"));
         assert_eq!(b.lease.lease_ttl_ms, Some(10000), "a flag beats the file");
+    }
+
+    #[test]
+    fn max_crashes_comes_from_the_file_unless_a_flag_says_and_is_never_zero() {
+        assert_eq!(resolve(&[], "max_crashes: 2\n").lease.max_crashes, Some(2));
+        let b = resolve(&["--max-crashes", "7"], "max_crashes: 2\n");
+        assert_eq!(b.lease.max_crashes, Some(7), "a flag beats the file");
+        assert_eq!(resolve(&[], "").lease.max_crashes, None);
+        let e = ConfigFile::parse("max_crashes: 0\n")
+            .expect_err("zero")
+            .to_string();
+        assert!(e.contains("max_crashes") && e.contains("nonzero"), "{e}");
     }
 
     #[test]

@@ -124,6 +124,24 @@ impl Running {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
+    /// Sends SIGTERM (a graceful stop) and waits for the exit, killing it after `timeout`.
+    pub fn terminate(self, timeout: Duration) -> Outcome {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+        }
+        self.finish(timeout)
+    }
+
+    /// Kills the process with SIGKILL (a crash, as the OOM killer would) and reaps it.
+    pub fn kill(mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// Waits for the process to exit, killing it after `timeout`.
     pub fn finish(mut self, timeout: Duration) -> Outcome {
         let deadline = Instant::now() + timeout;
@@ -193,6 +211,9 @@ pub fn spawn_in_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Running 
         .env_remove("CAIRN_ALLOW_OUTBOUND")
         .env_remove("CAIRN_EXPR_MAX_STEPS")
         .env_remove("CAIRN_EXPR_MAX_MEMORY")
+        .env_remove("CAIRN_MAX_CRASHES")
+        .env_remove("CAIRN_LEASE_TTL_MS")
+        .env_remove("CAIRN_WORKER_NAME")
         .envs(env.iter().copied())
         .env_remove("RUST_BACKTRACE")
         .stdin(Stdio::null())

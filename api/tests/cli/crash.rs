@@ -325,7 +325,8 @@ fn crash(kind: &str, sandbox: &Sandbox, url: &str) {
     let mut exited_early = Vec::new();
     for k in 0..plan.kills {
         let spawned = now_ms();
-        let worker = sandbox.spawn(&["worker", "--store", url]);
+        // The kills are the test's, not the runs': no run is poison however often it is hit.
+        let worker = sandbox.spawn(&["worker", "--store", url, "--max-crashes", "1000"]);
         for n in plan.batch_before(k) {
             let inp = input(n).to_string();
             let o = sandbox.cairn(&["start", &def, "--input", &inp, "--store", url]);
@@ -351,7 +352,14 @@ fn crash(kind: &str, sandbox: &Sandbox, url: &str) {
 
     // Recovery: one last worker finishes everything.
     let last = sandbox
-        .spawn(&["worker", "--store", url, "--exit-when-idle"])
+        .spawn(&[
+            "worker",
+            "--store",
+            url,
+            "--exit-when-idle",
+            "--max-crashes",
+            "1000",
+        ])
         .finish(FINISH_TIMEOUT);
     let finish_phase = began.elapsed() - kill_phase;
     assert!(

@@ -824,6 +824,8 @@ impl<'a> FaultTest<'a> {
             .env_remove("CAIRN_CHAOS_SEED")
             .env_remove("RUST_BACKTRACE")
             .env("CAIRN_LEASE_TTL_MS", LEASE_TTL_MS.to_string())
+            // Kills and pauses here are the test's, not the runs': no run is poison.
+            .env("CAIRN_MAX_CRASHES", "1000")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

@@ -21,6 +21,7 @@ mod faults;
 mod input;
 mod mock;
 mod pgtmp;
+mod poison;
 mod secrets;
 mod server;
 mod sink;

@@ -331,7 +331,7 @@ impl EventStore for FaultyStore {
         now: i64,
         limit: u64,
         only: Option<&[String]>,
-    ) -> Result<Vec<String>> {
+    ) -> Result<Vec<super::Claim>> {
         self.inner.claim_runs(lease, now, limit, only).await
     }
 

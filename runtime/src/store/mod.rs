@@ -129,6 +129,25 @@ pub enum Lease {
     New(String),
 }
 
+/// The `SET` clause that counts a claim as an attempt (the same on both stores): a run whose
+/// `updated_at` moved since the last claim made progress, so the count starts again at 1.
+pub(crate) const COUNT_ATTEMPT: &str = "attempts = CASE WHEN attempt_mark = updated_at \
+     THEN attempts + 1 ELSE 1 END, attempt_mark = updated_at";
+
+/// A run taken by [`EventStore::claim_runs`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The run.
+    pub run_id: String,
+    /// How many times the run has been claimed since it last changed, this claim included: 1
+    /// unless the claims before it ended with nothing recorded. A holder that gives the run
+    /// back with nothing to do resets the count, and a graceful shutdown takes back its claim's
+    /// attempt. A run whose passes keep killing their worker (an abort, the OOM killer, a
+    /// `kill -9` while a call is in flight) shows a growing count, and the worker faults it past
+    /// its `max_crashes` instead of running it again.
+    pub attempts: u32,
+}
+
 /// One stream's part of an append: the events go after `expected_sequence` (0 for a new stream).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AppendRequest {
@@ -468,7 +487,8 @@ pub trait EventStore: Send + Sync + 'static {
         Ok(true)
     }
 
-    /// Ends a worker's registration and releases its runs (graceful shutdown).
+    /// Ends a worker's registration and releases its runs (graceful shutdown), giving back the
+    /// attempt each of their claims counted (a shutdown is not a crash).
     async fn retire_worker(&self, lease: &WorkerLease) -> Result<()> {
         let _ = lease;
         Ok(())
@@ -482,14 +502,15 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Claims up to `limit` runs whose `wake_at` is at or before `now` (the claimer's clock, so
     /// a timer never fires early by it) and that nobody holds, oldest first, for `lease`. With
-    /// `only`, just runs among those ids. Concurrent claimers never get the same run.
+    /// `only`, just runs among those ids. Concurrent claimers never get the same run. Each claim
+    /// counts an attempt on the run (see [`Claim::attempts`]).
     async fn claim_runs(
         &self,
         lease: &WorkerLease,
         now: i64,
         limit: u64,
         only: Option<&[String]>,
-    ) -> Result<Vec<String>> {
+    ) -> Result<Vec<Claim>> {
         let _ = (lease, now, limit, only);
         Ok(Vec::new())
     }

@@ -47,8 +47,8 @@ use sqlx::{Connection as _, Row as _};
 use super::plan::{self, StreamKey};
 use super::util::{is_unique_violation, redact_url, to_i64, to_u64, unavailable};
 use super::{
-    AppendRequest, Appended, EventStore, GroupOutcome, Result, RunFilter, RunQuery, RunSummary,
-    StoreError, StoredDefinition, StoredEvent, WorkerLease,
+    AppendRequest, Appended, Claim, EventStore, GroupOutcome, Result, RunFilter, RunQuery,
+    RunSummary, StoreError, StoredDefinition, StoredEvent, WorkerLease, COUNT_ATTEMPT,
 };
 
 const STORE: &str = "postgres";
@@ -268,6 +268,14 @@ $fn$;
         // not deployed: `latest`, version lookups and the list ignore them. Every definition
         // recorded before this migration was reachable as deployed, and stays so.
         "ALTER TABLE definitions ADD COLUMN deployed BOOLEAN NOT NULL DEFAULT TRUE;",
+    ),
+    (
+        6,
+        // Claims of a run since it last changed (see `super::Claim::attempts`), so that a run
+        // that kills every worker claiming it is faulted instead of claimed for ever;
+        // `attempt_mark` is the run's `updated_at` at the last claim.
+        "ALTER TABLE runs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0, \
+         ADD COLUMN attempt_mark BIGINT;",
     ),
 ];
 
@@ -1179,8 +1187,8 @@ impl EventStore for PostgresStore {
         // Rows an append holds locked are left to `release_expired` (a blocking update here
         // could deadlock with that append's row locks).
         sqlx::query(
-            "UPDATE runs SET owner = NULL WHERE run_id IN (SELECT run_id FROM runs \
-             WHERE owner = $1 FOR UPDATE SKIP LOCKED)",
+            "UPDATE runs SET owner = NULL, attempts = GREATEST(attempts - 1, 0) \
+             WHERE run_id IN (SELECT run_id FROM runs WHERE owner = $1 FOR UPDATE SKIP LOCKED)",
         )
         .bind(&lease.lease_id)
         .execute(&mut *tx)
@@ -1237,18 +1245,18 @@ impl EventStore for PostgresStore {
         now: i64,
         limit: u64,
         only: Option<&[String]>,
-    ) -> Result<Vec<String>> {
+    ) -> Result<Vec<Claim>> {
         // SKIP LOCKED: concurrent claimers take disjoint rows without waiting for each other.
         // Only under a live lease (by the database's clock): a worker whose lease lapsed
         // must not take new runs.
-        let rows: Vec<(String,)> = sqlx::query_as(&format!(
-            "UPDATE runs r SET owner = $1 FROM (SELECT run_id FROM runs \
+        let rows: Vec<(String, i32)> = sqlx::query_as(&format!(
+            "UPDATE runs r SET {COUNT_ATTEMPT}, owner = $1 FROM (SELECT run_id FROM runs \
                WHERE owner IS NULL AND wake_at IS NOT NULL AND wake_at <= $2 \
                  AND ($4::text[] IS NULL OR run_id = ANY($4)) \
                  AND EXISTS (SELECT 1 FROM workers WHERE lease_id = $1 \
                              AND lease_until > {DB_NOW}) \
                ORDER BY wake_at LIMIT $3 FOR UPDATE SKIP LOCKED) c \
-             WHERE r.run_id = c.run_id RETURNING r.run_id"
+             WHERE r.run_id = c.run_id RETURNING r.run_id, r.attempts"
         ))
         .bind(&lease.lease_id)
         .bind(now)
@@ -1257,7 +1265,13 @@ impl EventStore for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(|e| unavailable(STORE, "claim_runs", e))?;
-        Ok(rows.into_iter().map(|(id,)| id).collect())
+        Ok(rows
+            .into_iter()
+            .map(|(run_id, n)| Claim {
+                run_id,
+                attempts: u32::try_from(n).unwrap_or(0),
+            })
+            .collect())
     }
 
     async fn owned_runs(&self, lease: &WorkerLease) -> Result<Vec<String>> {
@@ -1499,7 +1513,7 @@ impl PostgresStore {
              created_at = excluded.created_at, updated_at = excluded.updated_at, \
              next_timer_at = excluded.next_timer_at, wake_at = excluded.wake_at, \
              correlation_id = excluded.correlation_id, parent_run_id = excluded.parent_run_id, \
-             owner = CASE WHEN excluded.wake_at IS NULL OR excluded.wake_at > excluded.updated_at \
+             attempts = 0, owner = CASE WHEN excluded.wake_at IS NULL OR excluded.wake_at > excluded.updated_at \
                           THEN NULL ELSE runs.owner END"
         ))
         .bind(&s.run_id)

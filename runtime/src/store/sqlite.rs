@@ -25,8 +25,8 @@ use sqlx::Row as _;
 use super::plan::{self, StreamKey};
 use super::util::{is_unique_violation, to_i64, to_u64, unavailable};
 use super::{
-    AppendRequest, Appended, EventStore, GroupOutcome, Result, RunFilter, RunQuery, RunSummary,
-    StoreError, StoredDefinition, StoredEvent, WorkerLease,
+    AppendRequest, Appended, Claim, EventStore, GroupOutcome, Result, RunFilter, RunQuery,
+    RunSummary, StoreError, StoredDefinition, StoredEvent, WorkerLease, COUNT_ATTEMPT,
 };
 
 const STORE: &str = "sqlite";
@@ -123,6 +123,14 @@ CREATE TABLE workers (
         // not deployed: `latest`, version lookups and the list ignore them. Every definition
         // recorded before this migration was reachable as deployed, and stays so.
         "ALTER TABLE definitions ADD COLUMN deployed INTEGER NOT NULL DEFAULT 1;",
+    ),
+    (
+        5,
+        // Claims of a run since it last changed (see `super::Claim::attempts`), so that a run
+        // that kills every worker claiming it is faulted instead of claimed for ever;
+        // `attempt_mark` is the run's `updated_at` at the last claim.
+        "ALTER TABLE runs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE runs ADD COLUMN attempt_mark INTEGER;",
     ),
 ];
 
@@ -870,11 +878,13 @@ impl EventStore for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(err)?;
-        let released = sqlx::query("UPDATE runs SET owner = NULL WHERE owner = ?")
-            .bind(&lease.lease_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
+        let released = sqlx::query(
+            "UPDATE runs SET owner = NULL, attempts = MAX(attempts - 1, 0) WHERE owner = ?",
+        )
+        .bind(&lease.lease_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
         tx.commit().await.map_err(err)?;
         if released.rows_affected() > 0 {
             let _ = self.notices.send("*".into());
@@ -921,9 +931,11 @@ impl EventStore for SqliteStore {
         now: i64,
         limit: u64,
         only: Option<&[String]>,
-    ) -> Result<Vec<String>> {
+    ) -> Result<Vec<Claim>> {
         // The single writer connection serialises claims, so no two claimers see a row free.
-        let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new("UPDATE runs SET owner = ");
+        let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!(
+            "UPDATE runs SET {COUNT_ATTEMPT}, owner = "
+        ));
         // Only under a live lease: a worker whose lease lapsed must not take new runs.
         qb.push_bind(&lease.lease_id)
             .push(" WHERE EXISTS (SELECT 1 FROM workers WHERE lease_id = ")
@@ -948,13 +960,19 @@ impl EventStore for SqliteStore {
         }
         qb.push(" ORDER BY wake_at LIMIT ")
             .push_bind(to_i64(limit))
-            .push(") RETURNING run_id");
-        let rows: Vec<(String,)> = qb
+            .push(") RETURNING run_id, attempts");
+        let rows: Vec<(String, i64)> = qb
             .build_query_as()
             .fetch_all(&self.writer)
             .await
             .map_err(|e| unavailable(STORE, "claim_runs", e))?;
-        Ok(rows.into_iter().map(|(id,)| id).collect())
+        Ok(rows
+            .into_iter()
+            .map(|(run_id, n)| Claim {
+                run_id,
+                attempts: u32::try_from(n).unwrap_or(u32::MAX),
+            })
+            .collect())
     }
 
     async fn owned_runs(&self, lease: &WorkerLease) -> Result<Vec<String>> {
@@ -1170,7 +1188,7 @@ impl SqliteStore {
              created_at = excluded.created_at, updated_at = excluded.updated_at, \
              next_timer_at = excluded.next_timer_at, wake_at = excluded.wake_at, \
              correlation_id = excluded.correlation_id, parent_run_id = excluded.parent_run_id, \
-             owner = CASE WHEN excluded.wake_at IS NULL OR excluded.wake_at > excluded.updated_at \
+             attempts = 0, owner = CASE WHEN excluded.wake_at IS NULL OR excluded.wake_at > excluded.updated_at \
                           THEN NULL ELSE runs.owner END",
         )
         .bind(&s.run_id)

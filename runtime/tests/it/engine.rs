@@ -24,6 +24,8 @@ on_both_stores!(
     a_faulted_run_is_retried_from_the_failed_task,
     suspend_holds_a_run_until_resumed,
     correlation_id_is_recorded_indexed_and_rebuilt,
+    a_panicking_function_fails_its_call_not_the_worker,
+    shutdown_abandons_a_hung_call_after_its_grace,
 );
 
 fn wf(yaml: &str) -> Workflow {
@@ -499,5 +501,106 @@ do:
     let mut all = cairn_runtime::store::RunQuery::default();
     all.limit = 100;
     assert_eq!(store.query_runs(&all).await.unwrap().len(), 3);
+    rt.shutdown().await;
+}
+
+/// A registered function that panics fails its call with a runtime error (which the workflow's
+/// `try` may catch like any other); the worker goes on with other runs.
+async fn a_panicking_function_fails_its_call_not_the_worker(t: TestStore) {
+    let rt = builder(&t)
+        .function("boom", |_c| async move {
+            if std::hint::black_box(true) {
+                panic!("the function's own bug");
+            }
+            Ok(json!(null))
+        })
+        .function("fine", |_c| async move { Ok(json!({ "ok": true })) })
+        .build()
+        .await
+        .unwrap();
+    let boom = wf(r#"
+document: { dsl: '1.0.3', namespace: test, name: boom, version: '1.0.0' }
+do:
+  - a: { call: boom }
+"#);
+    let (_, outcome) = within("boom", rt.run(boom, json!({}))).await.unwrap();
+    let RunOutcome::Faulted(e) = outcome else {
+        panic!("expected a fault, got {outcome:?}");
+    };
+    assert!(e.is(ErrorKind::Runtime), "{e}");
+    assert_eq!(e.title.as_deref(), Some("Call panicked"), "{e}");
+    assert!(
+        e.detail
+            .as_deref()
+            .unwrap_or_default()
+            .contains("the function's own bug"),
+        "{e}"
+    );
+    let caught = wf(r#"
+document: { dsl: '1.0.3', namespace: test, name: caught, version: '1.0.0' }
+do:
+  - guarded:
+      try:
+        - a: { call: boom }
+      catch:
+        errors: { with: { type: https://serverlessworkflow.io/spec/1.0.0/errors/runtime } }
+        do:
+          - after: { call: fine }
+"#);
+    let (_, outcome) = within("caught", rt.run(caught, json!({}))).await.unwrap();
+    assert_eq!(outcome, RunOutcome::Completed(json!({ "ok": true })));
+    rt.shutdown().await;
+}
+
+/// A call that never returns does not hold a shutdown up past the call grace; the run stays
+/// recorded with the call pending, and the next worker makes the call again.
+async fn shutdown_abandons_a_hung_call_after_its_grace(t: TestStore) {
+    let calls = Arc::new(AtomicU32::new(0));
+    let counted = calls.clone();
+    let rt = builder(&t)
+        .call_grace(Duration::from_millis(200))
+        .function("hang", move |_c| {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                std::future::pending::<()>().await;
+                Ok(json!(null))
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    let def = wf(r#"
+document: { dsl: '1.0.3', namespace: test, name: hang, version: '1.0.0' }
+do:
+  - a: { call: hang }
+"#);
+    let id = rt.start_run(def, json!({})).await.unwrap();
+    within("the call", async {
+        while calls.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    within("shutdown", rt.shutdown()).await;
+    let again = calls.clone();
+    let rt = builder(&t)
+        .function("hang", move |_c| {
+            let again = again.clone();
+            async move {
+                again.fetch_add(1, Ordering::SeqCst);
+                Ok(json!({ "done": true }))
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    let outcome = within("the run", rt.wait(&id)).await.unwrap();
+    assert_eq!(outcome, RunOutcome::Completed(json!({ "done": true })));
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "made again after the abandon"
+    );
     rt.shutdown().await;
 }

@@ -346,7 +346,13 @@ async fn every_hot_query_uses_an_index() {
             .expect("gone");
     }
     let now = BASE + RUNS as i64 * MINUTE;
-    let held = store.claim_runs(&live, now, 60, None).await.expect("claim");
+    let held: Vec<String> = store
+        .claim_runs(&live, now, 60, None)
+        .await
+        .expect("claim")
+        .into_iter()
+        .map(|c| c.run_id)
+        .collect();
     assert_eq!(held.len(), 60);
     let orphaned = store.claim_runs(&dead, now, 40, None).await.expect("claim");
     assert_eq!(orphaned.len(), 40);

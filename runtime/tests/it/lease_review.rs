@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cairn_runtime::store::{
-    AppendRequest, Appended, EventStore, GroupOutcome, Lease, Result, RunFilter, RunQuery,
+    AppendRequest, Appended, Claim, EventStore, GroupOutcome, Lease, Result, RunFilter, RunQuery,
     RunSummary, StoreError, StoredDefinition, StoredEvent, StoredToken, WorkerLease,
 };
 use cairn_runtime::{RunOutcome, Runtime, StartOptions};
@@ -149,7 +149,7 @@ impl EventStore for Lossy {
         now: i64,
         limit: u64,
         only: Option<&[String]>,
-    ) -> Result<Vec<String>> {
+    ) -> Result<Vec<Claim>> {
         let got = self.inner.claim_runs(lease, now, limit, only).await?;
         if !got.is_empty() && self.lose_claim.swap(false, Ordering::SeqCst) {
             return Err(lost());

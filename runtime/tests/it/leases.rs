@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::common::{run_request, summary, TestStore};
-use cairn_runtime::store::{AppendRequest, EventStore, Lease, RunSummary, StoreError};
+use cairn_runtime::store::{AppendRequest, Claim, EventStore, Lease, RunSummary, StoreError};
 use cairn_runtime::{RunOutcome, Runtime};
 use serde_json::json;
 
@@ -16,9 +16,15 @@ on_both_stores!(
     a_restart_under_the_same_name_takes_the_runs_back_at_once,
     a_timer_is_claimed_when_due_never_before,
     a_run_that_needs_no_worker_is_released_in_the_same_write,
+    claims_count_attempts_until_the_run_moves,
     work_notices_announce_runnable_runs,
     workers_share_runs_and_make_each_call_once,
 );
+
+/// The run ids of a claim.
+fn run_ids(claims: Vec<Claim>) -> Vec<String> {
+    claims.into_iter().map(|c| c.run_id).collect()
+}
 
 fn now() -> i64 {
     cairn_runtime::engine::now_ms()
@@ -64,8 +70,10 @@ async fn claims_are_disjoint_and_appends_fenced(t: TestStore) {
     assert_ne!(a.lease_id, b.lease_id);
     let (sa, sb) = (s.clone(), t.open_again().await);
     let (la, lb) = (a.clone(), b.clone());
-    let ta = tokio::spawn(async move { sa.claim_runs(&la, now(), 15, None).await.unwrap() });
-    let tb = tokio::spawn(async move { sb.claim_runs(&lb, now(), 15, None).await.unwrap() });
+    let ta =
+        tokio::spawn(async move { run_ids(sa.claim_runs(&la, now(), 15, None).await.unwrap()) });
+    let tb =
+        tokio::spawn(async move { run_ids(sb.claim_runs(&lb, now(), 15, None).await.unwrap()) });
     let (ca, cb) = (ta.await.unwrap(), tb.await.unwrap());
     let (set_a, set_b): (HashSet<_>, HashSet<_>) =
         (ca.iter().cloned().collect(), cb.iter().cloned().collect());
@@ -79,7 +87,7 @@ async fn claims_are_disjoint_and_appends_fenced(t: TestStore) {
         .iter()
         .all(|id| set_a.contains(id) || set_b.contains(id)));
     // Nothing left to claim.
-    assert!(s.claim_runs(&a, now(), 100, None).await.unwrap().is_empty());
+    assert!(run_ids(s.claim_runs(&a, now(), 100, None).await.unwrap()).is_empty());
 
     let mine = &ca[0];
     let at = now();
@@ -140,16 +148,22 @@ async fn an_expired_lease_is_taken_over_and_its_holder_fenced_out(t: TestStore) 
     let s = t.store.clone();
     let ids = start_runs(s.as_ref(), 1).await;
     let a = s.register_worker("a", 300).await.unwrap();
-    assert_eq!(s.claim_runs(&a, now(), 10, None).await.unwrap(), ids);
+    assert_eq!(
+        run_ids(s.claim_runs(&a, now(), 10, None).await.unwrap()),
+        ids
+    );
     let b = s.register_worker("b", 60_000).await.unwrap();
     assert!(
-        s.claim_runs(&b, now(), 10, None).await.unwrap().is_empty(),
+        run_ids(s.claim_runs(&b, now(), 10, None).await.unwrap()).is_empty(),
         "a live holder keeps its run"
     );
     assert_eq!(s.release_expired().await.unwrap(), 0, "a is alive");
     tokio::time::sleep(Duration::from_millis(450)).await;
     assert_eq!(s.release_expired().await.unwrap(), 1, "a's lease expired");
-    assert_eq!(s.claim_runs(&b, now(), 10, None).await.unwrap(), ids);
+    assert_eq!(
+        run_ids(s.claim_runs(&b, now(), 10, None).await.unwrap()),
+        ids
+    );
     // a wakes up: it can neither renew nor extend the run.
     assert!(!s.renew_worker(&a).await.unwrap());
     let err = s
@@ -178,12 +192,12 @@ async fn a_restart_under_the_same_name_takes_the_runs_back_at_once(t: TestStore)
     let ids = start_runs(s.as_ref(), 3).await;
     let first = s.register_worker("w1", 60_000).await.unwrap();
     assert_eq!(
-        s.claim_runs(&first, now(), 10, None).await.unwrap().len(),
+        run_ids(s.claim_runs(&first, now(), 10, None).await.unwrap()).len(),
         3
     );
     let second = s.register_worker("w1", 60_000).await.unwrap();
     assert_ne!(first.lease_id, second.lease_id);
-    let mut back = s.claim_runs(&second, now(), 10, None).await.unwrap();
+    let mut back = run_ids(s.claim_runs(&second, now(), 10, None).await.unwrap());
     back.sort();
     assert_eq!(back, ids, "no wait for the old lease to expire");
     assert!(
@@ -215,15 +229,11 @@ async fn a_timer_is_claimed_when_due_never_before(t: TestStore) {
         .await
         .unwrap();
     let w = s.register_worker("w", 60_000).await.unwrap();
-    assert!(s.claim_runs(&w, now(), 10, None).await.unwrap().is_empty());
-    assert!(s
-        .claim_runs(&w, due - 1, 10, None)
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(run_ids(s.claim_runs(&w, now(), 10, None).await.unwrap()).is_empty());
+    assert!(run_ids(s.claim_runs(&w, due - 1, 10, None).await.unwrap()).is_empty());
     assert_eq!(s.next_wake().await.unwrap(), Some(due));
     assert_eq!(
-        s.claim_runs(&w, due, 10, None).await.unwrap(),
+        run_ids(s.claim_runs(&w, due, 10, None).await.unwrap()),
         vec!["sleeper"]
     );
     assert_eq!(
@@ -239,7 +249,10 @@ async fn a_run_that_needs_no_worker_is_released_in_the_same_write(t: TestStore) 
     let run = &ids[0];
     let w = s.register_worker("w", 60_000).await.unwrap();
     let other = s.register_worker("other", 60_000).await.unwrap();
-    assert_eq!(s.claim_runs(&w, now(), 10, None).await.unwrap(), ids);
+    assert_eq!(
+        run_ids(s.claim_runs(&w, now(), 10, None).await.unwrap()),
+        ids
+    );
     // It now waits for an event from outside: no worker can move it.
     let idle = RunSummary {
         wake_at: None,
@@ -249,16 +262,15 @@ async fn a_run_that_needs_no_worker_is_released_in_the_same_write(t: TestStore) 
         .await
         .unwrap();
     let far = now() + 86_400_000;
-    assert!(s
-        .claim_runs(&other, far, 10, None)
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(run_ids(s.claim_runs(&other, far, 10, None).await.unwrap()).is_empty());
     // The event arrives (appended by someone who holds nothing): any worker may take it.
     s.append(vec![step(run, 2, runnable(run, now()), Lease::External)])
         .await
         .unwrap();
-    assert_eq!(s.claim_runs(&other, now(), 10, None).await.unwrap(), ids);
+    assert_eq!(
+        run_ids(s.claim_runs(&other, now(), 10, None).await.unwrap()),
+        ids
+    );
     // `w` released it: its fenced append is refused.
     let err = s
         .append(vec![step(
@@ -272,7 +284,79 @@ async fn a_run_that_needs_no_worker_is_released_in_the_same_write(t: TestStore) 
     assert!(matches!(err, StoreError::LeaseLost { .. }), "{err}");
     // Retiring gives the runs back at once.
     s.retire_worker(&other).await.unwrap();
-    assert_eq!(s.claim_runs(&w, now(), 10, None).await.unwrap(), ids);
+    assert_eq!(
+        run_ids(s.claim_runs(&w, now(), 10, None).await.unwrap()),
+        ids
+    );
+}
+
+/// The poison-run count (`Claim::attempts`): every claim of a run that has not changed since
+/// the previous claim counts one more; a crash (a superseded or expired lease) keeps the count,
+/// a graceful retire gives its attempt back, and any append to the run starts again at 1.
+async fn claims_count_attempts_until_the_run_moves(t: TestStore) {
+    let s = t.store.clone();
+    let ids = start_runs(s.as_ref(), 1).await;
+    let run = &ids[0];
+    let attempts = |c: Vec<Claim>| c.into_iter().map(|c| c.attempts).collect::<Vec<_>>();
+    let w = s.register_worker("w", 60_000).await.unwrap();
+    assert_eq!(
+        attempts(s.claim_runs(&w, now(), 10, None).await.unwrap()),
+        [1]
+    );
+    // The worker dies and comes back under its name: its runs are released, the count kept.
+    let w = s.register_worker("w", 60_000).await.unwrap();
+    assert_eq!(
+        attempts(s.claim_runs(&w, now(), 10, None).await.unwrap()),
+        [2]
+    );
+    // Another dies by lease expiry.
+    let short = s.register_worker("short", 300).await.unwrap();
+    let w = s.register_worker("w", 60_000).await.unwrap();
+    assert_eq!(
+        attempts(s.claim_runs(&short, now(), 10, None).await.unwrap()),
+        [3]
+    );
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert_eq!(s.release_expired().await.unwrap(), 1);
+    assert_eq!(
+        attempts(s.claim_runs(&w, now(), 10, None).await.unwrap()),
+        [4]
+    );
+    // A graceful shutdown is no crash: its claim's attempt is given back.
+    s.retire_worker(&w).await.unwrap();
+    let v = s.register_worker("v", 60_000).await.unwrap();
+    assert_eq!(
+        attempts(s.claim_runs(&v, now(), 10, None).await.unwrap()),
+        [4]
+    );
+    // Progress: the holder records a step (a later `updated_at`); the next claim counts from 1.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    s.append(vec![step(
+        run,
+        1,
+        runnable(run, now()),
+        Lease::Held(v.lease_id.clone()),
+    )])
+    .await
+    .unwrap();
+    let v = s.register_worker("v", 60_000).await.unwrap();
+    assert_eq!(
+        attempts(s.claim_runs(&v, now(), 10, None).await.unwrap()),
+        [1]
+    );
+    // A holder that gives the run back with nothing to do (a rebuilt row) also resets it.
+    let v = s.register_worker("v", 60_000).await.unwrap();
+    assert_eq!(
+        attempts(s.claim_runs(&v, now(), 10, None).await.unwrap()),
+        [2]
+    );
+    let row = s.get_run(run).await.unwrap().expect("the run's row");
+    assert!(s.rebuild_run_summary(&row, 2).await.unwrap());
+    let v = s.register_worker("v", 60_000).await.unwrap();
+    assert_eq!(
+        attempts(s.claim_runs(&v, now(), 10, None).await.unwrap()),
+        [1]
+    );
 }
 
 async fn work_notices_announce_runnable_runs(t: TestStore) {

@@ -1049,7 +1049,7 @@ async fn sqlite_reopen_keeps_everything() {
         .fetch_one(s.read_pool())
         .await
         .unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
 }
 
 #[tokio::test]
