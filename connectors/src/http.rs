@@ -1,5 +1,5 @@
-//! `call: http` (and the sending half of `call: openapi`, see [`crate::openapi`]): performs a recorded [`HttpRequest`] and turns the response into the task's raw
-//! output, or into a [`WorkflowError`] the workflow can catch.
+//! `call: http` (and the sending half of `call: openapi`, which builds on this module): performs
+//! a recorded [`HttpRequest`] and turns the response into the task's raw output, or into a [`WorkflowError`] the workflow can catch.
 //!
 //! The request arrives fully resolved (expressions evaluated, URI templates expanded), except
 //! for secrets: named (`use:`) or recorded as placeholders ([`cairn_core::sealed`]), they are
@@ -19,9 +19,9 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use cairn_core::activity::{ActivityContext, ActivityHandler, Secrets};
+use cairn_core::activity::{ActivityContext, Secrets};
 use cairn_core::dsl::HttpOutputFormat;
-use cairn_core::events::{ActivityCall, HttpAuth, HttpRequest};
+use cairn_core::events::{HttpAuth, HttpRequest};
 use cairn_core::sealed::{FromSource, MissingSecret, Revealer};
 use cairn_core::{ErrorKind, WorkflowError};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, LOCATION};
@@ -32,7 +32,6 @@ use serde_json::{Map, Value};
 use tracing::Instrument as _;
 
 use crate::guard::{self, AllowList, Denied, Guard, GuardedResolver, SystemResolver};
-use crate::openapi::DocumentCache;
 
 /// Name of the header that carries the activity's idempotency key (lower case, as HTTP/2 sends
 /// header names).
@@ -41,7 +40,7 @@ pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 /// What a header value is replaced with in outputs, so credentials never reach the event log.
 const REDACTED: &str = "<redacted>";
 
-/// Settings of an [`HttpConnector`]. Every field has a default; durations are given in
+/// Settings of an [`HttpSender`]. Every field has a default; durations are given in
 /// milliseconds when deserialised (`request_timeout_ms`, `connect_timeout_ms`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -78,13 +77,14 @@ impl Default for HttpOptions {
     }
 }
 
-/// Performs `call: http` activities.
+/// Sends recorded HTTP requests (`call: http`, and the requests `call: openapi` builds); the
+/// runtime is given the [`crate::HttpConnector`] around it.
 ///
 /// Cheap to clone: clones share the connection pools and the secret source. It holds two
 /// pooled clients that differ only in their redirect policy, because reqwest fixes that policy
 /// per client and `redirect` is chosen per request; both are built once, never per call.
 #[derive(Clone)]
-pub struct HttpConnector {
+pub struct HttpSender {
     /// Follows up to `max_redirects` redirects (`redirect: true`, and OpenAPI documents).
     pub(crate) following: Client,
     /// Returns 3xx responses as they are (`redirect: false`), so they become errors.
@@ -93,20 +93,18 @@ pub struct HttpConnector {
     options: HttpOptions,
     /// Checks IP-literal destinations before sending; `None` when everything is allowed.
     guard: Option<Guard>,
-    /// OpenAPI documents of `call: openapi`, shared by clones.
-    pub(crate) documents: Arc<DocumentCache>,
 }
 
-impl fmt::Debug for HttpConnector {
+impl fmt::Debug for HttpSender {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The secret source is deliberately left out: it may hold credentials.
-        f.debug_struct("HttpConnector")
+        f.debug_struct("HttpSender")
             .field("options", &self.options)
             .finish_non_exhaustive()
     }
 }
 
-impl HttpConnector {
+impl HttpSender {
     /// Builds a connector. `secrets` resolves [`HttpAuth::BasicSecret`] (an object with string
     /// `username` and `password`) and [`HttpAuth::BearerSecret`] (an object with a string
     /// `token`, or the token itself as a string).
@@ -114,7 +112,7 @@ impl HttpConnector {
         Self::with_resolver(options, secrets, Arc::new(SystemResolver))
     }
 
-    /// [`HttpConnector::new`] resolving host names with `resolver` (the outbound guard still
+    /// [`HttpSender::new`] resolving host names with `resolver` (the outbound guard still
     /// checks every address it returns).
     pub fn with_resolver(
         options: HttpOptions,
@@ -150,13 +148,12 @@ impl HttpConnector {
             .redirect(Policy::none())
             .build()
             .map_err(crate::Error::Client)?;
-        Ok(HttpConnector {
+        Ok(HttpSender {
             following,
             not_following,
             secrets,
             options,
             guard,
-            documents: Arc::default(),
         })
     }
 
@@ -483,28 +480,6 @@ impl HttpConnector {
         };
         communication(503, format!("{method} {uri}: {what}: {cause}"))
             .with_title("HTTP connection failed")
-    }
-}
-
-#[async_trait::async_trait]
-impl ActivityHandler for HttpConnector {
-    async fn call(
-        &self,
-        ctx: &ActivityContext,
-        call: &ActivityCall,
-    ) -> Result<Value, WorkflowError> {
-        match call {
-            ActivityCall::Http(req) => self.execute(ctx, req).await,
-            ActivityCall::OpenApi(req) => self.execute_openapi(ctx, req).await,
-            ActivityCall::Function { name, .. } => Err(WorkflowError::new(
-                ErrorKind::Runtime,
-                format!(
-                    "the http connector cannot perform a call of function {name:?}; \
-                     register a handler for functions"
-                ),
-            )
-            .at(&ctx.position)),
-        }
     }
 }
 

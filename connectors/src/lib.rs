@@ -4,12 +4,12 @@
 //! [`ActivityCall`](cairn_core::events::ActivityCall); a connector performs it and returns a JSON
 //! value or a [`WorkflowError`](cairn_core::WorkflowError), which the runtime records in turn.
 //!
-//! - [`HttpConnector`]: `call: http` and `call: openapi`. Built once from [`HttpOptions`] and a secret source, it
-//!   holds pooled [`reqwest`] clients and implements
-//!   [`ActivityHandler`](cairn_core::activity::ActivityHandler).
-//! - [`openapi`]: `call: openapi`, performed by the same connector: it fetches (and caches) the
-//!   OpenAPI 3.x or Swagger 2.0 document, builds the operation's request and sends it as
-//!   `call: http` would.
+//! - [`HttpConnector`] ([`connector`]): `call: http` and `call: openapi`. Built once from
+//!   [`HttpOptions`] and a secret source, it implements
+//!   [`ActivityHandler`](cairn_core::activity::ActivityHandler) and routes each call.
+//! - [`http`]: sends a recorded request with pooled [`reqwest`] clients and maps the response.
+//! - [`openapi`]: fetches (and caches) the OpenAPI 3.x or Swagger 2.0 document, builds the
+//!   operation's request and sends it through [`http`]. `http` never imports `openapi`.
 //! - [`guard`]: the outbound guard (against server-side request forgery): which addresses calls
 //!   may reach, checked after DNS resolution, on every redirect and for IP literals; configured
 //!   by [`AllowList`] in [`HttpOptions::allow_outbound`].
@@ -23,12 +23,14 @@
 //!   again is the same request (plus the same `Idempotency-Key`).
 //! - Secret values are resolved here, at send time, and never appear in a result or an error.
 
+pub mod connector;
 pub mod guard;
 pub mod http;
 pub mod openapi;
 
+pub use connector::HttpConnector;
 pub use guard::AllowList;
-pub use http::{HttpConnector, HttpOptions, IDEMPOTENCY_KEY_HEADER};
+pub use http::{HttpOptions, IDEMPOTENCY_KEY_HEADER};
 
 /// Why a connector could not be built.
 #[derive(Debug, thiserror::Error)]

@@ -32,7 +32,7 @@ use reqwest::{Method, Url};
 use serde_json::{Map, Value};
 use tracing::Instrument as _;
 
-use crate::http::{redact_uri, redact_uri_str, HttpConnector};
+use crate::http::{redact_uri, redact_uri_str, HttpSender};
 
 /// How long a fetched document is reused before it is fetched again.
 pub const DOCUMENT_TTL: Duration = Duration::from_secs(5 * 60);
@@ -106,15 +106,17 @@ impl DocumentCache {
     }
 }
 
-impl HttpConnector {
+/// `call: openapi` for a connector: `sender` sends, `documents` caches what it fetched.
+pub(crate) struct OpenApi<'a> {
+    pub(crate) sender: &'a HttpSender,
+    pub(crate) documents: &'a DocumentCache,
+}
+
+impl OpenApi<'_> {
     /// Performs a `call: openapi`: fetches (or reuses) the document, builds the operation's
-    /// request and sends it with [`HttpConnector::execute`].
-    ///
-    /// Errors carry `instance = ctx.position`. A document that cannot be fetched is a
-    /// `communication` error (the response's status, or 503 when no response arrived); an
-    /// unknown operation, a missing required parameter or an unusable document is a
-    /// `configuration` error (400).
-    pub async fn execute_openapi(
+    /// request and sends it with [`HttpSender::execute`] (errors: see
+    /// [`crate::HttpConnector::execute_openapi`]).
+    pub(crate) async fn execute(
         &self,
         ctx: &ActivityContext,
         req: &OpenApiRequest,
@@ -129,7 +131,7 @@ impl HttpConnector {
         async {
             // A document URI made from a secret is revealed only to fetch it; the operation's
             // own request keeps its placeholders until `execute` sends it.
-            let source = FromSource(&*self.secrets);
+            let source = FromSource(&*self.sender.secrets);
             let mut revealer = Revealer::new(req.seal.as_deref(), &source);
             let document_uri = revealer
                 .text(&req.document)
@@ -141,7 +143,7 @@ impl HttpConnector {
                 .map_err(|e| revealer.scrub_error(e).at(&ctx.position))?;
             let http =
                 build_request(&document, &document_uri, req).map_err(|e| e.at(&ctx.position))?;
-            self.execute(ctx, &http).await
+            self.sender.execute(ctx, &http).await
         }
         .instrument(span)
         .await
@@ -170,9 +172,11 @@ impl HttpConnector {
 
         let shown = redact_uri(&url);
         let method = Method::GET;
-        self.check_destination(&url, &method, &shown)
+        self.sender
+            .check_destination(&url, &method, &shown)
             .map_err(|e| fetch_error(e, &shown))?;
         let mut response = self
+            .sender
             .following
             .get(url.clone())
             .header(
@@ -181,7 +185,7 @@ impl HttpConnector {
             )
             .send()
             .await
-            .map_err(|e| fetch_error(self.transport_error(&e, &method, &shown), &shown))?;
+            .map_err(|e| fetch_error(self.sender.transport_error(&e, &method, &shown), &shown))?;
         let status = response.status();
         if !status.is_success() {
             let line = match status.canonical_reason() {
@@ -196,6 +200,7 @@ impl HttpConnector {
             .with_title("OpenAPI document unavailable"));
         }
         let body = self
+            .sender
             .read_body(&mut response, &method, &shown)
             .await
             .map_err(|e| fetch_error(e, &shown))?;
