@@ -349,6 +349,20 @@ struct Fail {
     error: anyhow::Error,
 }
 
+impl Fail {
+    /// The stable code of this failure, as the GraphQL API's `extensions.code` says it
+    /// (`docs/errors.md`): from the runtime error's class when there is one, otherwise from the
+    /// exit code.
+    fn wire_code(&self) -> &'static str {
+        use crate::server::errors::Code;
+        match self.error.downcast_ref::<cairn_runtime::Error>() {
+            Some(e) => Code::from(e.class()).as_str(),
+            None if self.code == 2 => Code::BadUserInput.as_str(),
+            None => Code::Internal.as_str(),
+        }
+    }
+}
+
 fn usage(e: impl Into<anyhow::Error>) -> Fail {
     Fail {
         code: 2,
@@ -396,13 +410,31 @@ pub fn main() -> ExitCode {
             return ExitCode::from(4);
         }
     };
+    let json = wants_json(&cli.command);
     match rt.block_on(dispatch(cli.command)) {
         Ok(code) => ExitCode::from(code),
+        Err(f) if json => {
+            let error =
+                json!({ "error": { "code": f.wire_code(), "message": format!("{:#}", f.error) } });
+            eprintln!("{error}");
+            ExitCode::from(f.code)
+        }
         Err(f) => {
             eprintln!("error: {:#}", f.error);
             ExitCode::from(f.code)
         }
     }
+}
+
+/// Whether the command was asked for JSON (`--json`): its errors are JSON too.
+fn wants_json(cmd: &Command) -> bool {
+    matches!(
+        cmd,
+        Command::Status { json: true, .. }
+            | Command::History { json: true, .. }
+            | Command::Runs { json: true, .. }
+            | Command::Validate { json: true, .. }
+    )
 }
 
 /// `--config FILE` of `cairn serve` and `cairn worker`: fills what neither a flag nor a
@@ -609,12 +641,10 @@ fn check_correlation_id(id: Option<&str>) -> Result<(), Fail> {
 }
 
 fn runtime_fail(e: cairn_runtime::Error) -> Fail {
-    match e {
-        cairn_runtime::Error::NotFound(_)
-        | cairn_runtime::Error::Invalid(_)
-        | cairn_runtime::Error::Conflict(_)
-        | cairn_runtime::Error::Ended(_) => usage(e),
-        other => infra(other),
+    use cairn_runtime::ErrorClass as C;
+    match e.class() {
+        C::NotFound | C::BadInput | C::Conflict => usage(e),
+        _ => infra(e),
     }
 }
 
@@ -751,7 +781,8 @@ fn store_fail(store: &str, e: cairn_runtime::Error) -> Fail {
         cairn_runtime::Error::Store(cairn_runtime::store::StoreError::Missing(m)) => {
             usage(anyhow::anyhow!("{m}"))
         }
-        other => infra(anyhow::anyhow!("store {}: {other}", redact(store))),
+        // Kept as the source (not only its text) so that `--json` names its class.
+        other => infra(anyhow::Error::new(other).context(format!("store {}", redact(store)))),
     }
 }
 

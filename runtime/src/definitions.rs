@@ -16,8 +16,12 @@ use crate::{Error, Result};
 /// The content hash of a definition: SHA-256 of its canonical JSON (keys in document order as
 /// parsed, no whitespace), in hex.
 pub fn content_hash(def: &Workflow) -> Result<(String, Value)> {
-    let value = serde_json::to_value(def).map_err(|e| Error::Internal(e.to_string()))?;
-    let bytes = serde_json::to_vec(&value).map_err(|e| Error::Internal(e.to_string()))?;
+    let serialize = |source| Error::Serialize {
+        what: "a definition".into(),
+        source,
+    };
+    let value = serde_json::to_value(def).map_err(serialize)?;
+    let bytes = serde_json::to_vec(&value).map_err(serialize)?;
     let hash = Sha256::digest(&bytes);
     Ok((hash.iter().map(|b| format!("{b:02x}")).collect(), value))
 }
@@ -102,13 +106,16 @@ impl Definitions {
         if let Some(d) = self.compiled.lock().ok().and_then(|m| m.get(hash).cloned()) {
             return Ok(d);
         }
-        let stored = self
-            .store
-            .definition_by_hash(hash)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("definition with hash {hash}")))?;
-        let def: Workflow = serde_json::from_value(stored.source)
-            .map_err(|e| Error::Corrupt(format!("stored definition {hash}: {e}")))?;
+        let stored = self.store.definition_by_hash(hash).await?.ok_or_else(|| {
+            Error::DefinitionNotFound {
+                hash: hash.to_string(),
+            }
+        })?;
+        let def: Workflow =
+            serde_json::from_value(stored.source).map_err(|source| Error::CorruptDefinition {
+                hash: hash.to_string(),
+                source,
+            })?;
         let d = Arc::new(Decider::new(Arc::new(def)));
         if let Ok(mut m) = self.compiled.lock() {
             m.insert(hash.to_string(), d.clone());

@@ -88,7 +88,7 @@ pub struct StartOptions {
     pub parent: Option<ParentRef>,
     /// The caller's correlation id, recorded in `RunStarted` and indexed, so that runs can be
     /// listed by it ([`crate::store::RunQuery::correlation_id`]). Checked by
-    /// [`cairn_core::events::check_correlation_id`]; a bad one is [`Error::Invalid`].
+    /// [`cairn_core::events::check_correlation_id`]; a bad one is [`Error::CorrelationId`].
     pub correlation_id: Option<String>,
 }
 
@@ -279,16 +279,12 @@ impl RuntimeBuilder {
     pub async fn build(self) -> Result<Runtime> {
         let metrics = match self.metrics {
             Some(m) => m,
-            None => Metrics::new().map_err(|e| Error::Internal(format!("metrics: {e}")))?,
+            None => Metrics::new()?,
         };
         let base = match (self.store, self.store_url) {
             (Some(s), _) => s,
             (None, Some(url)) => store::open(&url).await?,
-            (None, None) => {
-                return Err(Error::Invalid(
-                    "no store configured: give a store or a store url".into(),
-                ))
-            }
+            (None, None) => return Err(Error::NoStore),
         };
         let tracker = TaskTracker::new();
         let shutdown = CancellationToken::new();
@@ -453,7 +449,7 @@ impl Runtime {
         opts: StartOptions,
     ) -> Result<String> {
         // Before the definition is registered: a refused start leaves nothing behind.
-        cairn_core::limits::check_input(&input).map_err(|e| Error::Invalid(e.to_string()))?;
+        cairn_core::limits::check_input(&input)?;
         let r = self.inner.defs.register_inline(def).await?;
         self.inner.start(r, input, opts).await
     }
@@ -490,16 +486,16 @@ impl Runtime {
 
     /// Delivers a CloudEvent to a run (for its `listen` tasks). Duplicates (same `source` and
     /// `id`) are dropped. Anything but a CloudEvent 1.0 of at most
-    /// [`cairn_core::limits::MAX_EVENT_BYTES`] is refused (`Error::Invalid`) before the run is
+    /// [`cairn_core::limits::MAX_EVENT_BYTES`] is refused ([`Error::Input`]) before the run is
     /// even looked up ([`cairn_core::limits::check_cloud_event`]).
     pub async fn signal(&self, run_id: &str, event: Value) -> Result<()> {
-        cairn_core::limits::check_cloud_event(&event).map_err(|e| Error::Invalid(e.to_string()))?;
+        cairn_core::limits::check_cloud_event(&event)?;
         let s = self.state(run_id).await?;
         if s.status.is_terminal() {
-            return Err(Error::Ended(format!(
-                "run {run_id} has already {}",
-                s.status.as_str()
-            )));
+            return Err(Error::RunEnded {
+                run_id: run_id.to_string(),
+                status: s.status,
+            });
         }
         self.inner
             .advance(
@@ -516,10 +512,10 @@ impl Runtime {
     pub async fn cancel(&self, run_id: &str, reason: Option<String>) -> Result<()> {
         let s = self.state(run_id).await?;
         if s.status.is_terminal() {
-            return Err(Error::Ended(format!(
-                "run {run_id} has already {}",
-                s.status.as_str()
-            )));
+            return Err(Error::RunEnded {
+                run_id: run_id.to_string(),
+                status: s.status,
+            });
         }
         self.inner
             .advance(
@@ -538,15 +534,15 @@ impl Runtime {
         let s = self.state(run_id).await?;
         match s.status {
             RunStatus::Suspended => {
-                return Err(Error::Conflict(format!(
-                    "run {run_id} is already suspended"
-                )))
+                return Err(Error::AlreadySuspended {
+                    run_id: run_id.to_string(),
+                })
             }
             st if st.is_terminal() => {
-                return Err(Error::Ended(format!(
-                    "run {run_id} has already {}",
-                    st.as_str()
-                )))
+                return Err(Error::RunEnded {
+                    run_id: run_id.to_string(),
+                    status: st,
+                })
             }
             _ => {}
         }
@@ -559,10 +555,11 @@ impl Runtime {
     pub async fn resume(&self, run_id: &str) -> Result<()> {
         let s = self.state(run_id).await?;
         if s.status != RunStatus::Suspended {
-            return Err(Error::Conflict(format!(
-                "run {run_id} is not suspended (it is {})",
-                s.status_label()
-            )));
+            return Err(Error::WrongStatus {
+                run_id: run_id.to_string(),
+                status: s.status_label().to_string(),
+                expected: "only a suspended run can be resumed",
+            });
         }
         self.inner
             .advance(run_id, vec![RunEvent::RunResumed { at: now_ms() }])
@@ -575,15 +572,16 @@ impl Runtime {
     pub async fn retry(&self, run_id: &str) -> Result<()> {
         let s = self.state(run_id).await?;
         if s.status != RunStatus::Faulted {
-            return Err(Error::Conflict(format!(
-                "run {run_id} is {}, only a faulted run can be retried",
-                s.status_label()
-            )));
+            return Err(Error::WrongStatus {
+                run_id: run_id.to_string(),
+                status: s.status_label().to_string(),
+                expected: "only a faulted run can be retried",
+            });
         }
         if s.fault_origin.is_none() {
-            return Err(Error::Conflict(format!(
-                "run {run_id} faulted outside any task (its input or its timeout), so there is no task to retry"
-            )));
+            return Err(Error::NothingToRetry {
+                run_id: run_id.to_string(),
+            });
         }
         self.inner
             .advance(run_id, vec![RunEvent::RunRetried { at: now_ms() }])
@@ -599,7 +597,9 @@ impl Runtime {
     pub async fn history(&self, run_id: &str) -> Result<Vec<HistoryEvent>> {
         let stored = self.inner.store.load(RUN_AGGREGATE, run_id, 0).await?;
         if stored.is_empty() {
-            return Err(Error::NotFound(format!("run {run_id}")));
+            return Err(Error::RunNotFound {
+                run_id: run_id.to_string(),
+            });
         }
         stored
             .into_iter()
@@ -717,8 +717,13 @@ fn outcome_of(s: &RunState) -> Option<RunOutcome> {
 const FINISHED_CAPACITY: usize = 4096;
 
 fn decode(e: &StoredEvent) -> Result<RunEvent> {
-    RunEvent::from_stored(&e.event_type, &e.event_version, e.payload.clone())
-        .map_err(|err| Error::Corrupt(format!("run {} event {}: {err}", e.stream, e.sequence)))
+    RunEvent::from_stored(&e.event_type, &e.event_version, e.payload.clone()).map_err(|source| {
+        Error::CorruptEvent {
+            run_id: e.stream.clone(),
+            sequence: e.sequence,
+            source,
+        }
+    })
 }
 
 const NON_TERMINAL: [&str; 4] = ["pending", "running", "waiting", "suspended"];
@@ -1053,7 +1058,8 @@ impl Inner {
         if let Some(c) = &opts.correlation_id {
             // Here as well as at the API edges, so that an embedding program cannot record one
             // that the CLI and GraphQL would refuse to look up.
-            cairn_core::events::check_correlation_id(c).map_err(Error::Invalid)?;
+            cairn_core::events::check_correlation_id(c)
+                .map_err(|message| Error::CorrelationId { message })?;
         }
         let run_id = opts
             .run_id
@@ -1083,8 +1089,7 @@ impl Inner {
             },
             &services,
         )
-        .await
-        .map_err(|e| Error::Invalid(e.to_string()))?;
+        .await?;
         let slot = self.slot(&run_id);
         let mut g = slot.lock().await;
         let lease = match self.lease_id() {
@@ -1138,7 +1143,7 @@ impl Inner {
             }
             Err(StoreError::Conflict { .. }) => {
                 drop(g);
-                Err(Error::Conflict(format!("run {run_id} already exists")))
+                Err(Error::RunExists { run_id })
             }
             Err(e) => {
                 drop(g);
@@ -1185,9 +1190,9 @@ impl Inner {
                 g.loaded = true;
             }
             let Some(def) = g.state.definition.clone() else {
-                return Err(Error::Corrupt(format!(
-                    "run {run_id} has no RunStarted event"
-                )));
+                return Err(Error::NoRunStarted {
+                    run_id: run_id.to_string(),
+                });
             };
             let now = now_ms();
             let mut todo: Vec<RunEvent> = facts
@@ -1220,8 +1225,7 @@ impl Inner {
                 RunCommand::Advance { facts: todo, now },
                 &services,
             )
-            .await
-            .map_err(|e| Error::Ended(e.to_string()))?;
+            .await?;
             if events.is_empty() {
                 let (snapshot, seq) = (g.state.clone(), g.seq);
                 drop(g);
@@ -1555,7 +1559,7 @@ impl Inner {
                 }
                 return Ok(());
             }
-            Err(Error::NotFound(_)) => {}
+            Err(Error::RunNotFound { .. }) => {}
             Err(e) => return Err(ChildStart::Later(e)),
         }
         let (ns, name, version, input) = req;
@@ -1586,7 +1590,7 @@ impl Inner {
             )
             .await
         {
-            Ok(_) | Err(Error::Conflict(_)) => Ok(()),
+            Ok(_) | Err(Error::RunExists { .. }) => Ok(()),
             // The store is away (or its answer was lost after a commit): the parent keeps waiting
             // and its holder tries again (`renew` revisits parents waiting for children).
             Err(e @ Error::Store(_)) => Err(ChildStart::Later(e)),

@@ -30,31 +30,174 @@ pub use engine::{
 };
 pub use functions::FunctionCall;
 
-/// Errors of the runtime.
+/// Errors of the runtime. Each variant carries what it is about, so callers match on data
+/// rather than on messages, and its message says what is wrong without a class prefix;
+/// [`Error::class`] sorts them into the few outcomes a client acts on
+/// (the GraphQL `extensions.code` and the CLI's exit codes derive from it; `docs/errors.md`).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] store::StoreError),
-    /// Something does not exist.
-    #[error("not found: {0}")]
-    NotFound(String),
-    /// Stored data cannot be read.
-    #[error("corrupt: {0}")]
-    Corrupt(String),
-    /// Bad input from the caller.
-    #[error("invalid: {0}")]
-    Invalid(String),
-    /// The run has ended.
-    #[error("{0}")]
-    Ended(String),
-    /// It exists already.
-    #[error("conflict: {0}")]
-    Conflict(String),
-    /// A bug.
-    #[error("internal error: {0}")]
-    Internal(String),
+    /// No run has this id.
+    #[error("not found: run {run_id}")]
+    RunNotFound {
+        /// The id asked for.
+        run_id: String,
+    },
+    /// No definition has this content hash.
+    #[error("not found: definition with hash {hash}")]
+    DefinitionNotFound {
+        /// The hash asked for.
+        hash: String,
+    },
+    /// An input or an event from outside was refused (size, shape).
+    #[error(transparent)]
+    Input(#[from] cairn_core::limits::InputError),
+    /// A correlation id that is empty, too long or not printable.
+    #[error("correlation id: {message}")]
+    CorrelationId {
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A [`RuntimeBuilder`] without a store.
+    #[error("no store configured: give a store or a store url")]
+    NoStore,
+    /// A start with a run id that is taken.
+    #[error("run {run_id} already exists")]
+    RunExists {
+        /// The id.
+        run_id: String,
+    },
+    /// The run has ended: nothing more can be recorded on it.
+    #[error("run {run_id} has already {}", status.as_str())]
+    RunEnded {
+        /// The run.
+        run_id: String,
+        /// How it ended.
+        status: cairn_core::state::RunStatus,
+    },
+    /// An operation the run's status does not allow (resume a running run, retry a completed
+    /// one, suspend a suspended one).
+    #[error("run {run_id} is {status}: {expected}")]
+    WrongStatus {
+        /// The run.
+        run_id: String,
+        /// Its status label (`running`, `waiting`, `suspended`, ...).
+        status: String,
+        /// What the operation needs, as a clause (`only a faulted run can be retried`).
+        expected: &'static str,
+    },
+    /// A suspend of a run that is suspended already.
+    #[error("run {run_id} is already suspended")]
+    AlreadySuspended {
+        /// The run.
+        run_id: String,
+    },
+    /// A retry of a run that faulted outside any task (its input or its timeout).
+    #[error(
+        "run {run_id} faulted outside any task (its input or its timeout), so there \
+         is no task to retry"
+    )]
+    NothingToRetry {
+        /// The run.
+        run_id: String,
+    },
+    /// The run aggregate refused the command.
+    #[error(transparent)]
+    Command(#[from] aggregate::RunCommandError),
+    /// A stored event cannot be read back.
+    #[error("corrupt: run {run_id} event {sequence}: {source}")]
+    CorruptEvent {
+        /// The run (stream).
+        run_id: String,
+        /// The event's sequence in the run.
+        sequence: u64,
+        /// Why.
+        source: cairn_core::events::EventDecodeError,
+    },
+    /// A run's stored events do not make a run (no `RunStarted`).
+    #[error("corrupt: run {run_id} has no RunStarted event")]
+    NoRunStarted {
+        /// The run.
+        run_id: String,
+    },
+    /// A stored definition cannot be read back.
+    #[error("corrupt: stored definition {hash}: {source}")]
+    CorruptDefinition {
+        /// Its content hash.
+        hash: String,
+        /// Why.
+        source: serde_json::Error,
+    },
+    /// A value the runtime made could not be serialised (a bug).
+    #[error("internal error: {what}: {source}")]
+    Serialize {
+        /// What was being serialised.
+        what: String,
+        /// Why.
+        source: serde_json::Error,
+    },
+    /// A run's state could not be written as a snapshot (a bug).
+    #[error("internal error: the snapshot of run {run_id}: {source}")]
+    Snapshot {
+        /// The run.
+        run_id: String,
+        /// Why.
+        source: cairn_core::state::SnapshotError,
+    },
+    /// The metrics could not be registered (a bug).
+    #[error("internal error: metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// What a client does about an [`Error`]: the classes behind the GraphQL `extensions.code` and
+/// the CLI's exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorClass {
+    /// What was named does not exist (`NOT_FOUND`, exit 2).
+    NotFound,
+    /// The request itself is wrong (`BAD_USER_INPUT`, exit 2).
+    BadInput,
+    /// The request contradicts the run's state (`CONFLICT`, exit 2).
+    Conflict,
+    /// The store is unreachable or failing; trying again later may work (`UNAVAILABLE` for
+    /// the API's callers, exit 4).
+    Unavailable,
+    /// Stored data is unreadable, or a bug (`INTERNAL`, exit 4).
+    Internal,
+}
+
+impl Error {
+    /// The class of this error.
+    pub fn class(&self) -> ErrorClass {
+        use store::StoreError as S;
+        match self {
+            Error::RunNotFound { .. }
+            | Error::DefinitionNotFound { .. }
+            | Error::Store(S::Missing(_)) => ErrorClass::NotFound,
+            Error::Input(_)
+            | Error::CorrelationId { .. }
+            | Error::NoStore
+            | Error::Store(S::InvalidUrl { .. }) => ErrorClass::BadInput,
+            Error::RunExists { .. }
+            | Error::RunEnded { .. }
+            | Error::WrongStatus { .. }
+            | Error::AlreadySuspended { .. }
+            | Error::NothingToRetry { .. }
+            | Error::Command(_) => ErrorClass::Conflict,
+            Error::Store(S::Unavailable(_)) => ErrorClass::Unavailable,
+            Error::Store(_)
+            | Error::CorruptEvent { .. }
+            | Error::NoRunStarted { .. }
+            | Error::CorruptDefinition { .. }
+            | Error::Serialize { .. }
+            | Error::Snapshot { .. }
+            | Error::Metrics(_) => ErrorClass::Internal,
+        }
+    }
 }
 
 /// Result alias of this crate.

@@ -99,8 +99,10 @@ pub async fn rebuild_runs(store: &dyn EventStore) -> Result<RebuildReport> {
         let mut last_sequence = 0;
         for e in &events {
             let event = RunEvent::from_stored(&e.event_type, &e.event_version, e.payload.clone())
-                .map_err(|err| {
-                Error::Corrupt(format!("run {run_id} event {}: {err}", e.sequence))
+                .map_err(|source| Error::CorruptEvent {
+                run_id: run_id.clone(),
+                sequence: e.sequence,
+                source,
             })?;
             state.apply(&event);
             last_sequence = e.sequence;

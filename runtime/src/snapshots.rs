@@ -50,7 +50,7 @@ pub fn due(before: u64, after: u64) -> bool {
 }
 
 /// Loads a run: its newest usable snapshot (when `use_snapshot`), then the events after it.
-/// [`Error::NotFound`] when the run has neither.
+/// [`Error::RunNotFound`] when the run has neither.
 pub async fn load_run(
     store: &dyn EventStore,
     run_id: &str,
@@ -68,7 +68,9 @@ pub async fn load_run(
     let after = snapshot.unwrap_or(0);
     let stored = store.load(RUN_AGGREGATE, run_id, after).await?;
     if stored.is_empty() && snapshot.is_none() {
-        return Err(Error::NotFound(format!("run {run_id}")));
+        return Err(Error::RunNotFound {
+            run_id: run_id.to_string(),
+        });
     }
     let mut sequence = after;
     for e in &stored {
@@ -93,7 +95,10 @@ pub async fn refresh(store: &dyn EventStore, run_id: &str) -> Result<Option<u64>
     let payload = loaded
         .state
         .to_snapshot()
-        .map_err(|e| Error::Internal(format!("run {run_id}: {e}")))?;
+        .map_err(|source| Error::Snapshot {
+            run_id: run_id.to_string(),
+            source,
+        })?;
     store
         .save_snapshot(RUN_AGGREGATE, run_id, loaded.sequence, payload)
         .await?;
@@ -130,6 +135,11 @@ async fn usable_snapshot(store: &dyn EventStore, run_id: &str) -> Option<(u64, R
 }
 
 fn decode(e: &StoredEvent) -> Result<RunEvent> {
-    RunEvent::from_stored(&e.event_type, &e.event_version, e.payload.clone())
-        .map_err(|err| Error::Corrupt(format!("run {} event {}: {err}", e.stream, e.sequence)))
+    RunEvent::from_stored(&e.event_type, &e.event_version, e.payload.clone()).map_err(|source| {
+        Error::CorruptEvent {
+            run_id: e.stream.clone(),
+            sequence: e.sequence,
+            source,
+        }
+    })
 }

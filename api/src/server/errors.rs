@@ -58,6 +58,19 @@ impl Code {
     }
 }
 
+impl From<cairn_runtime::ErrorClass> for Code {
+    fn from(class: cairn_runtime::ErrorClass) -> Code {
+        use cairn_runtime::ErrorClass as C;
+        match class {
+            C::NotFound => Code::NotFound,
+            C::BadInput => Code::BadUserInput,
+            C::Conflict => Code::Conflict,
+            C::Unavailable => Code::Unavailable,
+            _ => Code::Internal,
+        }
+    }
+}
+
 /// A GraphQL error with `extensions.code`.
 pub fn error(code: Code, message: impl Into<String>) -> async_graphql::Error {
     async_graphql::Error::new(message).extend_with(|_, e| e.set("code", code.as_str()))
@@ -75,12 +88,10 @@ pub fn internal(what: &str, e: impl std::fmt::Display) -> async_graphql::Error {
 /// Maps a runtime error to its code. Business outcomes keep their message (it names only what the
 /// client sent); store and internal failures are logged and hidden.
 pub fn runtime(what: &str, e: cairn_runtime::Error) -> async_graphql::Error {
-    use cairn_runtime::Error as E;
-    match e {
-        E::NotFound(m) => error(Code::NotFound, format!("not found: {m}")),
-        E::Invalid(m) => error(Code::BadUserInput, m),
-        E::Conflict(m) | E::Ended(m) => error(Code::Conflict, m),
-        other => internal(what, other),
+    match Code::from(e.class()) {
+        // Store failures and bugs are logged and hidden, whatever their class.
+        Code::Unavailable | Code::Internal => internal(what, e),
+        code => error(code, e.to_string()),
     }
 }
 

@@ -25,7 +25,7 @@
 
 mod auth;
 pub mod config;
-mod errors;
+pub(crate) mod errors;
 mod feed;
 mod limits;
 mod metrics;

@@ -1074,7 +1074,7 @@ impl RunMutations {
                 run: Run::load(app.store.as_ref(), &id).await?,
                 created: true,
             }),
-            Err(cairn_runtime::Error::Conflict(_)) if run_id.is_some() => {
+            Err(cairn_runtime::Error::RunExists { .. }) if run_id.is_some() => {
                 let id = run_id.unwrap_or_default();
                 let run = Run::load(app.store.as_ref(), &id).await?;
                 let same = run

@@ -259,6 +259,25 @@ fn status_of_an_unknown_run() {
         .expect_code(0);
     let out = sb.cairn(&["status", "no-such-run", "--store", &sb.store()]);
     out.expect_code(2).expect_message("no-such-run");
+    // With --json, the error is JSON on stderr, with the code the GraphQL API would give.
+    for cmd in ["status", "history"] {
+        let out = sb.cairn(&[cmd, "no-such-run", "--json", "--store", &sb.store()]);
+        out.expect_code(2);
+        let e: Value = serde_json::from_str(out.stderr.trim())
+            .unwrap_or_else(|_| panic!("{cmd} --json: stderr is not JSON: {}", out.describe()));
+        assert_eq!(e["error"]["code"], "NOT_FOUND", "{e}");
+        assert!(
+            e["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("no-such-run")),
+            "{e}"
+        );
+    }
+    let out = sb.cairn(&["runs", "--json", "--store", "nosuch://x"]);
+    out.expect_code(2);
+    let e: Value = serde_json::from_str(out.stderr.trim())
+        .unwrap_or_else(|_| panic!("runs --json: stderr is not JSON: {}", out.describe()));
+    assert_eq!(e["error"]["code"], "BAD_USER_INPUT", "{e}");
 }
 
 #[test]

@@ -140,14 +140,17 @@ do:
         within("cancel", rt.wait(&id)).await.unwrap(),
         RunOutcome::Cancelled
     );
-    assert!(matches!(rt.cancel(&id, None).await, Err(Error::Ended(_))));
+    assert!(matches!(
+        rt.cancel(&id, None).await,
+        Err(Error::RunEnded { .. })
+    ));
     assert!(matches!(
         rt.signal(
             &id,
             json!({"specversion": "1.0", "id": "x", "source": "t", "type": "t"})
         )
         .await,
-        Err(Error::Ended(_))
+        Err(Error::RunEnded { .. })
     ));
     rt.shutdown().await;
 }
@@ -292,11 +295,11 @@ async fn errors_name_what_is_wrong(t: TestStore) {
     let rt = builder(&t).workers(false).build().await.unwrap();
     let ping = json!({"specversion": "1.0", "id": "1", "source": "t", "type": "t"});
     match rt.signal("no-such-run", ping).await {
-        Err(Error::NotFound(m)) => assert!(m.contains("no-such-run")),
+        Err(Error::RunNotFound { run_id }) => assert_eq!(run_id, "no-such-run"),
         other => panic!("expected not found, got {other:?}"),
     }
     match rt.signal("no-such-run", Value::String("x".into())).await {
-        Err(Error::Invalid(m)) => assert!(m.contains("CloudEvent")),
+        Err(e @ Error::Input(_)) => assert!(e.to_string().contains("CloudEvent")),
         other => panic!("expected invalid, got {other:?}"),
     }
     let def = wf(r#"
@@ -314,7 +317,7 @@ do:
         .unwrap();
     assert!(matches!(
         rt.start_run_with(def, json!({}), opts).await,
-        Err(Error::Conflict(_))
+        Err(Error::RunExists { .. })
     ));
     rt.shutdown().await;
 }
@@ -359,7 +362,10 @@ do:
         .await
         .unwrap();
     assert!(matches!(outcome, RunOutcome::Faulted(_)), "{outcome:?}");
-    assert!(matches!(rt.resume(&id).await, Err(Error::Conflict(_))));
+    assert!(matches!(
+        rt.resume(&id).await,
+        Err(Error::WrongStatus { ref status, .. }) if status == "faulted"
+    ));
     rt.retry(&id).await.unwrap();
     let outcome = within("retried run", rt.wait(&id)).await.unwrap();
     assert_eq!(
@@ -391,7 +397,7 @@ do:
         "a retried call gets a new idempotency key"
     );
     assert!(
-        matches!(rt.retry(&id).await, Err(Error::Conflict(_))),
+        matches!(rt.retry(&id).await, Err(Error::WrongStatus { ref status, .. }) if status == "completed"),
         "a completed run is not retried"
     );
     rt.shutdown().await;
@@ -407,7 +413,10 @@ do:
 "#);
     let id = rt.start_run(def, json!({})).await.unwrap();
     rt.suspend(&id).await.unwrap();
-    assert!(matches!(rt.suspend(&id).await, Err(Error::Conflict(_))));
+    assert!(matches!(
+        rt.suspend(&id).await,
+        Err(Error::AlreadySuspended { .. })
+    ));
     tokio::time::sleep(Duration::from_millis(700)).await;
     let s = rt.state(&id).await.unwrap();
     assert_eq!(
@@ -493,7 +502,7 @@ do:
             matches!(
                 rt.start_run_with(def.clone(), json!({}), start(Some(&bad)))
                     .await,
-                Err(Error::Invalid(_))
+                Err(Error::CorrelationId { .. })
             ),
             "{bad:?}"
         );
