@@ -1012,20 +1012,13 @@ async fn runs(
     as_json: bool,
     limit: u64,
 ) -> Result<u8, Fail> {
-    const KNOWN: [&str; 7] = [
-        "pending",
-        "running",
-        "waiting",
-        "suspended",
-        "completed",
-        "faulted",
-        "cancelled",
-    ];
+    use cairn_core::names::StatusLabel;
     if let Some(s) = &status {
-        if !KNOWN.contains(&s.as_str()) {
+        if StatusLabel::parse(s).is_none() {
+            let known: Vec<&str> = StatusLabel::ALL.iter().map(|l| l.as_str()).collect();
             return Err(usage(anyhow::anyhow!(
                 "unknown status `{s}`; expected one of {}",
-                KNOWN.join(", ")
+                known.join(", ")
             )));
         }
     }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::WorkflowError;
+use crate::names::event;
 
 /// Current schema version of every run event type.
 ///
@@ -478,36 +479,36 @@ pub struct ParentRef {
 }
 
 impl RunEvent {
-    /// Stable type name, stored beside the payload.
+    /// Stable type name, stored beside the payload (spelled in [`crate::names::event`]).
     pub fn event_type(&self) -> &'static str {
         match self {
-            RunEvent::RunStarted { .. } => "RunStarted",
-            RunEvent::WorkflowInputAccepted { .. } => "WorkflowInputAccepted",
-            RunEvent::TaskStarted { .. } => "TaskStarted",
-            RunEvent::TaskSkipped { .. } => "TaskSkipped",
-            RunEvent::IterationStarted { .. } => "IterationStarted",
-            RunEvent::ActivityScheduled { .. } => "ActivityScheduled",
-            RunEvent::ActivityCompleted { .. } => "ActivityCompleted",
-            RunEvent::ActivityFailed { .. } => "ActivityFailed",
-            RunEvent::TimerScheduled { .. } => "TimerScheduled",
-            RunEvent::TimerFired { .. } => "TimerFired",
-            RunEvent::EventReceived { .. } => "EventReceived",
-            RunEvent::EventsConsumed { .. } => "EventsConsumed",
-            RunEvent::EventEmitted { .. } => "EventEmitted",
-            RunEvent::RetryScheduled { .. } => "RetryScheduled",
-            RunEvent::TaskRetried { .. } => "TaskRetried",
-            RunEvent::ErrorCaught { .. } => "ErrorCaught",
-            RunEvent::ChildRunRequested { .. } => "ChildRunRequested",
-            RunEvent::ChildRunFinished { .. } => "ChildRunFinished",
-            RunEvent::TaskCompleted { .. } => "TaskCompleted",
-            RunEvent::TaskFaulted { .. } => "TaskFaulted",
-            RunEvent::TaskCancelled { .. } => "TaskCancelled",
-            RunEvent::RunSuspended { .. } => "RunSuspended",
-            RunEvent::RunResumed { .. } => "RunResumed",
-            RunEvent::RunRetried { .. } => "RunRetried",
-            RunEvent::RunCompleted { .. } => "RunCompleted",
-            RunEvent::RunFaulted { .. } => "RunFaulted",
-            RunEvent::RunCancelled { .. } => "RunCancelled",
+            RunEvent::RunStarted { .. } => event::RUN_STARTED,
+            RunEvent::WorkflowInputAccepted { .. } => event::WORKFLOW_INPUT_ACCEPTED,
+            RunEvent::TaskStarted { .. } => event::TASK_STARTED,
+            RunEvent::TaskSkipped { .. } => event::TASK_SKIPPED,
+            RunEvent::IterationStarted { .. } => event::ITERATION_STARTED,
+            RunEvent::ActivityScheduled { .. } => event::ACTIVITY_SCHEDULED,
+            RunEvent::ActivityCompleted { .. } => event::ACTIVITY_COMPLETED,
+            RunEvent::ActivityFailed { .. } => event::ACTIVITY_FAILED,
+            RunEvent::TimerScheduled { .. } => event::TIMER_SCHEDULED,
+            RunEvent::TimerFired { .. } => event::TIMER_FIRED,
+            RunEvent::EventReceived { .. } => event::EVENT_RECEIVED,
+            RunEvent::EventsConsumed { .. } => event::EVENTS_CONSUMED,
+            RunEvent::EventEmitted { .. } => event::EVENT_EMITTED,
+            RunEvent::RetryScheduled { .. } => event::RETRY_SCHEDULED,
+            RunEvent::TaskRetried { .. } => event::TASK_RETRIED,
+            RunEvent::ErrorCaught { .. } => event::ERROR_CAUGHT,
+            RunEvent::ChildRunRequested { .. } => event::CHILD_RUN_REQUESTED,
+            RunEvent::ChildRunFinished { .. } => event::CHILD_RUN_FINISHED,
+            RunEvent::TaskCompleted { .. } => event::TASK_COMPLETED,
+            RunEvent::TaskFaulted { .. } => event::TASK_FAULTED,
+            RunEvent::TaskCancelled { .. } => event::TASK_CANCELLED,
+            RunEvent::RunSuspended { .. } => event::RUN_SUSPENDED,
+            RunEvent::RunResumed { .. } => event::RUN_RESUMED,
+            RunEvent::RunRetried { .. } => event::RUN_RETRIED,
+            RunEvent::RunCompleted { .. } => event::RUN_COMPLETED,
+            RunEvent::RunFaulted { .. } => event::RUN_FAULTED,
+            RunEvent::RunCancelled { .. } => event::RUN_CANCELLED,
         }
     }
 

@@ -11,6 +11,7 @@
 //!   semantics live.
 //! - [`data_schema`]: JSON Schema checks of data at run time (`input.schema`, `output.schema`).
 //! - [`limits`]: what a run accepts from outside (input and event sizes, CloudEvents).
+//! - [`names`]: run event type names and run status labels, spelled once.
 //! - [`sealed`]: secrets in call arguments, recorded as placeholders and revealed at send time.
 //! - [`error`]: workflow errors in the DSL's RFC 7807 shape ([`error::WorkflowError`]).
 
@@ -25,6 +26,7 @@ pub mod events;
 pub mod expr;
 pub mod lifecycle;
 pub mod limits;
+pub mod names;
 pub mod schemas;
 pub mod sealed;
 pub mod state;

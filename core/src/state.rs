@@ -15,6 +15,7 @@ use serde_json::Value;
 use crate::error::WorkflowError;
 use crate::events::{ActivityCall, DefinitionRef, FrameId, Millis, ParentRef, RunEvent, TimerKind};
 use crate::expr::Vars;
+use crate::names::StatusLabel;
 
 /// The root activation: the workflow itself.
 pub const ROOT: FrameId = 0;
@@ -49,13 +50,18 @@ impl RunStatus {
 
     /// Lowercase name, as stored in the runs index and printed by the CLI.
     pub fn as_str(self) -> &'static str {
+        self.label().as_str()
+    }
+
+    /// The label of this status (never `waiting`, which only a run's state can tell).
+    pub fn label(self) -> StatusLabel {
         match self {
-            RunStatus::Pending => "pending",
-            RunStatus::Running => "running",
-            RunStatus::Suspended => "suspended",
-            RunStatus::Completed => "completed",
-            RunStatus::Faulted => "faulted",
-            RunStatus::Cancelled => "cancelled",
+            RunStatus::Pending => StatusLabel::Pending,
+            RunStatus::Running => StatusLabel::Running,
+            RunStatus::Suspended => StatusLabel::Suspended,
+            RunStatus::Completed => StatusLabel::Completed,
+            RunStatus::Faulted => StatusLabel::Faulted,
+            RunStatus::Cancelled => StatusLabel::Cancelled,
         }
     }
 }
@@ -986,6 +992,11 @@ impl RunState {
     /// A status for listings: `waiting` when nothing can progress until a timer, an event or a
     /// sub-workflow arrives; otherwise the life-cycle status.
     pub fn status_label(&self) -> &'static str {
+        self.label().as_str()
+    }
+
+    /// [`RunState::status_label`] as a [`StatusLabel`].
+    pub fn label(&self) -> StatusLabel {
         if self.status == RunStatus::Running
             && !self.frames.is_empty()
             && self.pending_activities().is_empty()
@@ -1002,9 +1013,9 @@ impl RunState {
                 )
             })
         {
-            return "waiting";
+            return StatusLabel::Waiting;
         }
-        self.status.as_str()
+        self.status.label()
     }
 
     /// When the run next needs a worker (ms since epoch), for the scheduling of runs across
@@ -1031,7 +1042,7 @@ impl RunState {
         if self.status == RunStatus::Suspended {
             return busy.then_some(self.updated_at);
         }
-        if busy || self.status_label() != "waiting" {
+        if busy || self.label() != StatusLabel::Waiting {
             return Some(self.updated_at);
         }
         self.next_timer().map(|(_, due)| due)

@@ -15,6 +15,7 @@ use cairn_core::activity::{ActivityContext, ActivityHandler, NoSecrets, Secrets}
 use cairn_core::dsl::Workflow;
 use cairn_core::error::{ErrorKind, WorkflowError};
 use cairn_core::events::{FrameId, Millis, ParentRef, RunEvent, EVENT_VERSION};
+use cairn_core::names::StatusLabel;
 use cairn_core::state::{FrameKind, RunState, RunStatus};
 use futures::FutureExt;
 use serde_json::{json, Value};
@@ -726,8 +727,6 @@ fn decode(e: &StoredEvent) -> Result<RunEvent> {
     })
 }
 
-const NON_TERMINAL: [&str; 4] = ["pending", "running", "waiting", "suspended"];
-
 impl Inner {
     fn finished_outcome(&self, run_id: &str) -> Option<RunOutcome> {
         self.finished
@@ -758,7 +757,10 @@ impl Inner {
     /// Whether any run in the store is unfinished (one indexed row at most, however many).
     async fn any_unfinished(&self) -> Result<bool> {
         let q = store::RunQuery {
-            statuses: NON_TERMINAL.iter().map(|s| s.to_string()).collect(),
+            statuses: StatusLabel::OPEN
+                .iter()
+                .map(|s| s.as_str().to_string())
+                .collect(),
             limit: 1,
             ..Default::default()
         };

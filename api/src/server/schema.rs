@@ -5,6 +5,7 @@
 //! another process on the same store, and the store is the only view every process shares.
 
 use super::auth::{Permission, Require};
+use cairn_core::names::StatusLabel;
 use std::sync::Arc;
 
 use async_graphql::connection::{Connection, Edge};
@@ -140,28 +141,29 @@ pub enum RunStatus {
 impl RunStatus {
     /// From the lowercase label the runtime and the runs index use.
     pub fn from_label(s: &str) -> RunStatus {
-        match s {
-            "pending" => RunStatus::Pending,
-            "waiting" => RunStatus::Waiting,
-            "suspended" => RunStatus::Suspended,
-            "completed" => RunStatus::Completed,
-            "faulted" => RunStatus::Faulted,
-            "cancelled" => RunStatus::Cancelled,
-            _ => RunStatus::Running,
+        match StatusLabel::parse(s) {
+            Some(StatusLabel::Pending) => RunStatus::Pending,
+            Some(StatusLabel::Waiting) => RunStatus::Waiting,
+            Some(StatusLabel::Suspended) => RunStatus::Suspended,
+            Some(StatusLabel::Completed) => RunStatus::Completed,
+            Some(StatusLabel::Faulted) => RunStatus::Faulted,
+            Some(StatusLabel::Cancelled) => RunStatus::Cancelled,
+            Some(StatusLabel::Running) | None => RunStatus::Running,
         }
     }
 
     /// The lowercase label.
     pub fn label(self) -> &'static str {
         match self {
-            RunStatus::Pending => "pending",
-            RunStatus::Running => "running",
-            RunStatus::Waiting => "waiting",
-            RunStatus::Suspended => "suspended",
-            RunStatus::Completed => "completed",
-            RunStatus::Faulted => "faulted",
-            RunStatus::Cancelled => "cancelled",
+            RunStatus::Pending => StatusLabel::Pending,
+            RunStatus::Running => StatusLabel::Running,
+            RunStatus::Waiting => StatusLabel::Waiting,
+            RunStatus::Suspended => StatusLabel::Suspended,
+            RunStatus::Completed => StatusLabel::Completed,
+            RunStatus::Faulted => StatusLabel::Faulted,
+            RunStatus::Cancelled => StatusLabel::Cancelled,
         }
+        .as_str()
     }
 }
 

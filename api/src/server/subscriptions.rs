@@ -51,7 +51,8 @@ pub struct RunUpdate {
 
 /// Events after which a run never changes again. A faulted run is left out: it can be retried.
 fn is_final(event_type: &str) -> bool {
-    matches!(event_type, "RunCompleted" | "RunCancelled")
+    use cairn_core::names::event;
+    event_type == event::RUN_COMPLETED || event_type == event::RUN_CANCELLED
 }
 
 /// The events of one run after `after`, in order, once each (see the module docs); ends after
