@@ -2,7 +2,8 @@
 //! fans every run event out to the subscribers of that run, through one broadcast channel per run
 //! watched (created by its first subscriber, removed when its last one goes away). An event costs
 //! the subscribers of its own run, not every subscriber of the server, and it is wrapped once in
-//! a shared [`RunEventNode`] whose payload is decoded at most once, when `data` is selected.
+//! a [`SharedEvent`] whose payload is decoded at most once, when first asked for. The feed knows
+//! nothing of GraphQL: the schema wraps a shared event in its `RunEvent` object.
 //!
 //! Why follow the store rather than the runtime's bus: the bus only carries events appended by
 //! this process, while a run may be executed by a `cairn worker` elsewhere on the same store.
@@ -18,15 +19,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use cairn_runtime::store::{EventStore, RunSummary, RUN_AGGREGATE};
+use cairn_core::events::RunEvent;
+use cairn_runtime::store::{EventStore, RunSummary, StoredEvent, RUN_AGGREGATE};
 use cairn_runtime::BusEvent;
+use serde_json::Value;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{warn, Instrument};
 
 use super::metrics::Metrics;
-use super::schema::RunEventNode;
 
 /// How often the follower's lag (`cairn_projection_lag_events{projection="log_follower"}`) is
 /// sampled.
@@ -59,7 +61,51 @@ impl Default for FeedOptions {
 }
 
 /// The channel of each run someone watches, by run id.
-type Routes = Arc<Mutex<HashMap<String, broadcast::Sender<RunEventNode>>>>;
+/// One stored run event, shared by every subscriber of its run; its payload is decoded (and
+/// upcast) at most once, by the first reader that asks for it.
+#[derive(Clone, Debug)]
+pub struct SharedEvent(Arc<SharedCell>);
+
+#[derive(Debug)]
+struct SharedCell {
+    event: StoredEvent,
+    data: std::sync::OnceLock<Value>,
+}
+
+impl SharedEvent {
+    /// Wraps a stored event (nothing is decoded yet).
+    pub fn new(e: StoredEvent) -> Self {
+        SharedEvent(Arc::new(SharedCell {
+            event: e,
+            data: std::sync::OnceLock::new(),
+        }))
+    }
+
+    /// The event as stored.
+    pub fn stored(&self) -> &StoredEvent {
+        &self.0.event
+    }
+
+    /// The payload upcast to the current event version; an event this build cannot decode is
+    /// given as stored.
+    pub fn data(&self) -> &Value {
+        let e = &self.0.event;
+        self.0.data.get_or_init(|| {
+            match RunEvent::from_stored(&e.event_type, &e.event_version, e.payload.clone()) {
+                Ok(ev) => ev.payload(),
+                Err(_) => e.payload.clone(),
+            }
+        })
+    }
+
+    /// Whether both are the same shared value (for tests).
+    #[cfg(test)]
+    pub fn same_as(&self, other: &SharedEvent) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+type Routes = Arc<Mutex<HashMap<String, broadcast::Sender<SharedEvent>>>>;
 
 /// Handle of the log follower. Cheap to clone.
 #[derive(Clone)]
@@ -137,7 +183,7 @@ impl LogFeed {
 
 /// The receiving end of one run's channel; the last one dropped removes the channel.
 pub struct RunReceiver {
-    rx: Option<broadcast::Receiver<RunEventNode>>,
+    rx: Option<broadcast::Receiver<SharedEvent>>,
     run_id: String,
     /// `None` for a receiver outside the feed (tests).
     routes: Option<Routes>,
@@ -146,7 +192,7 @@ pub struct RunReceiver {
 impl RunReceiver {
     /// A receiver not registered with any feed.
     #[cfg(test)]
-    pub fn detached(rx: broadcast::Receiver<RunEventNode>) -> Self {
+    pub fn detached(rx: broadcast::Receiver<SharedEvent>) -> Self {
         RunReceiver {
             rx: Some(rx),
             run_id: String::new(),
@@ -155,7 +201,7 @@ impl RunReceiver {
     }
 
     /// The next event of the run, as [`broadcast::Receiver::recv`].
-    pub async fn recv(&mut self) -> Result<RunEventNode, broadcast::error::RecvError> {
+    pub async fn recv(&mut self) -> Result<SharedEvent, broadcast::error::RecvError> {
         match self.rx.as_mut() {
             Some(rx) => rx.recv().await,
             None => Err(broadcast::error::RecvError::Closed),
@@ -258,7 +304,7 @@ impl Follower {
                     }
                     if let Some(tx) = routes.get(&e.stream) {
                         // No receiver left is not an error: the last one removes the channel.
-                        let _ = tx.send(RunEventNode::new(e));
+                        let _ = tx.send(SharedEvent::new(e));
                     }
                 }
             }
@@ -385,7 +431,7 @@ mod tests {
         tracker.wait().await;
     }
 
-    async fn next(rx: &mut RunReceiver) -> RunEventNode {
+    async fn next(rx: &mut RunReceiver) -> SharedEvent {
         tokio::time::timeout(Duration::from_secs(5), rx.recv())
             .await
             .expect("an event in time")

@@ -27,7 +27,10 @@ use tokio_util::sync::CancellationToken;
 use super::errors::{self, Code};
 use super::feed::RunReceiver;
 use super::metrics::SubscriptionKind;
-use super::schema::{app, decode, RunEventNode, RunStatus, RunSummaryNode, RunsFilter};
+use super::schema::app::{app, App};
+use super::schema::pagination::RunsFilter;
+use super::schema::scalars::RunStatus;
+use super::schema::types::{decode, RunEventNode, RunSummaryNode};
 
 /// The subscription root.
 pub struct SubscriptionRoot;
@@ -95,7 +98,7 @@ fn run_log(
                     last_position = e.position;
                     last_sequence = e.sequence;
                     done = is_final(&e.event_type);
-                    yield Ok(node);
+                    yield Ok(RunEventNode(node));
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     // Fell behind the channel: what it dropped is committed, so the store has it.
@@ -130,7 +133,7 @@ async fn open_run_log(
     ctx: &Context<'_>,
     run_id: &str,
     after: u64,
-) -> Result<(impl Stream<Item = Result<RunEventNode>>, super::schema::App)> {
+) -> Result<(impl Stream<Item = Result<RunEventNode>>, App)> {
     let app = app(ctx)?.clone();
     // Subscribe before reading the store: see the module docs.
     let live = app.feed.subscribe(run_id);
@@ -213,10 +216,10 @@ impl SubscriptionRoot {
                 };
                 let Some(item) = item else { break };
                 match item {
-                    Ok(node) => match decode(node.stored()) {
+                    Ok(node) => match decode(node.0.stored()) {
                         Ok(ev) => {
                             state.apply(&ev);
-                            pending = Some(node.stored().position);
+                            pending = Some(node.0.stored().position);
                         }
                         Err(m) => {
                             yield Err(errors::internal("run updates", m));
@@ -310,6 +313,7 @@ fn change(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::feed::SharedEvent;
     use cairn_runtime::store::sqlite::SqliteStore;
     use cairn_runtime::store::{AppendRequest, NewEvent};
     use futures::StreamExt;
@@ -355,7 +359,7 @@ mod tests {
         let (tx, rx) = broadcast::channel(4);
         // The whole log goes through a channel of 4: the subscriber lags.
         for e in &log {
-            let _ = tx.send(RunEventNode::new(e.clone()));
+            let _ = tx.send(SharedEvent::new(e.clone()));
         }
         drop(tx);
         let run: Vec<StoredEvent> = store.load(RUN_AGGREGATE, "r", 0).await.expect("load");
@@ -370,7 +374,7 @@ mod tests {
             after,
             CancellationToken::new(),
         )
-        .map(|e| e.expect("an event").stored().sequence)
+        .map(|e| e.expect("an event").0.stored().sequence)
         .collect()
         .await;
         assert_eq!(got, (3..=20).collect::<Vec<u64>>());
@@ -388,7 +392,7 @@ mod tests {
         fin.event_type = "RunCompleted".into();
         for e in &log {
             let e = if e.position == fin.position { &fin } else { e };
-            let _ = tx.send(RunEventNode::new(e.clone()));
+            let _ = tx.send(SharedEvent::new(e.clone()));
         }
         // Never dropped: the stream must end on its own.
         let got: Vec<u64> = run_log(
@@ -399,7 +403,7 @@ mod tests {
             0,
             CancellationToken::new(),
         )
-        .map(|e| e.expect("an event").stored().sequence)
+        .map(|e| e.expect("an event").0.stored().sequence)
         .collect()
         .await;
         assert_eq!(got, [1, 2, 3]);

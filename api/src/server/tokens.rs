@@ -183,7 +183,7 @@ impl TokenQueries {
     /// Every API token, revoked ones included, oldest first (admin only).
     #[graphql(guard = "Require(Permission::Admin)")]
     async fn api_tokens(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<ApiToken>> {
-        let rows = super::schema::app(ctx)?
+        let rows = super::schema::app::app(ctx)?
             .store
             .list_tokens()
             .await
@@ -207,7 +207,7 @@ impl TokenMutations {
         #[graphql(default)] name: String,
     ) -> async_graphql::Result<CreatedApiToken> {
         let (secret, row) = auth::new_token(role, &name, now_ms());
-        super::schema::app(ctx)?
+        super::schema::app::app(ctx)?
             .store
             .put_token(&row)
             .await
@@ -225,7 +225,7 @@ impl TokenMutations {
         ctx: &Context<'_>,
         id: String,
     ) -> async_graphql::Result<ApiToken> {
-        let row = super::schema::app(ctx)?
+        let row = super::schema::app::app(ctx)?
             .store
             .revoke_token(&id, now_ms())
             .await

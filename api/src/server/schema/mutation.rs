@@ -1,0 +1,269 @@
+//! The mutations.
+
+use crate::server::auth::{Permission, Require};
+
+use async_graphql::{Context, ErrorExtensions, Json, MergedObject, Object, Result, SimpleObject};
+use cairn_core::dsl::{self, SourceFormat, Workflow};
+use cairn_runtime::StartOptions;
+use serde_json::Value;
+
+use crate::server::errors::{self, Code};
+
+use super::app::app;
+use super::pagination::*;
+use super::query::find_definition;
+use super::types::*;
+
+// ----- mutations ------------------------------------------------------------------------------
+
+/// The mutation root.
+#[derive(MergedObject, Default)]
+#[graphql(name = "Mutation")]
+pub struct MutationRoot(
+    DefinitionMutations,
+    RunMutations,
+    crate::server::tokens::TokenMutations,
+);
+
+/// The outcome of `deployDefinition`: the definition, or the problems that stopped it.
+#[derive(SimpleObject)]
+pub struct DeployResult {
+    /// Whether it was recorded.
+    pub ok: bool,
+    /// The recorded definition.
+    pub definition: Option<Definition>,
+    /// What is wrong with the source (empty when `ok`).
+    pub problems: Vec<Problem>,
+}
+
+/// Mutations on definitions.
+#[derive(Default)]
+pub struct DefinitionMutations;
+
+#[Object]
+impl DefinitionMutations {
+    /// Validates and records a definition (YAML or JSON). Problems come back as data.
+    #[graphql(guard = "Require(Permission::Deploy)")]
+    async fn deploy_definition(&self, ctx: &Context<'_>, source: String) -> Result<DeployResult> {
+        let app = app(ctx)?;
+        let def = match load_source(source).await? {
+            Ok(d) => d,
+            Err(e) => {
+                return Ok(DeployResult {
+                    ok: false,
+                    definition: None,
+                    problems: e.problems.iter().map(Problem::from).collect(),
+                })
+            }
+        };
+        let r = app
+            .runtime
+            .deploy(def)
+            .await
+            .map_err(|e| errors::runtime("deploy definition", e))?;
+        let stored = app
+            .store
+            .definition_by_hash(&r.hash)
+            .await
+            .map_err(|e| errors::store("deploy definition", e))?
+            .ok_or_else(|| errors::internal("deploy definition", "deployed but not found"))?;
+        Ok(DeployResult {
+            ok: true,
+            definition: Some(Definition(stored)),
+            problems: Vec::new(),
+        })
+    }
+}
+
+/// Parses and validates a definition's text on a blocking thread, off the threads that serve
+/// requests; the request's timeout still bounds the answer.
+async fn load_source(
+    source: String,
+) -> Result<std::result::Result<Workflow, dsl::ValidationErrors>> {
+    tokio::task::spawn_blocking(move || dsl::load_str(&source, SourceFormat::Yaml))
+        .await
+        .map_err(|e| errors::internal("parse definition", e))
+}
+
+/// The outcome of `startRun`.
+#[derive(SimpleObject)]
+pub struct StartRunResult {
+    /// The run.
+    pub run: Run,
+    /// False when the idempotency key named a run that already existed.
+    pub created: bool,
+}
+
+/// Namespace of the UUIDv5 run ids derived from idempotency keys.
+const IDEMPOTENCY_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6361_6972_6e2d_5275_6e2d_4964_656d_706f);
+
+/// The run id an idempotency key stands for: the same key always names the same run, on every
+/// server, with no table to keep.
+pub fn run_id_for_key(key: &str) -> String {
+    uuid::Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, key.as_bytes()).to_string()
+}
+
+/// Mutations on runs.
+#[derive(Default)]
+pub struct RunMutations;
+
+#[Object]
+impl RunMutations {
+    /// Starts a run of a deployed definition (`definition`) or of a definition given as text
+    /// (`source`: recorded for this run only, never deployed, so `latest` does not change; it
+    /// needs the right to deploy as well as to operate). With an `idempotencyKey`, the same key
+    /// returns the same run. A `correlationId` (1 to 256 characters, no control characters) is
+    /// recorded with the run, and the runs list can be filtered by it.
+    #[graphql(guard = "Require(Permission::Operate)")]
+    async fn start_run(
+        &self,
+        ctx: &Context<'_>,
+        definition: Option<DefinitionKey>,
+        source: Option<String>,
+        input: Option<Json<Value>>,
+        idempotency_key: Option<String>,
+        correlation_id: Option<String>,
+    ) -> Result<StartRunResult> {
+        let app = app(ctx)?;
+        check_correlation_id(correlation_id.as_deref())?;
+        let def: Workflow = match (definition, source) {
+            (Some(k), None) => {
+                let stored = find_definition(app, &k.namespace, &k.name, &k.version).await?;
+                serde_json::from_value(stored.source)
+                    .map_err(|e| errors::internal("start run", e))?
+            }
+            (None, Some(text)) => {
+                // Running code nobody deployed is deploying it: it needs that right too.
+                crate::server::auth::require(ctx, Permission::Deploy)?;
+                load_source(text).await?.map_err(|e| {
+                    let problems: Vec<Value> = e
+                        .problems
+                        .iter()
+                        .filter_map(|p| serde_json::to_value(p).ok())
+                        .collect();
+                    errors::error(Code::BadUserInput, "the definition is invalid").extend_with(
+                        move |_, ext| {
+                            if let Ok(v) =
+                                async_graphql::Value::from_json(Value::Array(problems.clone()))
+                            {
+                                ext.set("problems", v);
+                            }
+                        },
+                    )
+                })?
+            }
+            _ => {
+                return Err(errors::error(
+                    Code::BadUserInput,
+                    "give exactly one of `definition` and `source`",
+                ))
+            }
+        };
+        let input = input.map(|j| j.0).unwrap_or_else(|| serde_json::json!({}));
+        let run_id = match &idempotency_key {
+            Some(k) if k.is_empty() || k.len() > 256 => {
+                return Err(errors::error(
+                    Code::BadUserInput,
+                    "`idempotencyKey` must have 1 to 256 characters",
+                ))
+            }
+            Some(k) => Some(run_id_for_key(k)),
+            None => None,
+        };
+        let (ns, name) = (def.document.namespace.clone(), def.document.name.clone());
+        let opts = StartOptions {
+            run_id: run_id.clone(),
+            correlation_id,
+            ..StartOptions::default()
+        };
+        match app.runtime.start_run_with(def, input, opts).await {
+            // Counted as started by the runtime (`cairn_runs_started_total`).
+            Ok(id) => Ok(StartRunResult {
+                run: Run::load(app.store.as_ref(), &id).await?,
+                created: true,
+            }),
+            Err(cairn_runtime::Error::RunExists { .. }) if run_id.is_some() => {
+                let id = run_id.unwrap_or_default();
+                let run = Run::load(app.store.as_ref(), &id).await?;
+                let same = run
+                    .state
+                    .definition
+                    .as_ref()
+                    .is_some_and(|d| d.namespace == ns && d.name == name);
+                if !same {
+                    return Err(errors::error(
+                        Code::Conflict,
+                        "this idempotency key was used for a run of another definition",
+                    ));
+                }
+                Ok(StartRunResult {
+                    run,
+                    created: false,
+                })
+            }
+            Err(e) => Err(errors::runtime("start run", e)),
+        }
+    }
+
+    /// Delivers a CloudEvent to a run (for its `listen` tasks); duplicates (same `source` and
+    /// `id`) are dropped.
+    #[graphql(guard = "Require(Permission::Operate)")]
+    async fn signal_run(&self, ctx: &Context<'_>, id: String, event: Json<Value>) -> Result<Run> {
+        let app = app(ctx)?;
+        app.runtime
+            .signal(&id, event.0)
+            .await
+            .map_err(|e| errors::runtime("signal run", e))?;
+        Run::load(app.store.as_ref(), &id).await
+    }
+
+    /// Cancels a run.
+    #[graphql(guard = "Require(Permission::Operate)")]
+    async fn cancel_run(
+        &self,
+        ctx: &Context<'_>,
+        id: String,
+        reason: Option<String>,
+    ) -> Result<Run> {
+        let app = app(ctx)?;
+        app.runtime
+            .cancel(&id, reason)
+            .await
+            .map_err(|e| errors::runtime("cancel run", e))?;
+        Run::load(app.store.as_ref(), &id).await
+    }
+
+    /// Retries a faulted run from the task that failed.
+    #[graphql(guard = "Require(Permission::Operate)")]
+    async fn retry_run(&self, ctx: &Context<'_>, id: String) -> Result<Run> {
+        let app = app(ctx)?;
+        app.runtime
+            .retry(&id)
+            .await
+            .map_err(|e| errors::runtime("retry run", e))?;
+        Run::load(app.store.as_ref(), &id).await
+    }
+
+    /// Suspends a run: nothing new starts until it is resumed.
+    #[graphql(guard = "Require(Permission::Operate)")]
+    async fn suspend_run(&self, ctx: &Context<'_>, id: String) -> Result<Run> {
+        let app = app(ctx)?;
+        app.runtime
+            .suspend(&id)
+            .await
+            .map_err(|e| errors::runtime("suspend run", e))?;
+        Run::load(app.store.as_ref(), &id).await
+    }
+
+    /// Resumes a suspended run.
+    #[graphql(guard = "Require(Permission::Operate)")]
+    async fn resume_run(&self, ctx: &Context<'_>, id: String) -> Result<Run> {
+        let app = app(ctx)?;
+        app.runtime
+            .resume(&id)
+            .await
+            .map_err(|e| errors::runtime("resume run", e))?;
+        Run::load(app.store.as_ref(), &id).await
+    }
+}

@@ -1,0 +1,422 @@
+//! The object types the queries, mutations and subscriptions share.
+
+use async_graphql::connection::{Connection, Edge};
+use async_graphql::{Context, InputObject, Json, Object, Result, SimpleObject};
+use cairn_core::decider::iso8601;
+use cairn_core::dsl::{self, Problem as DslProblem, Workflow};
+use cairn_core::events::RunEvent;
+use cairn_core::state::RunState;
+use cairn_runtime::store::{EventStore, RunSummary, StoredDefinition, StoredEvent, RUN_AGGREGATE};
+use serde_json::Value;
+
+use crate::server::errors::{self, Code};
+
+use super::app::app;
+use super::pagination::*;
+use super::scalars::RunStatus;
+use crate::server::feed::SharedEvent;
+
+// ----- shared types ---------------------------------------------------------------------------
+
+/// A problem found in a definition, with its location.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct Problem {
+    /// JSON pointer of the offending node (`""` for the document).
+    pub pointer: String,
+    /// 1-based line in the source, when known.
+    pub line: Option<u32>,
+    /// 1-based column in the source, when known.
+    pub column: Option<u32>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl From<&DslProblem> for Problem {
+    fn from(p: &DslProblem) -> Self {
+        Problem {
+            pointer: p.pointer.clone(),
+            line: p.line.and_then(|l| u32::try_from(l).ok()),
+            column: p.column.and_then(|c| u32::try_from(c).ok()),
+            message: p.message.clone(),
+        }
+    }
+}
+
+/// A stored definition.
+pub struct Definition(pub StoredDefinition);
+
+#[Object]
+impl Definition {
+    /// `document.namespace`.
+    async fn namespace(&self) -> &str {
+        &self.0.namespace
+    }
+    /// `document.name`.
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    /// `document.version`.
+    async fn version(&self) -> &str {
+        &self.0.version
+    }
+    /// Content hash (SHA-256 of the canonical JSON): the identity runs are pinned to.
+    async fn hash(&self) -> &str {
+        &self.0.hash
+    }
+    /// The definition as canonical JSON text.
+    async fn source(&self) -> String {
+        serde_json::to_string_pretty(&self.0.source).unwrap_or_else(|_| self.0.source.to_string())
+    }
+    /// Problems found when the stored definition is checked again (empty when valid).
+    async fn problems(&self) -> Vec<Problem> {
+        match serde_json::from_value::<Workflow>(self.0.source.clone()) {
+            Ok(w) => match dsl::validate(&w) {
+                Ok(()) => Vec::new(),
+                Err(e) => e.problems.iter().map(Problem::from).collect(),
+            },
+            Err(e) => vec![Problem {
+                pointer: String::new(),
+                line: None,
+                column: None,
+                message: format!("the stored definition cannot be decoded: {e}"),
+            }],
+        }
+    }
+}
+
+/// Names a definition: `version` defaults to `latest` (the highest semantic version).
+#[derive(InputObject, Debug)]
+pub struct DefinitionKey {
+    /// `document.namespace`.
+    pub namespace: String,
+    /// `document.name`.
+    pub name: String,
+    /// `document.version`, or `latest`.
+    #[graphql(default = "latest")]
+    pub version: String,
+}
+
+/// The definition a run is pinned to.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct DefinitionRef {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Content hash.
+    pub hash: String,
+}
+
+/// One event of a run's history as the schema shows it: a [`SharedEvent`] of the log feed.
+#[derive(Clone, Debug)]
+pub struct RunEventNode(pub SharedEvent);
+
+impl RunEventNode {
+    /// Wraps a stored event (no decoding: `data` is computed when first selected).
+    pub fn new(e: StoredEvent) -> Self {
+        RunEventNode(SharedEvent::new(e))
+    }
+
+    /// From a stored event; an event this version cannot decode is shown as stored.
+    pub fn from_stored(e: &StoredEvent) -> Self {
+        RunEventNode::new(e.clone())
+    }
+}
+
+/// One event of a run's history.
+#[Object(name = "RunEvent")]
+impl RunEventNode {
+    /// Global position in the log: resume a subscription after it.
+    async fn position(&self) -> u64 {
+        self.0.stored().position
+    }
+
+    /// Sequence within the run (1-based).
+    async fn sequence(&self) -> u64 {
+        self.0.stored().sequence
+    }
+
+    /// Event type (`RunStarted`, `TaskCompleted`, ...).
+    #[graphql(name = "type")]
+    async fn event_type(&self) -> &str {
+        &self.0.stored().event_type
+    }
+
+    /// Payload, upcast to the current event version.
+    async fn data(&self) -> Json<&Value> {
+        Json(self.0.data())
+    }
+
+    /// When it was recorded (ISO 8601), when known.
+    async fn recorded_at(&self) -> Option<String> {
+        self.0
+            .stored()
+            .metadata
+            .get("recorded_at")
+            .and_then(Value::as_i64)
+            .map(iso8601)
+    }
+}
+
+/// One task activation of a run, from its start to its end.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct TaskSpan {
+    /// Activation id (unique in the run).
+    pub id: u64,
+    /// The task's JSON pointer, e.g. `/do/0/getPet`.
+    pub position: String,
+    /// The task's name.
+    pub name: String,
+    /// The task's kind (`call`, `wait`, `do`, ...).
+    pub kind: String,
+    /// `running`, `completed`, `faulted` or `cancelled`.
+    pub status: String,
+    /// When it started (ISO 8601).
+    pub started_at: String,
+    /// When it completed or faulted (ISO 8601).
+    pub finished_at: Option<String>,
+    /// Attempts: calls scheduled for a `call`, tries for a `try`; 1 otherwise.
+    pub attempts: u32,
+    /// The last error it met (a failed attempt, a retried or faulting error).
+    pub error: Option<Json<Value>>,
+}
+
+/// The timeline of a run's tasks, derived from its history.
+pub fn timeline(events: &[(StoredEvent, RunEvent)]) -> Vec<TaskSpan> {
+    let mut spans: Vec<TaskSpan> = Vec::new();
+    let mut index: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
+    for (_, e) in events {
+        match e {
+            RunEvent::TaskStarted {
+                id,
+                position,
+                name,
+                kind,
+                at,
+                ..
+            } => {
+                index.insert(*id, spans.len());
+                spans.push(TaskSpan {
+                    id: *id,
+                    position: position.clone(),
+                    name: name.clone(),
+                    kind: kind.clone(),
+                    status: "running".into(),
+                    started_at: iso8601(*at),
+                    finished_at: None,
+                    attempts: 0,
+                    error: None,
+                });
+            }
+            RunEvent::ActivityScheduled { id, .. } => {
+                if let Some(s) = index.get(id).and_then(|i| spans.get_mut(*i)) {
+                    s.attempts += 1;
+                }
+            }
+            RunEvent::TaskRetried { id, attempt } => {
+                if let Some(s) = index.get(id).and_then(|i| spans.get_mut(*i)) {
+                    s.attempts = attempt.saturating_add(1);
+                }
+            }
+            RunEvent::ActivityFailed { id, error, .. }
+            | RunEvent::RetryScheduled { id, error, .. }
+            | RunEvent::ErrorCaught { id, error } => {
+                if let Some(s) = index.get(id).and_then(|i| spans.get_mut(*i)) {
+                    s.error = Some(Json(error.to_value()));
+                }
+            }
+            RunEvent::TaskCompleted { id, at, .. } => {
+                if let Some(s) = index.get(id).and_then(|i| spans.get_mut(*i)) {
+                    s.status = "completed".into();
+                    s.finished_at = Some(iso8601(*at));
+                }
+            }
+            RunEvent::TaskFaulted { id, error, at } => {
+                if let Some(s) = index.get(id).and_then(|i| spans.get_mut(*i)) {
+                    s.status = "faulted".into();
+                    s.finished_at = Some(iso8601(*at));
+                    s.error = Some(Json(error.to_value()));
+                }
+            }
+            RunEvent::TaskCancelled { id } => {
+                if let Some(s) = index.get(id).and_then(|i| spans.get_mut(*i)) {
+                    s.status = "cancelled".into();
+                }
+            }
+            _ => {}
+        }
+    }
+    for s in &mut spans {
+        s.attempts = s.attempts.max(1);
+    }
+    spans
+}
+
+/// A run: its state folded from its history as stored.
+pub struct Run {
+    id: String,
+    events: Vec<(StoredEvent, RunEvent)>,
+    pub(crate) state: RunState,
+}
+
+/// Decodes a stored run event (upcasting old versions).
+pub fn decode(e: &StoredEvent) -> std::result::Result<RunEvent, String> {
+    RunEvent::from_stored(&e.event_type, &e.event_version, e.payload.clone())
+        .map_err(|err| format!("run {} event {}: {err}", e.stream, e.sequence))
+}
+
+impl Run {
+    /// Loads a run from the store; `NOT_FOUND` when it has no events.
+    pub async fn load(store: &dyn EventStore, id: &str) -> Result<Run> {
+        let stored = store
+            .load(RUN_AGGREGATE, id, 0)
+            .await
+            .map_err(|e| errors::store("load run", e))?;
+        if stored.is_empty() {
+            return Err(errors::error(Code::NotFound, format!("run {id} not found")));
+        }
+        let mut events = Vec::with_capacity(stored.len());
+        for e in stored {
+            let ev = decode(&e).map_err(|m| errors::internal("decode run", m))?;
+            events.push((e, ev));
+        }
+        let state = RunState::from_events(events.iter().map(|(_, e)| e));
+        Ok(Run {
+            id: id.to_string(),
+            events,
+            state,
+        })
+    }
+}
+
+#[Object]
+impl Run {
+    /// Run id.
+    async fn id(&self) -> &str {
+        &self.id
+    }
+    /// Status.
+    async fn status(&self) -> RunStatus {
+        RunStatus::from_label(self.state.status_label())
+    }
+    /// The definition the run is pinned to.
+    async fn definition(&self) -> Option<DefinitionRef> {
+        self.state.definition.as_ref().map(|d| DefinitionRef {
+            namespace: d.namespace.clone(),
+            name: d.name.clone(),
+            version: d.version.clone(),
+            hash: d.hash.clone(),
+        })
+    }
+    /// The raw input.
+    async fn input(&self) -> Json<Value> {
+        Json(self.state.raw_input.clone())
+    }
+    /// The output, once completed.
+    async fn output(&self) -> Option<Json<Value>> {
+        self.state.output.clone().map(Json)
+    }
+    /// The error (RFC 7807 shape), once faulted.
+    async fn error(&self) -> Option<Json<Value>> {
+        self.state.error.as_ref().map(|e| Json(e.to_value()))
+    }
+    /// JSON pointers of the tasks running now.
+    async fn current_tasks(&self) -> Vec<String> {
+        self.state.current_tasks()
+    }
+    /// When it started (ISO 8601).
+    async fn started_at(&self) -> String {
+        iso8601(self.state.started_at)
+    }
+    /// Time of its last event that carries one (ISO 8601).
+    async fn updated_at(&self) -> String {
+        iso8601(self.state.updated_at)
+    }
+    /// The parent run, for a sub-workflow.
+    async fn parent_run_id(&self) -> Option<&str> {
+        self.state.parent.as_ref().map(|p| p.run_id.as_str())
+    }
+    /// The correlation id the run was started with, if any.
+    async fn correlation_id(&self) -> Option<&str> {
+        self.state.correlation_id.as_deref()
+    }
+    /// How many times an operator retried it.
+    async fn retries(&self) -> u32 {
+        self.state.retries
+    }
+    /// Global position of its last event: subscribe with `after` set to it to follow on.
+    async fn last_position(&self) -> u64 {
+        self.events.last().map_or(0, |(e, _)| e.position)
+    }
+    /// Its task activations in start order, with their outcome.
+    async fn timeline(&self) -> Vec<TaskSpan> {
+        timeline(&self.events)
+    }
+    /// Its events by position: `after` is the position (the cursor) to continue after.
+    async fn events(
+        &self,
+        #[graphql(default = 100)] first: i32,
+        after: Option<String>,
+    ) -> Result<Connection<String, RunEventNode>> {
+        let first = page_size(first)?;
+        let after = match after {
+            None => 0,
+            Some(c) => c.parse::<u64>().map_err(|_| {
+                errors::error(Code::BadUserInput, "`after` must be an event position")
+            })?,
+        };
+        let mut rest = self.events.iter().filter(|(e, _)| e.position > after);
+        let page: Vec<_> = rest.by_ref().take(first).collect();
+        let mut conn = Connection::new(after > 0, rest.next().is_some());
+        conn.edges.extend(
+            page.into_iter()
+                .map(|(e, _)| Edge::new(e.position.to_string(), RunEventNode::from_stored(e))),
+        );
+        Ok(conn)
+    }
+}
+
+/// A row of the runs list.
+pub struct RunSummaryNode(pub RunSummary);
+
+#[Object(name = "RunSummary")]
+impl RunSummaryNode {
+    /// Run id.
+    async fn id(&self) -> &str {
+        &self.0.run_id
+    }
+    /// Definition namespace.
+    async fn namespace(&self) -> &str {
+        &self.0.namespace
+    }
+    /// Definition name.
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    /// Definition version.
+    async fn version(&self) -> &str {
+        &self.0.version
+    }
+    /// Status.
+    async fn status(&self) -> RunStatus {
+        RunStatus::from_label(&self.0.status)
+    }
+    /// When it was created (ISO 8601).
+    async fn created_at(&self) -> String {
+        iso8601(self.0.created_at)
+    }
+    /// When it last changed (ISO 8601).
+    async fn updated_at(&self) -> String {
+        iso8601(self.0.updated_at)
+    }
+    /// The correlation id the run was started with, if any.
+    async fn correlation_id(&self) -> Option<&str> {
+        self.0.correlation_id.as_deref()
+    }
+    /// The whole run (loads its history).
+    async fn run(&self, ctx: &Context<'_>) -> Result<Run> {
+        Run::load(app(ctx)?.store.as_ref(), &self.0.run_id).await
+    }
+}
