@@ -11,8 +11,8 @@ use std::time::Duration;
 use crate::common::{event, run_request, summary, TestStore};
 use cairn_runtime::store::group::{GroupCommitOptions, GroupCommitter};
 use cairn_runtime::store::{
-    AppendRequest, EventStore, RunFilter, RunOrder, RunQuery, RunSortField, StoreError,
-    StoredDefinition, StoredEvent, StoredToken,
+    AppendRequest, DefinitionStore, EventLog, EventStore, RunFilter, RunIndex, RunOrder, RunQuery,
+    RunSortField, StoreError, StoredDefinition, StoredEvent,
 };
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -36,7 +36,6 @@ on_both_stores!(
     append_groups_many_streams_contiguous_positions,
     append_groups_beyond_parameter_limit,
     append_groups_racing_another_store,
-    tokens,
     projection_checkpoints,
     rebuild_run_summary_never_overwrites_a_newer_row,
 );
@@ -1230,85 +1229,6 @@ mod cqrs_toy {
         tracker.close();
         tracker.wait().await;
     }
-}
-
-fn token(id: &str, role: &str, hash: &str, at: i64) -> StoredToken {
-    StoredToken {
-        id: id.into(),
-        name: format!("{id} label"),
-        role: role.into(),
-        hash: hash.into(),
-        created_at: at,
-        revoked_at: None,
-    }
-}
-
-async fn tokens(t: TestStore) {
-    let s = &t.store;
-    assert_eq!(s.list_tokens().await.expect("list"), vec![]);
-    assert_eq!(s.token_by_hash("00").await.expect("lookup"), None);
-    let a = token("tok_a", "admin", "aa", 1_000);
-    let b = token("tok_b", "viewer", "bb", 2_000);
-    s.put_token(&b).await.expect("put b");
-    s.put_token(&a).await.expect("put a");
-    // A second token with the same hash (or id) is refused: a hash names exactly one token.
-    assert!(s
-        .put_token(&token("tok_c", "admin", "aa", 3_000))
-        .await
-        .is_err());
-    assert!(s
-        .put_token(&token("tok_a", "admin", "cc", 3_000))
-        .await
-        .is_err());
-    assert_eq!(
-        s.token_by_hash("aa").await.expect("lookup"),
-        Some(a.clone())
-    );
-    assert_eq!(
-        s.list_tokens().await.expect("list"),
-        vec![a.clone(), b.clone()],
-        "oldest first"
-    );
-
-    // Revoking keeps the row (for the audit trail) and the first revocation time.
-    let revoked = s.revoke_token("tok_b", 5_000).await.expect("revoke");
-    assert_eq!(revoked.as_ref().and_then(|t| t.revoked_at), Some(5_000));
-    let again = s.revoke_token("tok_b", 9_000).await.expect("revoke again");
-    assert_eq!(again.and_then(|t| t.revoked_at), Some(5_000));
-    assert_eq!(
-        s.revoke_token("tok_none", 5_000).await.expect("revoke"),
-        None
-    );
-    assert_eq!(
-        s.token_by_hash("bb")
-            .await
-            .expect("lookup")
-            .and_then(|t| t.revoked_at),
-        Some(5_000)
-    );
-    assert_eq!(
-        s.token_by_hash("aa")
-            .await
-            .expect("lookup")
-            .and_then(|t| t.revoked_at),
-        None,
-        "revoking one token leaves the others alone"
-    );
-
-    // The group committer the runtime wraps stores in forwards every token call.
-    let tracker = TaskTracker::new();
-    let shutdown = CancellationToken::new();
-    let gc = GroupCommitter::new(
-        t.store.clone(),
-        GroupCommitOptions::default(),
-        &tracker,
-        shutdown.clone(),
-    );
-    assert_eq!(gc.list_tokens().await.expect("list").len(), 2);
-    assert_eq!(gc.token_by_hash("aa").await.expect("lookup"), Some(a));
-    shutdown.cancel();
-    tracker.close();
-    tracker.wait().await;
 }
 
 async fn projection_checkpoints(t: TestStore) {
