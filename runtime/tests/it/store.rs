@@ -1048,7 +1048,8 @@ async fn sqlite_reopen_keeps_everything() {
         .fetch_one(s.read_pool())
         .await
         .unwrap();
-    assert_eq!(version, 5);
+    // 6: the catch-up migration that writes down what versions up to 5 created at every open.
+    assert_eq!(version, 6);
 }
 
 #[tokio::test]
@@ -1274,4 +1275,46 @@ async fn rebuild_run_summary_never_overwrites_a_newer_row(t: TestStore) {
         t.kind
     );
     assert_eq!(s.get_run("rb").await.unwrap(), Some(newer));
+}
+
+/// The work listener (LISTEN `cairn_work`) lives no longer than its store: `close` waits for
+/// it to stop, and dropping the last clone stops it too, so nothing keeps a connection open or
+/// retries against a closed pool behind the caller's back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_work_listener_stops_with_its_store() {
+    use cairn_runtime::store::postgres::PostgresStore;
+    use cairn_runtime::store::Leases as _;
+    use std::time::Duration;
+    use tokio::sync::broadcast::error::RecvError;
+
+    let Some(t) = crate::common::postgres().await else {
+        return;
+    };
+    for close in [true, false] {
+        let pg = PostgresStore::connect(&t.url).await.expect("connect");
+        let (mut rx, _) = pg.work_notices().expect("notices");
+        // `*` once the listener listens.
+        let first = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
+        assert_eq!(first.expect("listening").expect("notice"), "*");
+        if close {
+            tokio::time::timeout(Duration::from_secs(10), pg.close())
+                .await
+                .expect("close waits for the listener, which stops");
+        }
+        drop(pg);
+        // With the store and its listener gone, no sender is left.
+        let end = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match rx.recv().await {
+                    Err(RecvError::Closed) => break,
+                    _ => continue,
+                }
+            }
+        })
+        .await;
+        assert!(
+            end.is_ok(),
+            "the listener outlived its store (close: {close})"
+        );
+    }
 }
