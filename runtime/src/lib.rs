@@ -17,6 +17,7 @@
 //! - [`snapshots`]: snapshots of runs, so that loading a long run folds only its last events.
 
 pub mod aggregate;
+pub mod clock;
 pub mod definitions;
 pub mod engine;
 pub mod functions;

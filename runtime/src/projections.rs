@@ -10,7 +10,7 @@
 //! A rebuilt row is a pure function of a run's events up to some sequence, so writing it twice
 //! is harmless (idempotent). What must not happen is a rebuild overwriting a newer row that a
 //! concurrent append wrote after the rebuild folded the run. So each row is written with
-//! [`EventStore::rebuild_run_summary`], which checks, under the stores' append lock, that the
+//! [`crate::store::RunIndex::rebuild_run_summary`], which checks, under the stores' append lock, that the
 //! sequence the fold reached is still the run's last event: if an append committed since, the row
 //! it upserted is newer and is left alone (that append carried the up-to-date summary); if an
 //! append comes after, it upserts its own newer summary over ours. Either way the row ends as the
@@ -70,7 +70,7 @@ pub struct RebuildReport {
 /// Rebuilds the `runs` index from the log and records the checkpoint of [`RUNS_PROJECTION`].
 ///
 /// Memory stays bounded by the number of runs, not events: one pass over
-/// [`EventStore::read_all`] finds every run and the position the pass ends at; then each run is
+/// [`crate::store::EventLog::read_all`] finds every run and the position the pass ends at; then each run is
 /// loaded and folded on its own.
 pub async fn rebuild_runs(store: &dyn EventStore) -> Result<RebuildReport> {
     let mut report = RebuildReport {

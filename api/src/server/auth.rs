@@ -19,7 +19,9 @@ use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, N
 use async_graphql::parser::types::ExecutableDocument;
 use async_graphql::{Context, Guard, ServerError, ServerResult, Variables};
 use base64::Engine as _;
-use cairn_runtime::store::{EventStore, StoreError, StoredToken};
+use cairn_runtime::store::{EventStore, StoreError};
+
+use super::tokens::{StoredToken, TokenStore};
 use sha2::{Digest, Sha256};
 
 use super::errors::{error, Code};

@@ -7,7 +7,7 @@
 //!
 //! Why follow the store rather than the runtime's bus: the bus only carries events appended by
 //! this process, while a run may be executed by a `cairn worker` elsewhere on the same store.
-//! [`EventStore::read_all`] is gap-free in position order on every store, so reading "after the
+//! [`cairn_runtime::store::EventLog::read_all`] is gap-free in position order on every store, so reading "after the
 //! last position delivered" never skips an event. The local bus is still used, as a doorbell: an
 //! append by this process wakes the follower at once instead of at its next poll.
 //!

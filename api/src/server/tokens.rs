@@ -4,7 +4,7 @@
 
 use std::io::Write as _;
 
-use cairn_runtime::store::{self, StoreError, StoredToken};
+use cairn_runtime::store::{self as event_store, StoreError};
 use serde_json::json;
 
 use async_graphql::{Context, Object, SimpleObject};
@@ -12,6 +12,10 @@ use async_graphql::{Context, Object, SimpleObject};
 use super::auth::{self, Permission, Require, Role};
 use super::errors::{self, Code};
 use super::{fail, redact, ServeFailure};
+
+pub mod store;
+
+pub use self::store::{StoredToken, TokenStore};
 
 /// The subcommands of `cairn token`.
 #[derive(clap::Subcommand, Clone, Debug)]
@@ -73,7 +77,7 @@ fn line(t: &StoredToken) -> serde_json::Value {
 pub async fn run(cmd: TokenCommand) -> Result<u8, ServeFailure> {
     match cmd {
         TokenCommand::Create { role, name, store } => {
-            let s = store::open(&store)
+            let s = event_store::open(&store)
                 .await
                 .map_err(|e| open_failed(&store, e))?;
             let (secret, row) = auth::new_token(role, &name, now_ms());
@@ -89,7 +93,7 @@ pub async fn run(cmd: TokenCommand) -> Result<u8, ServeFailure> {
             Ok(0)
         }
         TokenCommand::List { store, json } => {
-            let s = store::open(&store)
+            let s = event_store::open(&store)
                 .await
                 .map_err(|e| open_failed(&store, e))?;
             let all = s.list_tokens().await.map_err(|e| open_failed(&store, e))?;
@@ -115,7 +119,7 @@ pub async fn run(cmd: TokenCommand) -> Result<u8, ServeFailure> {
             Ok(0)
         }
         TokenCommand::Revoke { id, store } => {
-            let s = store::open(&store)
+            let s = event_store::open(&store)
                 .await
                 .map_err(|e| open_failed(&store, e))?;
             match s

@@ -53,14 +53,8 @@ use crate::store::{
 };
 use crate::{Error, Result};
 
-/// Milliseconds since the Unix epoch, from the system clock. The only clock read of a run's
-/// life: what it returns is recorded in events before anything depends on it.
-pub fn now_ms() -> Millis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as Millis)
-        .unwrap_or(0)
-}
+/// Kept here for callers that know it as `engine::now_ms`.
+pub use crate::clock::now_ms;
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq)]

@@ -28,8 +28,9 @@ use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
 use super::{
-    AppendRequest, Appended, EventStore, GroupOutcome, Result, RunFilter, RunQuery, RunSummary,
-    StoreError, StoredDefinition, StoredEvent, StoredToken, WorkerLease,
+    AppendRequest, Appended, DefinitionStore, EventLog, EventStore, GroupOutcome, Leases, Result,
+    RunFilter, RunIndex, RunQuery, RunSummary, SnapshotStore, StoreError, StoredDefinition,
+    StoredEvent, WorkerLease,
 };
 
 /// The environment variable holding the probability of [`FaultyStore`]'s lost append replies.
@@ -181,7 +182,7 @@ pub fn wrap_from_env(store: Arc<dyn EventStore>) -> Result<Arc<dyn EventStore>> 
 }
 
 #[async_trait]
-impl EventStore for FaultyStore {
+impl EventLog for FaultyStore {
     async fn append(&self, requests: Vec<AppendRequest>) -> Result<Vec<Appended>> {
         let streams = requests.len();
         let appended = self.inner.append(requests).await?;
@@ -219,6 +220,17 @@ impl EventStore for FaultyStore {
         self.inner.read_all(after_position, limit).await
     }
 
+    async fn head_position(&self) -> Result<u64> {
+        self.inner.head_position().await
+    }
+
+    fn database(&self) -> Option<super::Database<'_>> {
+        self.inner.database()
+    }
+}
+
+#[async_trait]
+impl RunIndex for FaultyStore {
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>> {
         self.inner.list_runs(filter).await
     }
@@ -229,43 +241,6 @@ impl EventStore for FaultyStore {
 
     async fn get_run(&self, run_id: &str) -> Result<Option<RunSummary>> {
         self.inner.get_run(run_id).await
-    }
-
-    async fn put_definition(&self, def: &StoredDefinition) -> Result<()> {
-        self.inner.put_definition(def).await
-    }
-
-    async fn definition_by_hash(&self, hash: &str) -> Result<Option<StoredDefinition>> {
-        self.inner.definition_by_hash(hash).await
-    }
-
-    async fn find_definition(
-        &self,
-        namespace: &str,
-        name: &str,
-        version: &str,
-    ) -> Result<Option<StoredDefinition>> {
-        self.inner.find_definition(namespace, name, version).await
-    }
-
-    async fn list_definitions(&self) -> Result<Vec<StoredDefinition>> {
-        self.inner.list_definitions().await
-    }
-
-    async fn put_token(&self, token: &StoredToken) -> Result<()> {
-        self.inner.put_token(token).await
-    }
-
-    async fn token_by_hash(&self, hash: &str) -> Result<Option<StoredToken>> {
-        self.inner.token_by_hash(hash).await
-    }
-
-    async fn list_tokens(&self) -> Result<Vec<StoredToken>> {
-        self.inner.list_tokens().await
-    }
-
-    async fn revoke_token(&self, id: &str, at: i64) -> Result<Option<StoredToken>> {
-        self.inner.revoke_token(id, at).await
     }
 
     async fn projection_checkpoint(&self, projection: &str) -> Result<Option<u64>> {
@@ -281,31 +256,10 @@ impl EventStore for FaultyStore {
     async fn rebuild_run_summary(&self, summary: &RunSummary, last_sequence: u64) -> Result<bool> {
         self.inner.rebuild_run_summary(summary, last_sequence).await
     }
+}
 
-    async fn head_position(&self) -> Result<u64> {
-        self.inner.head_position().await
-    }
-
-    async fn save_snapshot(
-        &self,
-        aggregate_type: &str,
-        stream: &str,
-        last_sequence: u64,
-        payload: Value,
-    ) -> Result<()> {
-        self.inner
-            .save_snapshot(aggregate_type, stream, last_sequence, payload)
-            .await
-    }
-
-    async fn load_snapshot(
-        &self,
-        aggregate_type: &str,
-        stream: &str,
-    ) -> Result<Option<(u64, Value)>> {
-        self.inner.load_snapshot(aggregate_type, stream).await
-    }
-
+#[async_trait]
+impl Leases for FaultyStore {
     // Ownership passes through untouched: faults here are about lost replies, and a wrapper
     // that fell back to the trait's defaults would silently turn leases off.
 
@@ -349,6 +303,53 @@ impl EventStore for FaultyStore {
 
     fn work_notices(&self) -> Option<(tokio::sync::broadcast::Receiver<String>, bool)> {
         self.inner.work_notices()
+    }
+}
+
+#[async_trait]
+impl DefinitionStore for FaultyStore {
+    async fn put_definition(&self, def: &StoredDefinition) -> Result<()> {
+        self.inner.put_definition(def).await
+    }
+
+    async fn definition_by_hash(&self, hash: &str) -> Result<Option<StoredDefinition>> {
+        self.inner.definition_by_hash(hash).await
+    }
+
+    async fn find_definition(
+        &self,
+        namespace: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<StoredDefinition>> {
+        self.inner.find_definition(namespace, name, version).await
+    }
+
+    async fn list_definitions(&self) -> Result<Vec<StoredDefinition>> {
+        self.inner.list_definitions().await
+    }
+}
+
+#[async_trait]
+impl SnapshotStore for FaultyStore {
+    async fn save_snapshot(
+        &self,
+        aggregate_type: &str,
+        stream: &str,
+        last_sequence: u64,
+        payload: Value,
+    ) -> Result<()> {
+        self.inner
+            .save_snapshot(aggregate_type, stream, last_sequence, payload)
+            .await
+    }
+
+    async fn load_snapshot(
+        &self,
+        aggregate_type: &str,
+        stream: &str,
+    ) -> Result<Option<(u64, Value)>> {
+        self.inner.load_snapshot(aggregate_type, stream).await
     }
 }
 
@@ -434,7 +435,7 @@ mod tests {
     struct NeverCalled;
 
     #[async_trait]
-    impl EventStore for NeverCalled {
+    impl EventLog for NeverCalled {
         async fn append(&self, _: Vec<AppendRequest>) -> Result<Vec<Appended>> {
             unreachable!()
         }
@@ -444,6 +445,10 @@ mod tests {
         async fn read_all(&self, _: u64, _: u64) -> Result<Vec<StoredEvent>> {
             unreachable!()
         }
+    }
+
+    #[async_trait]
+    impl RunIndex for NeverCalled {
         async fn list_runs(&self, _: &RunFilter) -> Result<Vec<RunSummary>> {
             unreachable!()
         }
@@ -453,6 +458,10 @@ mod tests {
         async fn get_run(&self, _: &str) -> Result<Option<RunSummary>> {
             unreachable!()
         }
+    }
+
+    #[async_trait]
+    impl DefinitionStore for NeverCalled {
         async fn put_definition(&self, _: &StoredDefinition) -> Result<()> {
             unreachable!()
         }
@@ -471,4 +480,8 @@ mod tests {
             unreachable!()
         }
     }
+
+    impl Leases for NeverCalled {}
+
+    impl SnapshotStore for NeverCalled {}
 }

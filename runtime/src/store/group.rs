@@ -4,7 +4,7 @@
 //! commits), and a commit costs one fsync whatever it carries. [`GroupCommitter`] queues the
 //! `append` calls of many tasks and hands them to one writer task, which writes whatever has queued
 //! up (at most [`GroupCommitOptions::max_batch`] calls) in a single
-//! [`EventStore::append_groups`] transaction and answers each caller separately: a caller whose
+//! [`super::EventLog::append_groups`] transaction and answers each caller separately: a caller whose
 //! expected sequence is stale gets its own `Conflict`, the others commit. While one batch is being
 //! written the next one fills, so the batch size follows the load by itself: one call alone is
 //! written at once, a thousand concurrent calls share a handful of commits.
@@ -17,8 +17,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{
-    AppendRequest, Appended, EventStore, GroupOutcome, Result, RunFilter, RunQuery, RunSummary,
-    StoreError, StoredDefinition, StoredEvent,
+    AppendRequest, Appended, DefinitionStore, EventLog, EventStore, GroupOutcome, Leases, Result,
+    RunFilter, RunIndex, RunQuery, RunSummary, SnapshotStore, StoreError, StoredDefinition,
+    StoredEvent,
 };
 
 /// Options of [`GroupCommitter`].
@@ -169,7 +170,7 @@ async fn commit(store: &dyn EventStore, batch: &mut Vec<Pending>) {
 }
 
 #[async_trait]
-impl EventStore for GroupCommitter {
+impl EventLog for GroupCommitter {
     async fn append(&self, requests: Vec<AppendRequest>) -> Result<Vec<Appended>> {
         let (reply, answer) = oneshot::channel();
         self.queue
@@ -199,6 +200,17 @@ impl EventStore for GroupCommitter {
         self.inner.read_all(after_position, limit).await
     }
 
+    async fn head_position(&self) -> Result<u64> {
+        self.inner.head_position().await
+    }
+
+    fn database(&self) -> Option<super::Database<'_>> {
+        self.inner.database()
+    }
+}
+
+#[async_trait]
+impl RunIndex for GroupCommitter {
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>> {
         self.inner.list_runs(filter).await
     }
@@ -209,43 +221,6 @@ impl EventStore for GroupCommitter {
 
     async fn get_run(&self, run_id: &str) -> Result<Option<RunSummary>> {
         self.inner.get_run(run_id).await
-    }
-
-    async fn put_definition(&self, def: &StoredDefinition) -> Result<()> {
-        self.inner.put_definition(def).await
-    }
-
-    async fn definition_by_hash(&self, hash: &str) -> Result<Option<StoredDefinition>> {
-        self.inner.definition_by_hash(hash).await
-    }
-
-    async fn find_definition(
-        &self,
-        namespace: &str,
-        name: &str,
-        version: &str,
-    ) -> Result<Option<StoredDefinition>> {
-        self.inner.find_definition(namespace, name, version).await
-    }
-
-    async fn list_definitions(&self) -> Result<Vec<StoredDefinition>> {
-        self.inner.list_definitions().await
-    }
-
-    async fn put_token(&self, token: &super::StoredToken) -> Result<()> {
-        self.inner.put_token(token).await
-    }
-
-    async fn token_by_hash(&self, hash: &str) -> Result<Option<super::StoredToken>> {
-        self.inner.token_by_hash(hash).await
-    }
-
-    async fn list_tokens(&self) -> Result<Vec<super::StoredToken>> {
-        self.inner.list_tokens().await
-    }
-
-    async fn revoke_token(&self, id: &str, at: i64) -> Result<Option<super::StoredToken>> {
-        self.inner.revoke_token(id, at).await
     }
 
     async fn projection_checkpoint(&self, projection: &str) -> Result<Option<u64>> {
@@ -261,7 +236,10 @@ impl EventStore for GroupCommitter {
     async fn rebuild_run_summary(&self, summary: &RunSummary, last_sequence: u64) -> Result<bool> {
         self.inner.rebuild_run_summary(summary, last_sequence).await
     }
+}
 
+#[async_trait]
+impl Leases for GroupCommitter {
     async fn register_worker(&self, name: &str, ttl_ms: i64) -> Result<super::WorkerLease> {
         self.inner.register_worker(name, ttl_ms).await
     }
@@ -303,11 +281,34 @@ impl EventStore for GroupCommitter {
     fn work_notices(&self) -> Option<(tokio::sync::broadcast::Receiver<String>, bool)> {
         self.inner.work_notices()
     }
+}
 
-    async fn head_position(&self) -> Result<u64> {
-        self.inner.head_position().await
+#[async_trait]
+impl DefinitionStore for GroupCommitter {
+    async fn put_definition(&self, def: &StoredDefinition) -> Result<()> {
+        self.inner.put_definition(def).await
     }
 
+    async fn definition_by_hash(&self, hash: &str) -> Result<Option<StoredDefinition>> {
+        self.inner.definition_by_hash(hash).await
+    }
+
+    async fn find_definition(
+        &self,
+        namespace: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<StoredDefinition>> {
+        self.inner.find_definition(namespace, name, version).await
+    }
+
+    async fn list_definitions(&self) -> Result<Vec<StoredDefinition>> {
+        self.inner.list_definitions().await
+    }
+}
+
+#[async_trait]
+impl SnapshotStore for GroupCommitter {
     async fn save_snapshot(
         &self,
         aggregate_type: &str,

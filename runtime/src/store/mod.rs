@@ -1,7 +1,12 @@
 //! Event stores: the append-only log of every run and definition.
 //!
-//! One trait, [`EventStore`], with two implementations: SQLite (the embedded default, one file,
-//! WAL) and PostgreSQL. Both keep the table shape of cqrs-es's `sqlite-es`/`postgres-es`
+//! The port is one trait per role, each with its own contract: [`EventLog`] (the streams and
+//! the global order), [`RunIndex`] (the `runs` index and its rebuild), [`Leases`] (who works on
+//! which run), [`DefinitionStore`] and [`SnapshotStore`]. [`EventStore`] is all of them at once,
+//! implemented for anything that implements the roles, and is what the engine and the server
+//! hold (`Arc<dyn EventStore>`). Two implementations: SQLite (the embedded default, one file,
+//! WAL) and PostgreSQL, each in a folder with a file per role and its numbered migrations. Both
+//! keep the table shape of cqrs-es's `sqlite-es`/`postgres-es`
 //! (`aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata`) and add
 //! what those crates lack: a global `position` that readers can resume from with no gap and no
 //! duplicate, appends of many streams in one transaction (group commit), and a `runs` index kept
@@ -15,6 +20,7 @@ pub mod faults;
 pub mod group;
 mod plan;
 pub mod postgres;
+mod read;
 pub mod sqlite;
 mod util;
 
@@ -134,7 +140,7 @@ pub enum Lease {
 pub(crate) const COUNT_ATTEMPT: &str = "attempts = CASE WHEN attempt_mark = updated_at \
      THEN attempts + 1 ELSE 1 END, attempt_mark = updated_at";
 
-/// A run taken by [`EventStore::claim_runs`].
+/// A run taken by [`Leases::claim_runs`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
     /// The run.
@@ -175,7 +181,7 @@ pub struct Appended {
     pub last_position: u64,
 }
 
-/// The outcome of one group of [`EventStore::append_groups`]: that group's [`Appended`] list, or
+/// The outcome of one group of [`EventLog::append_groups`]: that group's [`Appended`] list, or
 /// its own error (typically [`StoreError::Conflict`]).
 pub type GroupOutcome = Result<Vec<Appended>>;
 
@@ -201,7 +207,7 @@ pub struct RunSummary {
     /// When the run next needs a worker (ms since epoch): `<= updated_at` when it can progress
     /// now (a call to make, a decision to take), a timer's due time when it only waits for that
     /// timer, `None` when no worker can move it (ended, suspended, waiting for an event). Workers
-    /// claim runs whose `wake_at` has come (see [`EventStore::claim_runs`]).
+    /// claim runs whose `wake_at` has come (see [`Leases::claim_runs`]).
     pub wake_at: Option<i64>,
     /// The caller's correlation id given when the run was started, if any.
     pub correlation_id: Option<String>,
@@ -236,7 +242,7 @@ pub struct WorkerLease {
     pub ttl_ms: i64,
 }
 
-/// Filter of [`EventStore::list_runs`].
+/// Filter of [`RunIndex::list_runs`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RunFilter {
     /// Only runs in these statuses (all when empty).
@@ -245,7 +251,7 @@ pub struct RunFilter {
     pub limit: Option<u64>,
 }
 
-/// A page of the runs index for [`EventStore::query_runs`]: sorted by [`RunQuery::order`]
+/// A page of the runs index for [`RunIndex::query_runs`]: sorted by [`RunQuery::order`]
 /// (default: `created_at`, then `run_id`, both descending: newest first), filtered, resuming
 /// strictly after a key (keyset pagination, so a page stays stable while new runs arrive).
 ///
@@ -332,16 +338,17 @@ pub struct StoredDefinition {
     pub deployed: bool,
 }
 
-/// The event log.
+/// The event log: the streams of every run and definition, and the global order they were
+/// committed in.
 ///
 /// Invariants every implementation keeps (checked by the store-conformance suite):
 /// - an append either writes all of its requests or none, and fails with
 ///   [`StoreError::Conflict`] when any stream's `expected_sequence` is stale;
-/// - positions strictly increase in commit order, so [`EventStore::read_all`] after position `p`
+/// - positions strictly increase in commit order, so [`EventLog::read_all`] after position `p`
 ///   never skips an event that commits later with a smaller position;
 /// - nothing is ever updated or deleted.
 #[async_trait]
-pub trait EventStore: Send + Sync + 'static {
+pub trait EventLog: Send + Sync + 'static {
     /// Appends to one or more streams atomically.
     async fn append(&self, requests: Vec<AppendRequest>) -> Result<Vec<Appended>>;
 
@@ -354,7 +361,7 @@ pub trait EventStore: Send + Sync + 'static {
     /// then shares that error. This is what [`group::GroupCommitter`] calls.
     ///
     /// The default implementation (for stores without native support) appends all groups in one
-    /// [`EventStore::append`], and on a conflict answers the offending group and retries the rest.
+    /// [`EventLog::append`], and on a conflict answers the offending group and retries the rest.
     /// Both built-in stores override it with a single pass that needs no retry.
     async fn append_groups(&self, groups: Vec<Vec<AppendRequest>>) -> Result<Vec<GroupOutcome>> {
         plan::append_groups_by_retry(self, groups).await
@@ -371,91 +378,9 @@ pub trait EventStore: Send + Sync + 'static {
     /// Events of all streams after `after_position`, in position order, at most `limit`.
     async fn read_all(&self, after_position: u64, limit: u64) -> Result<Vec<StoredEvent>>;
 
-    /// Runs from the `runs` index.
-    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>>;
-
-    /// A filtered page of the runs index (see [`RunQuery`]).
-    async fn query_runs(&self, query: &RunQuery) -> Result<Vec<RunSummary>>;
-
-    /// One run's summary.
-    async fn get_run(&self, run_id: &str) -> Result<Option<RunSummary>>;
-
-    /// Records a definition (idempotent on its hash). Recording deployed content that is stored
-    /// as not deployed marks it deployed; the reverse changes nothing.
-    async fn put_definition(&self, def: &StoredDefinition) -> Result<()>;
-
-    /// A definition by content hash.
-    async fn definition_by_hash(&self, hash: &str) -> Result<Option<StoredDefinition>>;
-
-    /// A deployed definition by namespace, name and version; `latest` picks the highest semantic
-    /// version.
-    async fn find_definition(
-        &self,
-        namespace: &str,
-        name: &str,
-        version: &str,
-    ) -> Result<Option<StoredDefinition>>;
-
-    /// Every deployed definition, ordered by namespace, name, then the order they were first
-    /// recorded in (so a redeployed version with new content comes after the old content).
-    async fn list_definitions(&self) -> Result<Vec<StoredDefinition>>;
-
-    // ----- API tokens (not events: a token row is updated once, when it is revoked) ---------
-
-    /// Records an API token. Its `hash` must be unique; the secret itself is never stored.
-    ///
-    /// The default implementation (for stores that keep no tokens) fails, so that a server on
-    /// such a store denies every request instead of admitting any.
-    async fn put_token(&self, token: &StoredToken) -> Result<()> {
-        let _ = token;
-        Err(no_tokens())
-    }
-
-    /// The token whose secret hashes to `hash`, revoked or not.
-    async fn token_by_hash(&self, hash: &str) -> Result<Option<StoredToken>> {
-        let _ = hash;
-        Err(no_tokens())
-    }
-
-    /// Every token, revoked ones included, oldest first.
-    async fn list_tokens(&self) -> Result<Vec<StoredToken>> {
-        Err(no_tokens())
-    }
-
-    /// Marks a token revoked at `at` (ms since epoch); revoking it again keeps the first time.
-    /// `Ok(None)` when no token has this id; otherwise the token as it now is.
-    async fn revoke_token(&self, id: &str, at: i64) -> Result<Option<StoredToken>> {
-        let _ = (id, at);
-        Err(no_tokens())
-    }
-
-    // ----- projections (read models rebuilt from the log; see `crate::projections`) ---------
-
-    /// The last global position of the log that `projection` has processed, if it recorded one.
-    async fn projection_checkpoint(&self, projection: &str) -> Result<Option<u64>> {
-        let _ = projection;
-        Err(no_projections())
-    }
-
-    /// Records that `projection` has processed the log up to `position` (overwriting).
-    async fn put_projection_checkpoint(&self, projection: &str, position: u64) -> Result<()> {
-        let _ = (projection, position);
-        Err(no_projections())
-    }
-
-    /// Writes `summary` into the `runs` index, folded from the run's events up to
-    /// `last_sequence`, but only if that is still the run's last event; `Ok(false)` when the run
-    /// has moved on (its newer append wrote a newer summary, which must not be overwritten).
-    /// Implementations check and write under the same lock as appends, so no append can slip in
-    /// between the check and the write.
-    async fn rebuild_run_summary(&self, summary: &RunSummary, last_sequence: u64) -> Result<bool> {
-        let _ = (summary, last_sequence);
-        Err(no_projections())
-    }
-
     /// The global position of the last event in the log (0 when empty).
     ///
-    /// The default implementation pages through [`EventStore::read_all`]; the built-in stores
+    /// The default implementation pages through [`EventLog::read_all`]; the built-in stores
     /// answer with one query.
     async fn head_position(&self) -> Result<u64> {
         let mut pos = 0;
@@ -468,8 +393,68 @@ pub trait EventStore: Send + Sync + 'static {
         }
     }
 
-    // ----- distribution: worker leases and claims (see `Lease`) -----------------------------
+    /// The database under this store and any wrappers around it, for code outside the runtime
+    /// that keeps tables of its own next to the log (the api's tokens). `None` for stores that
+    /// are no built-in database; wrappers forward their inner store's answer, so that wrapping a
+    /// store never hides what it is built on.
+    fn database(&self) -> Option<Database<'_>> {
+        None
+    }
+}
 
+/// A built-in database, as [`EventLog::database`] answers it.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum Database<'a> {
+    /// The SQLite store.
+    Sqlite(&'a sqlite::SqliteStore),
+    /// The PostgreSQL store.
+    Postgres(&'a postgres::PostgresStore),
+}
+
+/// The `runs` index: one row per run, written in the transaction of the run's appends and
+/// rebuildable from the log (`crate::projections`), with the checkpoints of such rebuilds.
+#[async_trait]
+pub trait RunIndex: Send + Sync + 'static {
+    /// Runs from the `runs` index.
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>>;
+
+    /// A filtered page of the runs index (see [`RunQuery`]).
+    async fn query_runs(&self, query: &RunQuery) -> Result<Vec<RunSummary>>;
+
+    /// One run's summary.
+    async fn get_run(&self, run_id: &str) -> Result<Option<RunSummary>>;
+
+    /// Writes `summary` into the `runs` index, folded from the run's events up to
+    /// `last_sequence`, but only if that is still the run's last event; `Ok(false)` when the run
+    /// has moved on (its newer append wrote a newer summary, which must not be overwritten).
+    /// Implementations check and write under the same lock as appends, so no append can slip in
+    /// between the check and the write.
+    async fn rebuild_run_summary(&self, summary: &RunSummary, last_sequence: u64) -> Result<bool> {
+        let _ = (summary, last_sequence);
+        Err(no_projections())
+    }
+
+    /// The last global position of the log that `projection` has processed, if it recorded one.
+    async fn projection_checkpoint(&self, projection: &str) -> Result<Option<u64>> {
+        let _ = projection;
+        Err(no_projections())
+    }
+
+    /// Records that `projection` has processed the log up to `position` (overwriting).
+    async fn put_projection_checkpoint(&self, projection: &str, position: u64) -> Result<()> {
+        let _ = (projection, position);
+        Err(no_projections())
+    }
+}
+
+/// Who works on which run: worker leases, claims of runs from the `runs` index, and the notices
+/// that wake idle workers (see [`Lease`]).
+///
+/// The defaults (for stores without distribution) describe one worker that holds everything: a
+/// lease that never expires and no claims.
+#[async_trait]
+pub trait Leases: RunIndex {
     /// Registers a worker under `name` for `ttl_ms`, superseding an earlier registration of the
     /// same name: the runs that one held are released at once (a restarted worker need not wait
     /// for its previous life's lease to expire).
@@ -531,7 +516,7 @@ pub trait EventStore: Send + Sync + 'static {
     /// The earliest `wake_at` of any run, held by a worker or not: `None` when no run can move
     /// without something from outside (every unfinished run waits for an event, or is
     /// suspended). What `cairn worker --exit-when-idle` watches. The default pages through
-    /// [`EventStore::query_runs`]; the built-in stores ask with one query.
+    /// [`RunIndex::query_runs`]; the built-in stores ask with one query.
     async fn earliest_wake(&self) -> Result<Option<i64>> {
         let mut q = RunQuery {
             statuses: ["pending", "running", "waiting"]
@@ -566,9 +551,36 @@ pub trait EventStore: Send + Sync + 'static {
     fn work_notices(&self) -> Option<(tokio::sync::broadcast::Receiver<String>, bool)> {
         None
     }
+}
 
-    // ----- snapshots (a cache of folded state; the events stay the truth) -------------------
+/// Workflow definitions, content-addressed: recorded once per content hash, found by hash, or,
+/// when deployed, by namespace, name and version.
+#[async_trait]
+pub trait DefinitionStore: Send + Sync + 'static {
+    /// Records a definition (idempotent on its hash). Recording deployed content that is stored
+    /// as not deployed marks it deployed; the reverse changes nothing.
+    async fn put_definition(&self, def: &StoredDefinition) -> Result<()>;
 
+    /// A definition by content hash.
+    async fn definition_by_hash(&self, hash: &str) -> Result<Option<StoredDefinition>>;
+
+    /// A deployed definition by namespace, name and version; `latest` picks the highest semantic
+    /// version.
+    async fn find_definition(
+        &self,
+        namespace: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<StoredDefinition>>;
+
+    /// Every deployed definition, ordered by namespace, name, then the order they were first
+    /// recorded in (so a redeployed version with new content comes after the old content).
+    async fn list_definitions(&self) -> Result<Vec<StoredDefinition>>;
+}
+
+/// Snapshots of folded state: a cache that shortens loads; the events stay the truth.
+#[async_trait]
+pub trait SnapshotStore: Send + Sync + 'static {
     /// Records `payload`, the state of stream `stream` folded up to its event `last_sequence`,
     /// as its newest snapshot, dropping older ones in the same transaction. A snapshot older
     /// than the one already stored is not written. Best effort for callers: a snapshot that is
@@ -601,29 +613,22 @@ pub trait EventStore: Send + Sync + 'static {
     }
 }
 
+/// Every role of a store at once: what the engine and the server hold as
+/// `Arc<dyn EventStore>`. Implemented for anything that implements the roles; implement those.
+pub trait EventStore: EventLog + RunIndex + Leases + DefinitionStore + SnapshotStore {}
+
+impl<T: EventLog + RunIndex + Leases + DefinitionStore + SnapshotStore + ?Sized> EventStore for T {}
+
 fn no_projections() -> StoreError {
     StoreError::Unavailable("this store keeps no projection checkpoints".into())
 }
 
-fn no_tokens() -> StoreError {
-    StoreError::Unavailable("this store keeps no api tokens".into())
-}
-
-/// An API token as stored: an id to name it by, a role, and the SHA-256 of its secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredToken {
-    /// Public id (`tok_...`), used to list and revoke it; not a credential.
-    pub id: String,
-    /// A label for people (`ci`, `grafana`); may be empty.
-    pub name: String,
-    /// `admin`, `editor`, `operator` or `viewer` (the store does not interpret it).
-    pub role: String,
-    /// Lowercase hex SHA-256 of the secret.
-    pub hash: String,
-    /// Creation time (ms since epoch).
-    pub created_at: i64,
-    /// Revocation time (ms since epoch), if revoked.
-    pub revoked_at: Option<i64>,
+/// A [`StoreError::Unavailable`] for a failed statement of store `store` (`sqlite`,
+/// `postgres`) doing `op`, with any credentials in a URL of the message redacted: for tables
+/// other crates keep beside the log (the api's tokens), so that their errors read like the
+/// store's own.
+pub fn unavailable(store: &str, op: &str, err: impl std::fmt::Display) -> StoreError {
+    util::unavailable(store, op, err)
 }
 
 /// Compares two definition versions by semantic-version precedence (`1.10.0 > 1.9.0`,

@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::{
-    AppendRequest, Appended, EventStore, GroupOutcome, Lease, NewEvent, Result, RunSummary,
+    AppendRequest, Appended, EventLog, GroupOutcome, Lease, NewEvent, Result, RunSummary,
     StoreError,
 };
 
@@ -79,7 +79,7 @@ pub(crate) fn first_owner<'a>(summary: &RunSummary, lease: &'a Lease) -> Option<
 }
 
 /// The run ids to announce to idle workers after these summaries commit (see
-/// [`EventStore::work_notices`]): a run made runnable by a non-holder, a run that now waits for
+/// [`super::Leases::work_notices`]): a run made runnable by a non-holder, a run that now waits for
 /// a timer, and the parent of a sub-workflow that ended.
 pub(crate) fn notices<'a>(summaries: &[(&'a RunSummary, &'a Lease)]) -> Vec<&'a str> {
     let mut out = Vec::new();
@@ -208,9 +208,9 @@ impl Plan<'_> {
     }
 }
 
-/// The default [`EventStore::append_groups`]: one combined `append`; on a conflict, answer the
+/// The default [`super::EventLog::append_groups`]: one combined `append`; on a conflict, answer the
 /// group that caused it and retry the others, so one stale writer never fails the rest.
-pub(crate) async fn append_groups_by_retry<S: EventStore + ?Sized>(
+pub(crate) async fn append_groups_by_retry<S: EventLog + ?Sized>(
     store: &S,
     groups: Vec<Vec<AppendRequest>>,
 ) -> Result<Vec<GroupOutcome>> {

@@ -152,3 +152,45 @@ mod tests {
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
     }
 }
+
+/// One numbered schema migration of a store (`store/*/migrations/NNNN_*.sql`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Migration {
+    /// Its number in `schema_version`.
+    pub version: i64,
+    /// The statements, run in the migration's transaction.
+    pub sql: &'static str,
+    /// Whether it only writes down, with `IF NOT EXISTS`, what older builds created outside the
+    /// numbered migrations at every open: a store those builds wrote has all of it already, so
+    /// a reader does not refuse a store for lacking this migration (an older build's store
+    /// stays readable by a read-only command of this one, and the other way round).
+    pub catch_up: bool,
+}
+
+impl Migration {
+    pub(crate) const fn new(version: i64, sql: &'static str) -> Migration {
+        Migration {
+            version,
+            sql,
+            catch_up: false,
+        }
+    }
+
+    pub(crate) const fn catch_up(version: i64, sql: &'static str) -> Migration {
+        Migration {
+            version,
+            sql,
+            catch_up: true,
+        }
+    }
+}
+
+/// The schema version a reader needs: that of the last migration that is no catch-up.
+pub(crate) fn readers_need(migrations: &[Migration]) -> i64 {
+    migrations
+        .iter()
+        .filter(|m| !m.catch_up)
+        .map(|m| m.version)
+        .max()
+        .unwrap_or(0)
+}

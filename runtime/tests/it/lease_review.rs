@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cairn_runtime::store::{
-    AppendRequest, Appended, Claim, EventStore, GroupOutcome, Lease, Result, RunFilter, RunQuery,
-    RunSummary, StoreError, StoredDefinition, StoredEvent, StoredToken, WorkerLease,
+    AppendRequest, Appended, Claim, DefinitionStore, EventLog, EventStore, GroupOutcome, Lease,
+    Leases, Result, RunFilter, RunIndex, RunQuery, RunSummary, SnapshotStore, StoreError,
+    StoredDefinition, StoredEvent, WorkerLease,
 };
 use cairn_runtime::{RunOutcome, Runtime, StartOptions};
 use serde_json::{json, Value};
@@ -51,7 +52,7 @@ fn has_new(reqs: &[AppendRequest]) -> bool {
 }
 
 #[async_trait]
-impl EventStore for Lossy {
+impl EventLog for Lossy {
     async fn append(&self, requests: Vec<AppendRequest>) -> Result<Vec<Appended>> {
         let new = has_new(&requests);
         let out = self.inner.append(requests).await?;
@@ -60,6 +61,7 @@ impl EventStore for Lossy {
         }
         Ok(out)
     }
+
     async fn append_groups(&self, groups: Vec<Vec<AppendRequest>>) -> Result<Vec<GroupOutcome>> {
         let new = groups.iter().any(|g| has_new(g));
         let out = self.inner.append_groups(groups).await?;
@@ -69,80 +71,65 @@ impl EventStore for Lossy {
         }
         Ok(out)
     }
+
     async fn load(&self, t: &str, s: &str, after: u64) -> Result<Vec<StoredEvent>> {
         self.inner.load(t, s, after).await
     }
+
     async fn read_all(&self, after: u64, limit: u64) -> Result<Vec<StoredEvent>> {
         self.inner.read_all(after, limit).await
     }
-    async fn list_runs(&self, f: &RunFilter) -> Result<Vec<RunSummary>> {
-        self.inner.list_runs(f).await
-    }
-    async fn query_runs(&self, q: &RunQuery) -> Result<Vec<RunSummary>> {
-        self.inner.query_runs(q).await
-    }
-    async fn get_run(&self, id: &str) -> Result<Option<RunSummary>> {
-        self.inner.get_run(id).await
-    }
-    async fn put_definition(&self, d: &StoredDefinition) -> Result<()> {
-        self.inner.put_definition(d).await
-    }
-    async fn definition_by_hash(&self, h: &str) -> Result<Option<StoredDefinition>> {
-        self.inner.definition_by_hash(h).await
-    }
-    async fn find_definition(
-        &self,
-        ns: &str,
-        n: &str,
-        v: &str,
-    ) -> Result<Option<StoredDefinition>> {
-        self.inner.find_definition(ns, n, v).await
-    }
-    async fn list_definitions(&self) -> Result<Vec<StoredDefinition>> {
-        self.inner.list_definitions().await
-    }
-    async fn put_token(&self, t: &StoredToken) -> Result<()> {
-        self.inner.put_token(t).await
-    }
-    async fn token_by_hash(&self, h: &str) -> Result<Option<StoredToken>> {
-        self.inner.token_by_hash(h).await
-    }
-    async fn list_tokens(&self) -> Result<Vec<StoredToken>> {
-        self.inner.list_tokens().await
-    }
-    async fn revoke_token(&self, id: &str, at: i64) -> Result<Option<StoredToken>> {
-        self.inner.revoke_token(id, at).await
-    }
-    async fn projection_checkpoint(&self, p: &str) -> Result<Option<u64>> {
-        self.inner.projection_checkpoint(p).await
-    }
-    async fn put_projection_checkpoint(&self, p: &str, pos: u64) -> Result<()> {
-        self.inner.put_projection_checkpoint(p, pos).await
-    }
-    async fn rebuild_run_summary(&self, s: &RunSummary, seq: u64) -> Result<bool> {
-        self.inner.rebuild_run_summary(s, seq).await
-    }
+
     async fn head_position(&self) -> Result<u64> {
         self.inner.head_position().await
     }
-    async fn save_snapshot(&self, t: &str, s: &str, seq: u64, p: Value) -> Result<()> {
-        self.inner.save_snapshot(t, s, seq, p).await
+}
+
+#[async_trait]
+impl RunIndex for Lossy {
+    async fn list_runs(&self, f: &RunFilter) -> Result<Vec<RunSummary>> {
+        self.inner.list_runs(f).await
     }
-    async fn load_snapshot(&self, t: &str, s: &str) -> Result<Option<(u64, Value)>> {
-        self.inner.load_snapshot(t, s).await
+
+    async fn query_runs(&self, q: &RunQuery) -> Result<Vec<RunSummary>> {
+        self.inner.query_runs(q).await
     }
+
+    async fn get_run(&self, id: &str) -> Result<Option<RunSummary>> {
+        self.inner.get_run(id).await
+    }
+
+    async fn projection_checkpoint(&self, p: &str) -> Result<Option<u64>> {
+        self.inner.projection_checkpoint(p).await
+    }
+
+    async fn put_projection_checkpoint(&self, p: &str, pos: u64) -> Result<()> {
+        self.inner.put_projection_checkpoint(p, pos).await
+    }
+
+    async fn rebuild_run_summary(&self, s: &RunSummary, seq: u64) -> Result<bool> {
+        self.inner.rebuild_run_summary(s, seq).await
+    }
+}
+
+#[async_trait]
+impl Leases for Lossy {
     async fn register_worker(&self, name: &str, ttl_ms: i64) -> Result<WorkerLease> {
         self.inner.register_worker(name, ttl_ms).await
     }
+
     async fn renew_worker(&self, lease: &WorkerLease) -> Result<bool> {
         self.inner.renew_worker(lease).await
     }
+
     async fn retire_worker(&self, lease: &WorkerLease) -> Result<()> {
         self.inner.retire_worker(lease).await
     }
+
     async fn release_expired(&self) -> Result<u64> {
         self.inner.release_expired().await
     }
+
     async fn claim_runs(
         &self,
         lease: &WorkerLease,
@@ -156,14 +143,52 @@ impl EventStore for Lossy {
         }
         Ok(got)
     }
+
     async fn next_wake(&self) -> Result<Option<i64>> {
         self.inner.next_wake().await
     }
+
     async fn owned_runs(&self, lease: &WorkerLease) -> Result<Vec<String>> {
         self.inner.owned_runs(lease).await
     }
+
     fn work_notices(&self) -> Option<(tokio::sync::broadcast::Receiver<String>, bool)> {
         self.inner.work_notices()
+    }
+}
+
+#[async_trait]
+impl DefinitionStore for Lossy {
+    async fn put_definition(&self, d: &StoredDefinition) -> Result<()> {
+        self.inner.put_definition(d).await
+    }
+
+    async fn definition_by_hash(&self, h: &str) -> Result<Option<StoredDefinition>> {
+        self.inner.definition_by_hash(h).await
+    }
+
+    async fn find_definition(
+        &self,
+        ns: &str,
+        n: &str,
+        v: &str,
+    ) -> Result<Option<StoredDefinition>> {
+        self.inner.find_definition(ns, n, v).await
+    }
+
+    async fn list_definitions(&self) -> Result<Vec<StoredDefinition>> {
+        self.inner.list_definitions().await
+    }
+}
+
+#[async_trait]
+impl SnapshotStore for Lossy {
+    async fn save_snapshot(&self, t: &str, s: &str, seq: u64, p: Value) -> Result<()> {
+        self.inner.save_snapshot(t, s, seq, p).await
+    }
+
+    async fn load_snapshot(&self, t: &str, s: &str) -> Result<Option<(u64, Value)>> {
+        self.inner.load_snapshot(t, s).await
     }
 }
 

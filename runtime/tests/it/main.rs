@@ -34,5 +34,6 @@ mod engine;
 mod explain;
 mod lease_review;
 mod leases;
+mod migrations;
 mod snapshots;
 mod store;

@@ -1,0 +1,101 @@
+//! Definitions on SQLite.
+
+use async_trait::async_trait;
+use serde_json::Value;
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row as _;
+
+use super::{SqliteStore, STORE};
+use crate::store::util::unavailable;
+use crate::store::{DefinitionStore, Result, StoreError, StoredDefinition};
+
+pub(super) fn definition_from_row(row: &SqliteRow) -> Result<StoredDefinition> {
+    let get = |e: sqlx::Error| StoreError::Corrupt(format!("sqlite definitions row: {e}"));
+    Ok(StoredDefinition {
+        namespace: row.try_get("namespace").map_err(get)?,
+        name: row.try_get("name").map_err(get)?,
+        version: row.try_get("version").map_err(get)?,
+        hash: row.try_get("hash").map_err(get)?,
+        source: row.try_get::<Value, _>("source").map_err(get)?,
+        deployed: row.try_get::<i64, _>("deployed").map_err(get)? != 0,
+    })
+}
+
+#[async_trait]
+impl DefinitionStore for SqliteStore {
+    async fn put_definition(&self, def: &StoredDefinition) -> Result<()> {
+        // `seq` orders registrations (the newest wins among equal versions). Deploying content
+        // that was only run so far makes it deployed; running deployed content changes nothing.
+        sqlx::query(
+            "INSERT INTO definitions (hash, namespace, name, version, source, seq, deployed) \
+             VALUES (?, ?, ?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM definitions), ?) \
+             ON CONFLICT (hash) DO UPDATE SET deployed = 1 WHERE excluded.deployed = 1",
+        )
+        .bind(&def.hash)
+        .bind(&def.namespace)
+        .bind(&def.name)
+        .bind(&def.version)
+        .bind(&def.source)
+        .bind(i64::from(def.deployed))
+        .execute(&self.writer)
+        .await
+        .map_err(|e| unavailable(STORE, "put_definition", e))?;
+        Ok(())
+    }
+
+    async fn definition_by_hash(&self, hash: &str) -> Result<Option<StoredDefinition>> {
+        let row = sqlx::query(
+            "SELECT hash, namespace, name, version, source, deployed FROM definitions WHERE hash = ?",
+        )
+        .bind(hash)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(|e| unavailable(STORE, "definition_by_hash", e))?;
+        row.as_ref().map(definition_from_row).transpose()
+    }
+
+    async fn find_definition(
+        &self,
+        namespace: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<StoredDefinition>> {
+        let rows = if version == "latest" {
+            sqlx::query(
+                "SELECT hash, namespace, name, version, source, deployed FROM definitions \
+                 WHERE namespace = ? AND name = ? AND deployed = 1 ORDER BY seq",
+            )
+            .bind(namespace)
+            .bind(name)
+            .fetch_all(&self.reader)
+            .await
+        } else {
+            sqlx::query(
+                "SELECT hash, namespace, name, version, source, deployed FROM definitions \
+                 WHERE namespace = ? AND name = ? AND version = ? AND deployed = 1 ORDER BY seq",
+            )
+            .bind(namespace)
+            .bind(name)
+            .bind(version)
+            .fetch_all(&self.reader)
+            .await
+        }
+        .map_err(|e| unavailable(STORE, "find_definition", e))?;
+        let defs = rows
+            .iter()
+            .map(definition_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(crate::store::util::pick_latest(defs))
+    }
+
+    async fn list_definitions(&self) -> Result<Vec<StoredDefinition>> {
+        let rows = sqlx::query(
+            "SELECT hash, namespace, name, version, source, deployed FROM definitions \
+             WHERE deployed = 1 ORDER BY namespace, name, seq",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .map_err(|e| unavailable(STORE, "list_definitions", e))?;
+        rows.iter().map(definition_from_row).collect()
+    }
+}
