@@ -630,8 +630,27 @@ fn redact(url: &str) -> String {
     url.to_string()
 }
 
+/// Reads, parses and validates a definition file; `.json` files are JSON, anything else YAML.
+/// The file is read here because core does no I/O; a file that cannot be read is reported as a
+/// problem of the definition so both `load` and `validate` print it like any other.
+fn load_file(file: &Path, options: &dsl::LoadOptions) -> Result<Workflow, dsl::ValidationErrors> {
+    let text = std::fs::read_to_string(file).map_err(|e| dsl::ValidationErrors {
+        problems: vec![dsl::Problem {
+            pointer: String::new(),
+            line: None,
+            column: None,
+            message: format!("cannot read {}: {e}", file.display()),
+        }],
+    })?;
+    let format = match file.extension().and_then(|e| e.to_str()) {
+        Some("json") => dsl::SourceFormat::Json,
+        _ => dsl::SourceFormat::Yaml,
+    };
+    dsl::load_str_with(&text, format, options)
+}
+
 fn load(file: &Path) -> Result<Workflow, Fail> {
-    dsl::load(file).map_err(|e| {
+    load_file(file, &dsl::LoadOptions::default()).map_err(|e| {
         let mut msg = format!("invalid definition {}:", file.display());
         for p in &e.problems {
             msg.push_str(&format!("\n  {p}"));
@@ -641,7 +660,7 @@ fn load(file: &Path) -> Result<Workflow, Fail> {
 }
 
 fn validate(file: &Path, as_json: bool, functions: Vec<String>) -> Result<u8, Fail> {
-    match dsl::load_with(file, &dsl::LoadOptions::with_functions(functions)) {
+    match load_file(file, &dsl::LoadOptions::with_functions(functions)) {
         Ok(def) => {
             if as_json {
                 println!("{}", json!({ "valid": true, "problems": [] }));
