@@ -896,8 +896,8 @@ async fn status(run: &str, store: &str, as_json: bool) -> Result<u8, Fail> {
         "output": s.output,
         "error": s.error.as_ref().map(|e| e.to_value()),
         "currentTasks": s.current_tasks(),
-        "startedAt": cairn_core::decider::iso8601(s.started_at),
-        "updatedAt": cairn_core::decider::iso8601(s.updated_at),
+        "startedAt": cairn_core::time::iso8601(s.started_at),
+        "updatedAt": cairn_core::time::iso8601(s.updated_at),
     });
     if as_json {
         println!("{v}");
@@ -946,7 +946,7 @@ async fn history(run: &str, store: &str, as_json: bool) -> Result<u8, Fail> {
                 out,
                 "{:>5} {} {:<22} {}",
                 e.sequence,
-                cairn_core::decider::iso8601(at),
+                cairn_core::time::iso8601(at),
                 e.event.event_type(),
                 summary(&e.event)
             );
@@ -974,7 +974,7 @@ fn summary(e: &cairn_core::RunEvent) -> String {
         } => {
             format!(
                 "timer {timer} {kind:?} due {}",
-                cairn_core::decider::iso8601(*due_at)
+                cairn_core::time::iso8601(*due_at)
             )
         }
         E::RunCompleted { output, .. } => clip(&output.to_string()),
@@ -1032,8 +1032,8 @@ async fn runs(
             let v = json!({
                 "id": r.run_id, "namespace": r.namespace, "name": r.name, "version": r.version,
                 "status": r.status,
-                "createdAt": cairn_core::decider::iso8601(r.created_at),
-                "updatedAt": cairn_core::decider::iso8601(r.updated_at),
+                "createdAt": cairn_core::time::iso8601(r.created_at),
+                "updatedAt": cairn_core::time::iso8601(r.updated_at),
                 "correlationId": r.correlation_id,
             });
             let _ = writeln!(out, "{v}");
@@ -1046,7 +1046,7 @@ async fn runs(
                 r.namespace,
                 r.name,
                 r.version,
-                cairn_core::decider::iso8601(r.created_at)
+                cairn_core::time::iso8601(r.created_at)
             );
         }
     }

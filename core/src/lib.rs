@@ -12,6 +12,7 @@
 //! - [`data_schema`]: JSON Schema checks of data at run time (`input.schema`, `output.schema`).
 //! - [`limits`]: what a run accepts from outside (input and event sizes, CloudEvents).
 //! - [`sealed`]: secrets in call arguments, recorded as placeholders and revealed at send time.
+//! - [`time`]: points in time as RFC 3339 text and the spec's date-time descriptor.
 //! - [`error`]: workflow errors in the DSL's RFC 7807 shape ([`error::WorkflowError`]).
 
 pub mod activity;
@@ -28,6 +29,7 @@ pub mod limits;
 pub mod schemas;
 pub mod sealed;
 pub mod state;
+pub mod time;
 pub mod uri;
 
 pub use error::{ErrorKind, WorkflowError};

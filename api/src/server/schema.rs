@@ -13,10 +13,10 @@ use async_graphql::{
     MergedObject, Object, Result, Scalar, ScalarType, Schema, SimpleObject,
 };
 use base64::Engine as _;
-use cairn_core::decider::iso8601;
 use cairn_core::dsl::{self, Problem as DslProblem, SourceFormat, Workflow};
 use cairn_core::events::RunEvent;
 use cairn_core::state::RunState;
+use cairn_core::time::iso8601;
 use cairn_runtime::store::{
     EventStore, RunOrder, RunQuery, RunSortField, RunSummary, StoredDefinition, StoredEvent,
     RUN_AGGREGATE,
