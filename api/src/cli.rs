@@ -660,8 +660,27 @@ fn redact(url: &str) -> String {
     url.to_string()
 }
 
+/// Reads, parses and validates a definition file; `.json` files are JSON, anything else YAML.
+/// The file is read here because core does no I/O; a file that cannot be read is reported as a
+/// problem of the definition so both `load` and `validate` print it like any other.
+fn load_file(file: &Path, options: &dsl::LoadOptions) -> Result<Workflow, dsl::ValidationErrors> {
+    let text = std::fs::read_to_string(file).map_err(|e| dsl::ValidationErrors {
+        problems: vec![dsl::Problem {
+            pointer: String::new(),
+            line: None,
+            column: None,
+            message: format!("cannot read {}: {e}", file.display()),
+        }],
+    })?;
+    let format = match file.extension().and_then(|e| e.to_str()) {
+        Some("json") => dsl::SourceFormat::Json,
+        _ => dsl::SourceFormat::Yaml,
+    };
+    dsl::load_str_with(&text, format, options)
+}
+
 fn load(file: &Path) -> Result<Workflow, Fail> {
-    dsl::load(file).map_err(|e| {
+    load_file(file, &dsl::LoadOptions::default()).map_err(|e| {
         let mut msg = format!("invalid definition {}:", file.display());
         for p in &e.problems {
             msg.push_str(&format!("\n  {p}"));
@@ -671,7 +690,7 @@ fn load(file: &Path) -> Result<Workflow, Fail> {
 }
 
 fn validate(file: &Path, as_json: bool, functions: Vec<String>) -> Result<u8, Fail> {
-    match dsl::load_with(file, &dsl::LoadOptions::with_functions(functions)) {
+    match load_file(file, &dsl::LoadOptions::with_functions(functions)) {
         Ok(def) => {
             if as_json {
                 println!("{}", json!({ "valid": true, "problems": [] }));
@@ -908,8 +927,8 @@ async fn status(run: &str, store: &str, as_json: bool) -> Result<u8, Fail> {
         "output": s.output,
         "error": s.error.as_ref().map(|e| e.to_value()),
         "currentTasks": s.current_tasks(),
-        "startedAt": cairn_core::decider::iso8601(s.started_at),
-        "updatedAt": cairn_core::decider::iso8601(s.updated_at),
+        "startedAt": cairn_core::time::iso8601(s.started_at),
+        "updatedAt": cairn_core::time::iso8601(s.updated_at),
     });
     if as_json {
         println!("{v}");
@@ -958,7 +977,7 @@ async fn history(run: &str, store: &str, as_json: bool) -> Result<u8, Fail> {
                 out,
                 "{:>5} {} {:<22} {}",
                 e.sequence,
-                cairn_core::decider::iso8601(at),
+                cairn_core::time::iso8601(at),
                 e.event.event_type(),
                 summary(&e.event)
             );
@@ -986,7 +1005,7 @@ fn summary(e: &cairn_core::RunEvent) -> String {
         } => {
             format!(
                 "timer {timer} {kind:?} due {}",
-                cairn_core::decider::iso8601(*due_at)
+                cairn_core::time::iso8601(*due_at)
             )
         }
         E::RunCompleted { output, .. } => clip(&output.to_string()),
@@ -1037,8 +1056,8 @@ async fn runs(
             let v = json!({
                 "id": r.run_id, "namespace": r.namespace, "name": r.name, "version": r.version,
                 "status": r.status,
-                "createdAt": cairn_core::decider::iso8601(r.created_at),
-                "updatedAt": cairn_core::decider::iso8601(r.updated_at),
+                "createdAt": cairn_core::time::iso8601(r.created_at),
+                "updatedAt": cairn_core::time::iso8601(r.updated_at),
                 "correlationId": r.correlation_id,
             });
             let _ = writeln!(out, "{v}");
@@ -1051,7 +1070,7 @@ async fn runs(
                 r.namespace,
                 r.name,
                 r.version,
-                cairn_core::decider::iso8601(r.created_at)
+                cairn_core::time::iso8601(r.created_at)
             );
         }
     }

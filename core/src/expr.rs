@@ -1,3 +1,4 @@
+// Stays whole: one evaluator (compile, cache, meter, convert) in ~620 lines; the rest is tests.
 //! Runtime expressions: jq, evaluated with the jaq crates, with the spec's arguments
 //! (`$context`, `$input`, `$output`, `$secrets`, `$task`, `$workflow`, `$runtime`,
 //! `$authorization`) and user-named ones (`$item`, `$index`, `$error`, ...) bound.

@@ -13,6 +13,7 @@
 //! - [`limits`]: what a run accepts from outside (input and event sizes, CloudEvents).
 //! - [`names`]: run event type names and run status labels, spelled once.
 //! - [`sealed`]: secrets in call arguments, recorded as placeholders and revealed at send time.
+//! - [`time`]: points in time as RFC 3339 text and the spec's date-time descriptor.
 //! - [`error`]: workflow errors in the DSL's RFC 7807 shape ([`error::WorkflowError`]).
 
 pub mod activity;
@@ -30,6 +31,7 @@ pub mod names;
 pub mod schemas;
 pub mod sealed;
 pub mod state;
+pub mod time;
 pub mod uri;
 
 pub use error::{ErrorKind, WorkflowError};

@@ -5,9 +5,9 @@
 
 use serde_json::{json, Value};
 
-use crate::decider::iso8601;
 use crate::events::{FrameId, RunEvent};
 use crate::state::RunState;
+use crate::time::iso8601;
 
 const PREFIX: &str = "io.serverlessworkflow.";
 

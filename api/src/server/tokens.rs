@@ -68,8 +68,8 @@ fn line(t: &StoredToken) -> serde_json::Value {
         "id": t.id,
         "name": t.name,
         "role": t.role,
-        "createdAt": cairn_core::decider::iso8601(t.created_at),
-        "revokedAt": t.revoked_at.map(cairn_core::decider::iso8601),
+        "createdAt": cairn_core::time::iso8601(t.created_at),
+        "revokedAt": t.revoked_at.map(cairn_core::time::iso8601),
     })
 }
 
@@ -104,14 +104,14 @@ pub async fn run(cmd: TokenCommand) -> Result<u8, ServeFailure> {
                 } else {
                     let revoked = t
                         .revoked_at
-                        .map(|r| format!("  revoked {}", cairn_core::decider::iso8601(r)))
+                        .map(|r| format!("  revoked {}", cairn_core::time::iso8601(r)))
                         .unwrap_or_default();
                     let _ = writeln!(
                         out,
                         "{}  {:<8} {}  {}{revoked}",
                         t.id,
                         t.role,
-                        cairn_core::decider::iso8601(t.created_at),
+                        cairn_core::time::iso8601(t.created_at),
                         t.name,
                     );
                 }
@@ -163,8 +163,8 @@ impl ApiToken {
             id: t.id,
             name: t.name,
             role,
-            created_at: cairn_core::decider::iso8601(t.created_at),
-            revoked_at: t.revoked_at.map(cairn_core::decider::iso8601),
+            created_at: cairn_core::time::iso8601(t.created_at),
+            revoked_at: t.revoked_at.map(cairn_core::time::iso8601),
         })
     }
 }

@@ -1,8 +1,8 @@
 //! Scalars and enums of the schema: leaf types every other part uses.
 
 use async_graphql::{Enum, InputValueError, InputValueResult, Scalar, ScalarType};
-use cairn_core::decider::iso8601;
 use cairn_core::names::StatusLabel;
+use cairn_core::time::iso8601;
 
 /// A point in time: on input an RFC 3339 date-time with any offset (`2026-11-27T18:00:00Z`,
 /// `2026-11-27T19:00:00.250+01:00`), kept to the millisecond; on output RFC 3339 in UTC.

@@ -2,10 +2,10 @@
 
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, InputObject, Json, Object, Result, SimpleObject};
-use cairn_core::decider::iso8601;
 use cairn_core::dsl::{self, Problem as DslProblem, Workflow};
 use cairn_core::events::RunEvent;
 use cairn_core::state::RunState;
+use cairn_core::time::iso8601;
 use cairn_runtime::store::{EventStore, RunSummary, StoredDefinition, StoredEvent, RUN_AGGREGATE};
 use serde_json::Value;
 

@@ -147,7 +147,7 @@ fn snapshots_written_by_this_format_still_decode_to_the_fold() {
     assert!(
         failures.is_empty(),
         "snapshots stored by format {SNAPSHOT_FORMAT} would no longer stand for their events; \
-         bump SNAPSHOT_FORMAT in core/src/state.rs and rerun with CAIRN_UPDATE_FIXTURES=1:\n{}",
+         bump SNAPSHOT_FORMAT in core/src/state/snapshot.rs and rerun with CAIRN_UPDATE_FIXTURES=1:\n{}",
         failures.join("\n")
     );
 }
