@@ -102,6 +102,14 @@ impl StatusLabel {
         StatusLabel::Suspended,
     ];
 
+    /// The labels of runs a worker may still have something to do for: open and not suspended
+    /// (what `cairn worker --exit-when-idle` watches).
+    pub const ACTIVE: [StatusLabel; 3] = [
+        StatusLabel::Pending,
+        StatusLabel::Running,
+        StatusLabel::Waiting,
+    ];
+
     /// The lowercase label as stored and shown.
     pub fn as_str(self) -> &'static str {
         match self {

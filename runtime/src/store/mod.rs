@@ -519,9 +519,9 @@ pub trait Leases: RunIndex {
     /// [`RunIndex::query_runs`]; the built-in stores ask with one query.
     async fn earliest_wake(&self) -> Result<Option<i64>> {
         let mut q = RunQuery {
-            statuses: ["pending", "running", "waiting"]
+            statuses: cairn_core::names::StatusLabel::ACTIVE
                 .iter()
-                .map(|s| s.to_string())
+                .map(|s| s.as_str().to_string())
                 .collect(),
             limit: 1000,
             ..Default::default()

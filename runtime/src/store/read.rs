@@ -2,6 +2,7 @@
 //! query and on how a row decodes, it is written once here, generic over the sqlx database
 //! (as `plan.rs` does for the store-independent half of an append).
 
+use cairn_core::names::StatusLabel;
 use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
 
 use super::util::to_i64;
@@ -11,6 +12,19 @@ use super::{Result, RunQuery, RunSummary, StoreError};
 pub(crate) const RUN_COLUMNS: &str =
     "run_id, namespace, name, version, status, created_at, updated_at, \
      next_timer_at, wake_at, correlation_id, parent_run_id";
+
+/// The earliest `wake_at` of the runs a worker may still have something to do for
+/// ([`super::Leases::earliest_wake`]), the same statement on both stores.
+pub(crate) fn earliest_wake_sql() -> String {
+    let active: Vec<String> = StatusLabel::ACTIVE
+        .iter()
+        .map(|l| format!("'{}'", l.as_str()))
+        .collect();
+    format!(
+        "SELECT MIN(wake_at) FROM runs WHERE status IN ({}) AND wake_at IS NOT NULL",
+        active.join(", ")
+    )
+}
 
 /// The `SELECT` of [`super::RunIndex::query_runs`]: the filters that are set, then the keyset
 /// cursor and order (the same statement on both stores; only the placeholders differ, and the

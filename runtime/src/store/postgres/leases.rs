@@ -251,13 +251,10 @@ impl Leases for PostgresStore {
     }
 
     async fn earliest_wake(&self) -> Result<Option<i64>> {
-        sqlx::query_scalar(
-            "SELECT MIN(wake_at) FROM runs \
-             WHERE status IN ('pending', 'running', 'waiting') AND wake_at IS NOT NULL",
-        )
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|e| unavailable(STORE, "earliest_wake", e))
+        sqlx::query_scalar(&crate::store::read::earliest_wake_sql())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| unavailable(STORE, "earliest_wake", e))
     }
 
     async fn next_wake(&self) -> Result<Option<i64>> {

@@ -145,13 +145,10 @@ impl Leases for SqliteStore {
     }
 
     async fn earliest_wake(&self) -> Result<Option<i64>> {
-        sqlx::query_scalar(
-            "SELECT MIN(wake_at) FROM runs \
-             WHERE status IN ('pending', 'running', 'waiting') AND wake_at IS NOT NULL",
-        )
-        .fetch_one(&self.reader)
-        .await
-        .map_err(|e| unavailable(STORE, "earliest_wake", e))
+        sqlx::query_scalar(&crate::store::read::earliest_wake_sql())
+            .fetch_one(&self.reader)
+            .await
+            .map_err(|e| unavailable(STORE, "earliest_wake", e))
     }
 
     async fn next_wake(&self) -> Result<Option<i64>> {
