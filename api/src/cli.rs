@@ -1,4 +1,8 @@
-//! Argument parsing and the commands.
+//! The `cairn` command line: argument parsing and the commands.
+//!
+//! Data goes to stdout, progress and diagnostics to stderr. Exit codes are a contract:
+//! 0 success (a run completed), 1 a run faulted (stdout holds the error JSON), 2 bad usage,
+//! invalid definition or bad input, 3 a run was cancelled, 4 the store or the runtime failed.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -6,7 +10,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use cairn_connectors::{AllowList, HttpConnector, HttpOptions};
+use cairn_connectors::{AllowList, HttpConnector};
 use cairn_core::activity::{NoSecrets, Secrets};
 use cairn_core::dsl::{self, Workflow};
 use cairn_core::lifecycle::LifecycleProjector;
@@ -15,11 +19,9 @@ use cairn_runtime::{RunOutcome, Runtime, WorkerScope};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde_json::{json, Value};
 
+use crate::options::{ExprArg, LeaseArg, OutboundArg, DEFAULT_STORE};
 use crate::secrets::FileSecrets;
 use crate::server::shutdown_signal;
-
-/// Default store: one SQLite file in `./.cairn/`.
-const DEFAULT_STORE: &str = "sqlite://.cairn/cairn.db";
 
 #[derive(Parser)]
 #[command(
@@ -34,129 +36,11 @@ struct Cli {
     command: Command,
 }
 
-/// The budget of every expression evaluation in this process (see docs/security.md). One
-/// setting for every command, since a run's expressions must fault or not whichever process
-/// evaluates them.
-#[derive(clap::Args, Clone, Debug, Default)]
-pub struct ExprArg {
-    /// Most steps of the jq interpreter one expression evaluation may take before its task
-    /// faults [default: 10000000]
-    #[arg(
-        long = "expr-max-steps",
-        env = "CAIRN_EXPR_MAX_STEPS",
-        value_name = "N",
-        global = true,
-        value_parser = clap::value_parser!(u64).range(1..)
-    )]
-    pub expr_max_steps: Option<u64>,
-    /// Most memory one expression evaluation may allocate before its task faults: bytes, or a
-    /// number with KiB, MiB or GiB [default: 256MiB]
-    #[arg(
-        long = "expr-max-memory",
-        env = "CAIRN_EXPR_MAX_MEMORY",
-        value_name = "SIZE",
-        global = true,
-        value_parser = parse_memory
-    )]
-    pub expr_max_memory: Option<u64>,
-}
-
-impl ExprArg {
-    /// The limits these settings give, defaults where unset.
-    pub(crate) fn limits(&self) -> cairn_core::budget::Limits {
-        let d = cairn_core::budget::Limits::default();
-        cairn_core::budget::Limits {
-            max_steps: self.expr_max_steps.unwrap_or(d.max_steps),
-            max_memory: self.expr_max_memory.unwrap_or(d.max_memory),
-        }
-    }
-}
-
-fn parse_memory(s: &str) -> Result<u64, String> {
-    match cairn_core::budget::parse_size(s)? {
-        0 => Err("the memory budget must be more than 0 bytes".to_string()),
-        n => Ok(n),
-    }
-}
-
 #[derive(clap::Args, Clone)]
 struct StoreArg {
     /// Event store: sqlite://PATH or postgres://... (default: sqlite://.cairn/cairn.db, or $CAIRN_STORE)
     #[arg(long, env = "CAIRN_STORE", default_value = DEFAULT_STORE)]
     store: String,
-}
-
-/// How a worker identifies itself and how long its lease lasts (see docs/operations.md).
-#[derive(clap::Args, Clone, Debug, Default)]
-pub struct LeaseArg {
-    /// The name this worker registers under (default: host, pid and a random part). Restarting
-    /// a worker under the same name takes its runs back at once; two live workers must never
-    /// share a name
-    #[arg(long = "worker-name", env = "CAIRN_WORKER_NAME", value_name = "NAME")]
-    pub worker_name: Option<String>,
-    /// How long a worker's lease lasts without renewal, in ms: how soon others take over the
-    /// runs of a worker that died or stalls [default: 10000]
-    #[arg(long = "lease-ttl-ms", env = "CAIRN_LEASE_TTL_MS", value_name = "MS")]
-    pub lease_ttl_ms: Option<u64>,
-    /// How many claims of one run in a row may end with their worker dead (crashed, killed,
-    /// lease lost) before nothing was recorded; the next claim faults the run ("Poison run")
-    /// instead of running it again, so one bad run cannot take down every worker in turn
-    /// [default: 5]
-    #[arg(long = "max-crashes", env = "CAIRN_MAX_CRASHES", value_name = "N",
-          value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_crashes: Option<u32>,
-}
-
-impl LeaseArg {
-    /// Applies the settings to a runtime builder.
-    pub(crate) fn apply(
-        &self,
-        mut b: cairn_runtime::RuntimeBuilder,
-    ) -> cairn_runtime::RuntimeBuilder {
-        if let Some(n) = &self.worker_name {
-            b = b.worker_name(n.clone());
-        }
-        if let Some(ms) = self.lease_ttl_ms {
-            b = b.lease_ttl(std::time::Duration::from_millis(ms));
-        }
-        if let Some(n) = self.max_crashes {
-            b = b.max_crashes(n);
-        }
-        b
-    }
-}
-
-/// What `call: http` and `call: openapi` may reach: one setting for `cairn serve`, `cairn
-/// worker` and `cairn run`, whose defaults differ (see docs/security/ssrf.md).
-#[derive(clap::Args, Clone, Debug, Default)]
-pub struct OutboundArg {
-    /// Addresses outbound calls may reach besides public ones: comma-separated IPs, CIDRs
-    /// (10.1.0.0/16), host names (api.internal, *.svc.local), `none` (public only) or `all` (no
-    /// guard). The guard denies loopback, private, link-local, cloud metadata and other special
-    /// addresses, after DNS and on every redirect. Default: `none` for `cairn serve` and its
-    /// workers; `all` for `cairn run` and `cairn worker`, which are local tools
-    #[arg(
-        long = "allow-outbound",
-        env = "CAIRN_ALLOW_OUTBOUND",
-        value_name = "LIST",
-        value_parser = parse_allow_list
-    )]
-    pub allow_outbound: Option<AllowList>,
-}
-
-impl OutboundArg {
-    /// The options of the HTTP connector, with `default` unless the setting was given.
-    pub(crate) fn http_options(&self, default: AllowList) -> HttpOptions {
-        HttpOptions {
-            allow_outbound: self.allow_outbound.clone().unwrap_or(default),
-            ..HttpOptions::default()
-        }
-    }
-}
-
-fn parse_allow_list(s: &str) -> Result<AllowList, String> {
-    s.parse()
-        .map_err(|e: cairn_connectors::guard::AllowListError| e.to_string())
 }
 
 #[derive(clap::Args, Clone)]
@@ -294,9 +178,6 @@ enum Command {
         #[command(flatten)]
         store: StoreArg,
     },
-    /// Measure the runtime on a store: latency, runs/s at several concurrencies, and the raw
-    /// append rate of the same store for comparison (figures on stdout, progress on stderr)
-    Bench(crate::bench::BenchArgs),
     /// Retry a faulted run from the task that failed
     Retry {
         /// Run id
@@ -319,7 +200,7 @@ enum Command {
         store: StoreArg,
     },
     /// Serve the GraphQL API (and execute runs, unless --no-workers) until SIGTERM or Ctrl-C
-    Serve(crate::server::ServeArgs),
+    Serve(crate::server::ServerOptions),
     /// Manage the API tokens `cairn serve` accepts (create, list, revoke)
     #[command(subcommand)]
     Token(crate::server::TokenCommand),
@@ -377,9 +258,21 @@ fn infra(e: impl Into<anyhow::Error>) -> Fail {
     }
 }
 
+/// Runs `cairn` with the process's arguments; the exit code of the contract above.
 pub fn main() -> ExitCode {
+    main_from(std::env::args_os())
+}
+
+/// Runs `cairn` with `args` (the first one is the program's name, as in `std::env::args_os`),
+/// reading `CAIRN_*` variables as `cairn` does; the exit code of the contract above. For a
+/// program that must run exactly what `cairn` runs, such as the benchmarks' worker processes.
+pub fn main_from<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
     let parsed = Cli::command()
-        .try_get_matches()
+        .try_get_matches_from(args)
         .and_then(|m| Cli::from_arg_matches(&m).map(|c| (c, m)));
     let (mut cli, matches) = match parsed {
         Ok(c) => c,
@@ -484,19 +377,15 @@ async fn dispatch(cmd: Command) -> Result<u8, Fail> {
             json,
             functions,
         } => validate(&file, json, functions),
-        Command::Serve(args) => crate::server::serve(args).await.map_err(|f| Fail {
-            code: f.code,
-            error: f.error,
+        Command::Serve(args) => crate::server::serve(args).await.map_err(|e| Fail {
+            code: e.exit_code(),
+            error: e.into(),
         }),
         Command::Token(cmd) => crate::server::token_command(cmd).await.map_err(|f| Fail {
             code: f.code,
             error: f.error,
         }),
         Command::Projections(cmd) => crate::projections::run(cmd).await.map_err(|f| Fail {
-            code: f.code,
-            error: f.error,
-        }),
-        Command::Bench(args) => crate::bench::run(args).await.map_err(|f| Fail {
             code: f.code,
             error: f.error,
         }),

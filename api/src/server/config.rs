@@ -2,86 +2,80 @@
 //! (or JSON) file whose keys are the long flag names in snake_case (`no_workers`,
 //! `rate_limit`, ...).
 //!
-//! Precedence: flag > environment > file > default. The file is parsed into [`ConfigFile`]
-//! (every field optional, unknown keys refused) and a file value replaces an argument only when
-//! clap says that argument took its default ([`ArgMatches::value_source`]), so a value given on
-//! the command line or in a `CAIRN_*` variable always wins, whatever its value.
+//! Precedence: flag > environment > file > default. The file is parsed into a
+//! [`ServerOptions`] (the same declaration as the flags; unknown keys refused), and a key the
+//! file sets replaces an argument only when clap says that argument took its default
+//! ([`ArgMatches::value_source`]), so a value given on the command line or in a `CAIRN_*`
+//! variable always wins, whatever its value.
 
-use std::net::SocketAddr;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use clap::parser::ValueSource;
 use clap::ArgMatches;
-use serde::Deserialize;
 
-use super::ServeArgs;
+use crate::options::{ExprArg, LeaseArg, OutboundArg, ServerOptions};
 
-/// The settings file. Keys are the `ServeArgs` field names (the long flags, `-` as `_`).
-/// `cairn worker` reads the same file and uses `store`, `secrets`, `worker_name`,
-/// `lease_ttl_ms`, `max_crashes`, `allow_outbound`, `expr_max_steps` and `expr_max_memory` only.
-#[derive(Deserialize, Default, Debug)]
-#[serde(deny_unknown_fields)]
-pub struct ConfigFile {
-    pub store: Option<String>,
-    pub listen: Option<SocketAddr>,
-    pub no_workers: Option<bool>,
-    pub secrets: Option<PathBuf>,
-    pub drain_timeout: Option<u64>,
-    pub insecure_no_auth: Option<bool>,
-    pub max_query_depth: Option<usize>,
-    pub max_query_complexity: Option<usize>,
-    pub max_body_bytes: Option<usize>,
-    pub rate_limit: Option<f64>,
-    pub rate_limit_burst: Option<u32>,
-    pub request_timeout_ms: Option<u64>,
-    pub no_introspection: Option<bool>,
-    pub max_connections: Option<usize>,
-    pub header_timeout_ms: Option<u64>,
-    pub ws_init_timeout_ms: Option<u64>,
-    pub max_subscriptions_per_connection: Option<usize>,
-    pub max_subscriptions_per_token: Option<usize>,
-    pub worker_name: Option<String>,
-    pub lease_ttl_ms: Option<u64>,
-    /// At least 1 (0 would fault every run a worker claims).
-    pub max_crashes: Option<std::num::NonZeroU32>,
-    /// A comma-separated string or a list of entries (see `--allow-outbound`).
-    pub allow_outbound: Option<cairn_connectors::AllowList>,
-    pub expr_max_steps: Option<u64>,
-    /// Bytes, or a size with a unit as a string (`256MiB`).
-    #[serde(default, deserialize_with = "size")]
-    pub expr_max_memory: Option<u64>,
+/// A failure to read or parse a settings file; its text names the file.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_norway::Error,
+    },
+    #[error("`{0}: 0` would fault every expression; give a positive number")]
+    ZeroBudget(&'static str),
 }
 
-/// A size given as a number of bytes or as a string with a unit (`64MiB`).
-fn size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Size {
-        Bytes(u64),
-        Text(String),
-    }
-    match Option::<Size>::deserialize(d)? {
-        None => Ok(None),
-        Some(Size::Bytes(n)) => Ok(Some(n)),
-        Some(Size::Text(t)) => cairn_core::budget::parse_size(&t)
-            .map(Some)
-            .map_err(serde::de::Error::custom),
-    }
+/// The settings file: its values, and which keys it set (a key it leaves out must not replace
+/// an argument's default, even with an equal value, so that precedence never depends on the
+/// defaults agreeing). `cairn worker` reads the same file and uses `store`, `secrets`,
+/// `worker_name`, `lease_ttl_ms`, `max_crashes`, `allow_outbound`, `expr_max_steps` and
+/// `expr_max_memory` only.
+#[derive(Debug, Default)]
+pub(crate) struct ConfigFile {
+    pub(crate) options: ServerOptions,
+    keys: BTreeSet<String>,
 }
 
 impl ConfigFile {
     /// Reads and parses `path`. Errors name the file and, when the text is at fault, the
     /// line and column (an unknown key is named with the keys allowed).
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
+    pub(crate) fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     /// Parses the text of a settings file; an empty file (or only comments) sets nothing.
-    pub fn parse(text: &str) -> Result<Self, serde_norway::Error> {
-        let parsed: Option<ConfigFile> = serde_norway::from_str(text)?;
-        Ok(parsed.unwrap_or_default())
+    pub(crate) fn parse(text: &str) -> Result<Self, serde_norway::Error> {
+        // Typed first, so that every error about the text carries its line and column.
+        let options: Option<ServerOptions> = serde_norway::from_str(text)?;
+        let Some(options) = options else {
+            return Ok(ConfigFile::default());
+        };
+        let keys: Option<std::collections::BTreeMap<String, serde_norway::Value>> =
+            serde_norway::from_str(text)?;
+        Ok(ConfigFile {
+            options,
+            keys: keys.unwrap_or_default().into_keys().collect(),
+        })
+    }
+
+    /// Whether the file sets `key` (to something other than null, as an absent key).
+    fn sets(&self, key: &str) -> bool {
+        self.keys.contains(key)
     }
 }
 
@@ -95,15 +89,12 @@ fn defaulted(matches: &ArgMatches, id: &str) -> bool {
 }
 
 /// Fills every argument of `args` left at its default with the file's value.
-pub fn apply_to_serve(args: &mut ServeArgs, matches: &ArgMatches, file: ConfigFile) {
-    apply_lease(&mut args.lease, matches, &file);
+pub(crate) fn apply_to_serve(args: &mut ServerOptions, matches: &ArgMatches, file: ConfigFile) {
     macro_rules! fill {
         ($($field:ident),* $(,)?) => {
             $(
-                if let Some(v) = file.$field {
-                    if defaulted(matches, stringify!($field)) {
-                        args.$field = v;
-                    }
+                if file.sets(stringify!($field)) && defaulted(matches, stringify!($field)) {
+                    args.$field = file.options.$field.clone();
                 }
             )*
         };
@@ -112,6 +103,11 @@ pub fn apply_to_serve(args: &mut ServeArgs, matches: &ArgMatches, file: ConfigFi
         store,
         listen,
         no_workers,
+        worker_name,
+        lease_ttl_ms,
+        max_crashes,
+        allow_outbound,
+        secrets,
         drain_timeout,
         insecure_no_auth,
         max_query_depth,
@@ -127,83 +123,61 @@ pub fn apply_to_serve(args: &mut ServeArgs, matches: &ArgMatches, file: ConfigFi
         max_subscriptions_per_connection,
         max_subscriptions_per_token,
     );
-    if let Some(v) = file.secrets {
-        if defaulted(matches, "secrets") {
-            args.secrets = Some(v);
-        }
-    }
-    apply_outbound(&mut args.outbound, matches, file.allow_outbound);
 }
 
 /// The expression budget, for `cairn serve` and `cairn worker` alike.
 /// A budget of 0 would fault every expression, so the file may not set one.
-pub fn apply_expr(
-    expr: &mut crate::cli::ExprArg,
+pub(crate) fn apply_expr(
+    expr: &mut ExprArg,
     matches: &ArgMatches,
     file: &ConfigFile,
-) -> anyhow::Result<()> {
+) -> Result<(), ConfigError> {
+    let o = &file.options;
     for (key, value) in [
-        ("expr_max_steps", file.expr_max_steps),
-        ("expr_max_memory", file.expr_max_memory),
+        ("expr_max_steps", o.expr_max_steps),
+        ("expr_max_memory", o.expr_max_memory),
     ] {
         if value == Some(0) {
-            anyhow::bail!("`{key}: 0` would fault every expression; give a positive number");
+            return Err(ConfigError::ZeroBudget(key));
         }
     }
-    if file.expr_max_steps.is_some() && defaulted(matches, "expr_max_steps") {
-        expr.expr_max_steps = file.expr_max_steps;
+    if o.expr_max_steps.is_some() && defaulted(matches, "expr_max_steps") {
+        expr.expr_max_steps = o.expr_max_steps;
     }
-    if file.expr_max_memory.is_some() && defaulted(matches, "expr_max_memory") {
-        expr.expr_max_memory = file.expr_max_memory;
+    if o.expr_max_memory.is_some() && defaulted(matches, "expr_max_memory") {
+        expr.expr_max_memory = o.expr_max_memory;
     }
     Ok(())
 }
 
-/// What outbound calls may reach, for `cairn serve` and `cairn worker` alike.
-fn apply_outbound(
-    outbound: &mut crate::cli::OutboundArg,
-    matches: &ArgMatches,
-    allow: Option<cairn_connectors::AllowList>,
-) {
-    if allow.is_some() && defaulted(matches, "allow_outbound") {
-        outbound.allow_outbound = allow;
-    }
-}
-
-/// The worker's name, lease ttl and crash limit, for `cairn serve` and `cairn worker` alike.
-fn apply_lease(lease: &mut crate::cli::LeaseArg, matches: &ArgMatches, file: &ConfigFile) {
-    if file.worker_name.is_some() && defaulted(matches, "worker_name") {
-        lease.worker_name = file.worker_name.clone();
-    }
-    if file.lease_ttl_ms.is_some() && defaulted(matches, "lease_ttl_ms") {
-        lease.lease_ttl_ms = file.lease_ttl_ms;
-    }
-    if file.max_crashes.is_some() && defaulted(matches, "max_crashes") {
-        lease.max_crashes = file.max_crashes.map(std::num::NonZeroU32::get);
-    }
-}
-
 /// The settings `cairn worker` takes from the file: its store, secrets file, name, lease and
 /// what its calls may reach.
-pub fn apply_to_worker(
+pub(crate) fn apply_to_worker(
     store: &mut String,
     secrets: &mut Option<PathBuf>,
-    lease: &mut crate::cli::LeaseArg,
-    outbound: &mut crate::cli::OutboundArg,
+    lease: &mut LeaseArg,
+    outbound: &mut OutboundArg,
     matches: &ArgMatches,
     file: ConfigFile,
 ) {
-    apply_lease(lease, matches, &file);
-    apply_outbound(outbound, matches, file.allow_outbound);
-    if let Some(v) = file.store {
-        if defaulted(matches, "store") {
-            *store = v;
-        }
+    let o = &file.options;
+    if o.worker_name.is_some() && defaulted(matches, "worker_name") {
+        lease.worker_name = o.worker_name.clone();
     }
-    if let Some(v) = file.secrets {
-        if defaulted(matches, "secrets") {
-            *secrets = Some(v);
-        }
+    if o.lease_ttl_ms.is_some() && defaulted(matches, "lease_ttl_ms") {
+        lease.lease_ttl_ms = o.lease_ttl_ms;
+    }
+    if o.max_crashes.is_some() && defaulted(matches, "max_crashes") {
+        lease.max_crashes = o.max_crashes;
+    }
+    if o.allow_outbound.is_some() && defaulted(matches, "allow_outbound") {
+        outbound.allow_outbound = o.allow_outbound.clone();
+    }
+    if file.sets("store") && defaulted(matches, "store") {
+        *store = o.store.clone();
+    }
+    if o.secrets.is_some() && defaulted(matches, "secrets") {
+        *secrets = o.secrets.clone();
     }
 }
 
@@ -216,10 +190,10 @@ mod tests {
     #[derive(Parser)]
     struct Cli {
         #[command(flatten)]
-        serve: ServeArgs,
+        serve: ServerOptions,
     }
 
-    fn resolve(argv: &[&str], file: &str) -> ServeArgs {
+    fn resolve(argv: &[&str], file: &str) -> ServerOptions {
         let matches = Cli::command()
             .try_get_matches_from(std::iter::once("cairn").chain(argv.iter().copied()))
             .expect("valid flags");
@@ -236,19 +210,19 @@ mod tests {
     fn worker_name_and_lease_come_from_the_file_unless_a_flag_says() {
         let file = "worker_name: api-1\nlease_ttl_ms: 4000\n";
         let a = resolve(&[], file);
-        assert_eq!(a.lease.worker_name.as_deref(), Some("api-1"));
-        assert_eq!(a.lease.lease_ttl_ms, Some(4000));
+        assert_eq!(a.worker_name.as_deref(), Some("api-1"));
+        assert_eq!(a.lease_ttl_ms, Some(4000));
         let b = resolve(&["--worker-name", "api-2", "--lease-ttl-ms", "10000"], file);
-        assert_eq!(b.lease.worker_name.as_deref(), Some("api-2"));
-        assert_eq!(b.lease.lease_ttl_ms, Some(10000), "a flag beats the file");
+        assert_eq!(b.worker_name.as_deref(), Some("api-2"));
+        assert_eq!(b.lease_ttl_ms, Some(10000), "a flag beats the file");
     }
 
     #[test]
     fn max_crashes_comes_from_the_file_unless_a_flag_says_and_is_never_zero() {
-        assert_eq!(resolve(&[], "max_crashes: 2\n").lease.max_crashes, Some(2));
+        assert_eq!(resolve(&[], "max_crashes: 2\n").max_crashes, Some(2));
         let b = resolve(&["--max-crashes", "7"], "max_crashes: 2\n");
-        assert_eq!(b.lease.max_crashes, Some(7), "a flag beats the file");
-        assert_eq!(resolve(&[], "").lease.max_crashes, None);
+        assert_eq!(b.max_crashes, Some(7), "a flag beats the file");
+        assert_eq!(resolve(&[], "").max_crashes, None);
         let e = ConfigFile::parse("max_crashes: 0\n")
             .expect_err("zero")
             .to_string();
@@ -259,21 +233,21 @@ mod tests {
     fn allow_outbound_comes_from_the_file_as_a_string_or_a_list_unless_a_flag_says() {
         let a = resolve(&[], "allow_outbound: 127.0.0.1, api.internal\n");
         assert_eq!(
-            a.outbound.allow_outbound.map(|l| l.to_string()).as_deref(),
+            a.allow_outbound.map(|l| l.to_string()).as_deref(),
             Some("127.0.0.1/32,api.internal")
         );
         let b = resolve(&[], "allow_outbound: [10.0.0.0/8, '*.svc.local']\n");
         assert_eq!(
-            b.outbound.allow_outbound.map(|l| l.to_string()).as_deref(),
+            b.allow_outbound.map(|l| l.to_string()).as_deref(),
             Some("10.0.0.0/8,*.svc.local")
         );
         let c = resolve(&["--allow-outbound", "none"], "allow_outbound: all\n");
         assert_eq!(
-            c.outbound.allow_outbound.map(|l| l.to_string()).as_deref(),
+            c.allow_outbound.map(|l| l.to_string()).as_deref(),
             Some("none"),
             "a flag beats the file"
         );
-        assert!(resolve(&[], "").outbound.allow_outbound.is_none());
+        assert!(resolve(&[], "").allow_outbound.is_none());
         let e = ConfigFile::parse("allow_outbound: 10.0.0.0/99\n")
             .expect_err("a bad CIDR")
             .to_string();
@@ -336,10 +310,10 @@ mod tests {
     #[test]
     fn expression_budgets_take_sizes_with_units() {
         let f = ConfigFile::parse("expr_max_steps: 5000\nexpr_max_memory: 64MiB\n").expect("valid");
-        assert_eq!(f.expr_max_steps, Some(5000));
-        assert_eq!(f.expr_max_memory, Some(64 << 20));
+        assert_eq!(f.options.expr_max_steps, Some(5000));
+        assert_eq!(f.options.expr_max_memory, Some(64 << 20));
         let f = ConfigFile::parse("expr_max_memory: 1024\n").expect("valid");
-        assert_eq!(f.expr_max_memory, Some(1024));
+        assert_eq!(f.options.expr_max_memory, Some(1024));
         let e = ConfigFile::parse("expr_max_memory: 12MB\n")
             .expect_err("an unknown unit")
             .to_string();

@@ -1,7 +1,8 @@
-//! `cairn serve`: the runtime behind a GraphQL API.
+//! The server: the runtime behind a GraphQL API, as a component ([`Server`]) that `cairn serve`
+//! and the benchmarks (`tests/bench`) start alike.
 //!
-//! - [`ServeArgs`]: flags and their `CAIRN_*` environment variables; `config`: `--config FILE`
-//!   (flag > environment > file > default).
+//! - [`ServerOptions`](crate::options::ServerOptions): what a server is built from (the flags
+//!   of `cairn serve`); `config`: `--config FILE` (flag > environment > file > default).
 //! - `schema`: queries and mutations; `subscriptions`: live feeds; `errors`: `extensions.code`.
 //! - `feed`: the log follower every subscription reads from.
 //! - `metrics`: Prometheus collectors and the HTTP timing middleware.
@@ -24,7 +25,7 @@
 //! workers record what they are doing, exit 0.
 
 mod auth;
-pub mod config;
+pub(crate) mod config;
 pub(crate) mod errors;
 mod feed;
 mod limits;
@@ -33,13 +34,18 @@ mod schema;
 mod subscriptions;
 mod tokens;
 
-pub use self::tokens::{run as token_command, TokenCommand};
+pub(crate) use self::tokens::{run as token_command, TokenCommand};
 
-/// The store of every command that takes `--store`, unless told otherwise.
-const DEFAULT_STORE: &str = "sqlite://.cairn/cairn.db";
+pub use crate::options::ServerOptions;
+use crate::options::DEFAULT_STORE;
 
+/// Deepest query selection a server accepts unless told otherwise (`--max-query-depth`).
+pub const MAX_QUERY_DEPTH: usize = schema::MAX_DEPTH;
+/// Largest query complexity a server accepts unless told otherwise (`--max-query-complexity`).
+pub const MAX_QUERY_COMPLEXITY: usize = schema::MAX_COMPLEXITY;
+
+use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -56,7 +62,6 @@ use axum::Router;
 use cairn_connectors::{AllowList, HttpConnector};
 use cairn_core::activity::{NoSecrets, Secrets};
 use cairn_runtime::Runtime;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -64,93 +69,15 @@ use self::feed::{FeedOptions, LogFeed};
 use self::metrics::Metrics;
 use self::schema::{App, CairnSchema};
 
-/// Flags of `cairn serve`; each also reads a `CAIRN_*` environment variable.
-#[derive(clap::Args, Clone, Debug)]
-pub struct ServeArgs {
-    /// A YAML (or JSON) file of settings, keys as the long flags in snake_case (`no_workers: true`);
-    /// flags and CAIRN_* variables override it
-    #[arg(long, env = "CAIRN_CONFIG", value_name = "PATH")]
-    pub config: Option<PathBuf>,
-    /// Event store: sqlite://PATH or postgres://... (default: sqlite://.cairn/cairn.db, or $CAIRN_STORE)
-    #[arg(long, env = "CAIRN_STORE", default_value = "sqlite://.cairn/cairn.db")]
-    pub store: String,
-    /// Address to listen on; port 0 picks a free port (the address is printed on stderr)
-    #[arg(long, env = "CAIRN_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
-    /// Serve the API only: execute no runs here (run `cairn worker` processes on the same store)
-    #[arg(long)]
-    pub no_workers: bool,
-    /// The in-process worker's name and lease (as for `cairn worker`)
-    #[command(flatten)]
-    pub lease: crate::cli::LeaseArg,
-    /// What the in-process workers' calls may reach (public addresses only by default)
-    #[command(flatten)]
-    pub outbound: crate::cli::OutboundArg,
-    /// A YAML or JSON file of secrets (name: value) for $secrets and secret-based authentication
-    #[arg(long, env = "CAIRN_SECRETS_FILE")]
-    pub secrets: Option<PathBuf>,
-    /// Seconds allowed to in-flight requests and tasks when stopping
-    #[arg(long, env = "CAIRN_DRAIN_TIMEOUT", default_value_t = 30)]
-    pub drain_timeout: u64,
-    /// LOCAL DEVELOPMENT ONLY: accept requests without a token, each as an admin
-    #[arg(long, env = "CAIRN_INSECURE_NO_AUTH")]
-    pub insecure_no_auth: bool,
-    /// Deepest query selection accepted
-    #[arg(long, env = "CAIRN_MAX_QUERY_DEPTH", default_value_t = schema::MAX_DEPTH)]
-    pub max_query_depth: usize,
-    /// Largest query complexity accepted (1 per field, connections count their page)
-    #[arg(long, env = "CAIRN_MAX_QUERY_COMPLEXITY", default_value_t = schema::MAX_COMPLEXITY)]
-    pub max_query_complexity: usize,
-    /// Largest request body in bytes (larger: 413)
-    #[arg(long, env = "CAIRN_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
-    pub max_body_bytes: usize,
-    /// Requests per second allowed to each token, on average (0: no limit; over: 429)
-    #[arg(long, env = "CAIRN_RATE_LIMIT", default_value_t = 50.0)]
-    pub rate_limit: f64,
-    /// Requests a token may send at once above its rate
-    #[arg(long, env = "CAIRN_RATE_LIMIT_BURST", default_value_t = 100)]
-    pub rate_limit_burst: u32,
-    /// Milliseconds a request may take, reading its body included (longer: 408)
-    #[arg(long, env = "CAIRN_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
-    pub request_timeout_ms: u64,
-    /// Refuse introspection (`__schema`, `__type`)
-    #[arg(long, env = "CAIRN_NO_INTROSPECTION")]
-    pub no_introspection: bool,
-    /// Open connections at most, WebSockets included (over it: refused at once with 503)
-    #[arg(long, env = "CAIRN_MAX_CONNECTIONS", default_value_t = 1024)]
-    pub max_connections: usize,
-    /// Milliseconds a client has to send a request's headers, from when it connects or got its
-    /// previous answer: slow senders and idle keep-alive connections are closed
-    #[arg(long, env = "CAIRN_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
-    pub header_timeout_ms: u64,
-    /// Milliseconds a WebSocket has to send `connection_init` (later: closed with 4408)
-    #[arg(long, env = "CAIRN_WS_INIT_TIMEOUT_MS", default_value_t = 10_000)]
-    pub ws_init_timeout_ms: u64,
-    /// Live subscriptions one WebSocket may hold (more: LIMIT_EXCEEDED)
-    #[arg(
-        long,
-        env = "CAIRN_MAX_SUBSCRIPTIONS_PER_CONNECTION",
-        default_value_t = 100
-    )]
-    pub max_subscriptions_per_connection: usize,
-    /// Live subscriptions one token may hold across its WebSockets (more: LIMIT_EXCEEDED)
-    #[arg(
-        long,
-        env = "CAIRN_MAX_SUBSCRIPTIONS_PER_TOKEN",
-        default_value_t = 1_000
-    )]
-    pub max_subscriptions_per_token: usize,
-}
-
-/// A failure of `cairn serve`, with the exit code of the CLI contract.
-pub struct ServeFailure {
+/// A failure of `cairn token`, with the exit code of the CLI contract.
+pub(crate) struct ServeFailure {
     /// 2 bad usage, 4 the store, the network or the runtime failed.
     pub code: u8,
     /// What happened.
     pub error: anyhow::Error,
 }
 
-fn fail(code: u8, error: impl Into<anyhow::Error>) -> ServeFailure {
+pub(crate) fn fail(code: u8, error: impl Into<anyhow::Error>) -> ServeFailure {
     ServeFailure {
         code,
         error: error.into(),
@@ -181,190 +108,296 @@ impl Shared {
     }
 }
 
-/// Runs `cairn serve` until SIGTERM or Ctrl-C.
-pub async fn serve(args: ServeArgs) -> Result<u8, ServeFailure> {
-    // One registry for the runtime's collectors and the server's, served at `/metrics`.
-    let runtime_metrics = cairn_runtime::metrics::Metrics::new().map_err(|e| fail(4, e))?;
-    let metrics = Metrics::new(runtime_metrics.clone()).map_err(|e| fail(4, e))?;
-    if !(args.rate_limit.is_finite() && args.rate_limit >= 0.0) {
-        return Err(fail(
-            2,
-            anyhow::anyhow!("--rate-limit must be a number of requests per second, 0 or more"),
-        ));
-    }
-    for (flag, value) in [
-        ("--request-timeout-ms", args.request_timeout_ms),
-        ("--header-timeout-ms", args.header_timeout_ms),
-        ("--ws-init-timeout-ms", args.ws_init_timeout_ms),
-        ("--max-connections", args.max_connections as u64),
-        (
-            "--max-subscriptions-per-connection",
-            args.max_subscriptions_per_connection as u64,
-        ),
-        (
-            "--max-subscriptions-per-token",
-            args.max_subscriptions_per_token as u64,
-        ),
-    ] {
-        if value == 0 {
-            return Err(fail(2, anyhow::anyhow!("{flag} must be above 0")));
+/// Why a server could not start, or stopped on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The options cannot work (a bad value, an invalid store URL, an unreadable secrets file):
+    /// `cairn serve` exits 2.
+    #[error("{0}")]
+    Invalid(String),
+    /// The store, the network or the runtime failed: `cairn serve` exits 4.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl ServerError {
+    /// The exit code of the CLI contract: 2 for [`ServerError::Invalid`], 4 for
+    /// [`ServerError::Failed`].
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ServerError::Invalid(_) => 2,
+            ServerError::Failed(_) => 4,
         }
     }
+
+    fn failed(e: &(dyn std::error::Error + 'static)) -> Self {
+        ServerError::Failed(chain(e))
+    }
+
+    fn invalid(e: &(dyn std::error::Error + 'static)) -> Self {
+        ServerError::Invalid(chain(e))
+    }
+}
+
+/// An error and its causes on one line, `outer: cause: ...`.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// A server that is up: listening, its store open and migrated, its runtime resumed, taking
+/// requests. [`Server::run`] serves until a shutdown future resolves, then drains.
+pub struct Server {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    runtime: Runtime,
+    http: tokio::task::JoinHandle<std::io::Result<()>>,
+    tracker: TaskTracker,
+    /// Ends the HTTP server (graceful).
+    stop: CancellationToken,
+    /// Ends subscriptions and the log follower.
+    drain: CancellationToken,
+    drain_timeout: Duration,
+}
+
+impl Server {
+    /// Binds `options.listen`, opens the store and starts the runtime the options describe
+    /// (workers unless `no_workers`), and takes requests once they are up. While the store
+    /// opens, `/healthz` already answers and `/readyz` says 503.
+    pub async fn build(options: ServerOptions) -> Result<Server, ServerError> {
+        Self::start(options, None).await
+    }
+
+    /// As [`Server::build`], serving `runtime` instead of building one: for an application (or
+    /// a benchmark) that registers functions of its own. The options' store, secrets, worker,
+    /// lease and outbound settings are then the runtime's business and are not read; the
+    /// server shuts the runtime down when it stops.
+    pub async fn build_with_runtime(
+        options: ServerOptions,
+        runtime: Runtime,
+    ) -> Result<Server, ServerError> {
+        Self::start(options, Some(runtime)).await
+    }
+
+    async fn start(args: ServerOptions, given: Option<Runtime>) -> Result<Server, ServerError> {
+        // One registry for the runtime's collectors and the server's, served at `/metrics`.
+        let runtime_metrics = match &given {
+            Some(rt) => rt.metrics().clone(),
+            None => cairn_runtime::metrics::Metrics::new().map_err(|e| ServerError::failed(&e))?,
+        };
+        let metrics = Metrics::new(runtime_metrics.clone()).map_err(|e| ServerError::failed(&e))?;
+        args.validate()?;
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| ServerError::Failed(format!("cannot listen on {}: {e}", args.listen)))?;
+        let addr = listener.local_addr().map_err(|e| ServerError::failed(&e))?;
+
+        let shared = Arc::new(Shared {
+            phase: AtomicU8::new(STARTING),
+            api: OnceLock::new(),
+            access: auth::Access::new(
+                args.insecure_no_auth,
+                args.rate_limit,
+                args.rate_limit_burst,
+            ),
+            ws_init_timeout: Duration::from_millis(args.ws_init_timeout_ms),
+        });
+        let tracker = TaskTracker::new();
+        let stop = CancellationToken::new();
+        let drain = CancellationToken::new();
+        let router = router(
+            shared.clone(),
+            metrics.clone(),
+            args.max_body_bytes,
+            Duration::from_millis(args.request_timeout_ms),
+        );
+        let http_limits = limits::HttpLimits {
+            max_connections: args.max_connections,
+            header_timeout: Duration::from_millis(args.header_timeout_ms),
+        };
+        let http = tracker.spawn(limits::serve_http(
+            listener,
+            router,
+            http_limits,
+            stop.clone(),
+        ));
+
+        let built = match given {
+            Some(rt) => Ok(rt),
+            None => build_runtime(&args, runtime_metrics).await,
+        };
+        let runtime = match built {
+            Ok(rt) => rt,
+            Err(f) => {
+                stop.cancel();
+                tracker.close();
+                tracker.wait().await;
+                return Err(f);
+            }
+        };
+        let store = runtime.store();
+        let head = match feed::head_position(store.as_ref()).await {
+            Ok(h) => h,
+            Err(e) => {
+                stop.cancel();
+                runtime.shutdown().await;
+                tracker.close();
+                tracker.wait().await;
+                return Err(ServerError::Failed(format!("cannot read the log: {e}")));
+            }
+        };
+        let feed = LogFeed::start(
+            store.clone(),
+            Some(runtime.subscribe()),
+            head,
+            FeedOptions::default(),
+            metrics.clone(),
+            &tracker,
+            drain.clone(),
+        );
+        let app = App {
+            runtime: runtime.clone(),
+            store,
+            feed,
+            metrics,
+            shutdown: drain.clone(),
+        };
+        let limits = schema::Limits {
+            depth: args.max_query_depth,
+            complexity: args.max_query_complexity,
+            introspection: !args.no_introspection,
+        };
+        let subscription_limits = limits::SubscriptionLimits::new(
+            args.max_subscriptions_per_connection,
+            args.max_subscriptions_per_token,
+            shared.access.limiter(),
+        );
+        let schema = schema::build(Some(app.clone()), limits, Some(subscription_limits));
+        if shared.api.set((app, schema)).is_err() {
+            return Err(ServerError::Failed("the API was set up twice".into()));
+        }
+        shared.phase.store(READY, Ordering::Release);
+        Ok(Server {
+            addr,
+            shared,
+            runtime,
+            http,
+            tracker,
+            stop,
+            drain,
+            drain_timeout: Duration::from_secs(args.drain_timeout),
+        })
+    }
+
+    /// Where the server listens (the port picked, when `listen` asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The runtime behind the API.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// Serves until `shutdown` resolves (or the HTTP server fails), then stops intake:
+    /// `/readyz` and GraphQL answer 503, subscriptions end, in-flight requests finish and the
+    /// runtime shuts down, within `drain_timeout` (what is left in flight resumes on the next
+    /// worker). Reports its stopping on stderr, as `cairn serve` does.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        let Server {
+            shared,
+            runtime,
+            mut http,
+            tracker,
+            stop,
+            drain,
+            drain_timeout,
+            ..
+        } = self;
+        let crashed = tokio::select! {
+            _ = shutdown => false,
+            r = &mut http => {
+                eprintln!("error: the HTTP server stopped: {r:?}");
+                true
+            }
+        };
+        // Stop intake: readiness and GraphQL answer 503 from now on.
+        shared.phase.store(DRAINING, Ordering::Release);
+        eprintln!("cairn serve stopping");
+        drain.cancel();
+        stop.cancel();
+        let drained = tokio::time::timeout(drain_timeout, async {
+            if !crashed {
+                let _ = http.await;
+            }
+            runtime.shutdown().await;
+            tracker.close();
+            tracker.wait().await;
+        })
+        .await;
+        if drained.is_err() {
+            eprintln!(
+                "cairn serve: drain timed out after {}s; runs left in flight resume on the next worker",
+                drain_timeout.as_secs()
+            );
+        }
+        if crashed {
+            return Err(ServerError::Failed(
+                "the HTTP server stopped unexpectedly".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Runs `cairn serve` until SIGTERM or Ctrl-C.
+pub(crate) async fn serve(args: ServerOptions) -> Result<u8, ServerError> {
+    // Checked before the warning, so that bad settings are refused before anything is said.
+    args.validate()?;
     if args.insecure_no_auth {
         eprintln!(
             "\n!!! WARNING: --insecure-no-auth: this server accepts EVERY request WITHOUT A TOKEN,\n\
              !!! as an admin. Use it on a developer machine only, never on a network.\n"
         );
     }
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| fail(4, anyhow::anyhow!("cannot listen on {}: {e}", args.listen)))?;
-    let addr = listener.local_addr().map_err(|e| fail(4, e))?;
-
-    let shared = Arc::new(Shared {
-        phase: AtomicU8::new(STARTING),
-        api: OnceLock::new(),
-        access: auth::Access::new(
-            args.insecure_no_auth,
-            args.rate_limit,
-            args.rate_limit_burst,
-        ),
-        ws_init_timeout: Duration::from_millis(args.ws_init_timeout_ms),
-    });
-    let tracker = TaskTracker::new();
-    // `stop` ends the HTTP server (graceful); `drain` ends subscriptions and the log follower.
-    let stop = CancellationToken::new();
-    let drain = CancellationToken::new();
-    let router = router(
-        shared.clone(),
-        metrics.clone(),
-        args.max_body_bytes,
-        Duration::from_millis(args.request_timeout_ms),
-    );
-    let http_limits = limits::HttpLimits {
-        max_connections: args.max_connections,
-        header_timeout: Duration::from_millis(args.header_timeout_ms),
-    };
-    let http = tracker.spawn(limits::serve_http(
-        listener,
-        router,
-        http_limits,
-        stop.clone(),
-    ));
-
-    let runtime = match build_runtime(&args, runtime_metrics).await {
-        Ok(rt) => rt,
-        Err(f) => {
-            stop.cancel();
-            tracker.close();
-            tracker.wait().await;
-            return Err(f);
-        }
-    };
-    let store = runtime.store();
-    let head = match feed::head_position(store.as_ref()).await {
-        Ok(h) => h,
-        Err(e) => {
-            stop.cancel();
-            runtime.shutdown().await;
-            tracker.close();
-            tracker.wait().await;
-            return Err(fail(4, anyhow::anyhow!("cannot read the log: {e}")));
-        }
-    };
-    let feed = LogFeed::start(
-        store.clone(),
-        Some(runtime.subscribe()),
-        head,
-        FeedOptions::default(),
-        metrics.clone(),
-        &tracker,
-        drain.clone(),
-    );
-    let app = App {
-        runtime: runtime.clone(),
-        store,
-        feed,
-        metrics,
-        shutdown: drain.clone(),
-    };
-    let limits = schema::Limits {
-        depth: args.max_query_depth,
-        complexity: args.max_query_complexity,
-        introspection: !args.no_introspection,
-    };
-    let subscription_limits = limits::SubscriptionLimits::new(
-        args.max_subscriptions_per_connection,
-        args.max_subscriptions_per_token,
-        shared.access.limiter(),
-    );
-    let schema = schema::build(Some(app.clone()), limits, Some(subscription_limits));
-    if shared.api.set((app, schema)).is_err() {
-        return Err(fail(4, anyhow::anyhow!("the API was set up twice")));
-    }
-    shared.phase.store(READY, Ordering::Release);
+    let no_workers = args.no_workers;
+    let server = Server::build(args).await?;
     // Only now: a caller that waits for this line finds the store open and migrated.
-    eprintln!("cairn serve listening on http://{addr}");
+    eprintln!("cairn serve listening on http://{}", server.local_addr());
     eprintln!(
         "cairn serve ready ({})",
-        if args.no_workers {
+        if no_workers {
             "API only, no workers"
         } else {
             "API and workers"
         }
     );
-
-    let mut http = http;
-    let crashed = tokio::select! {
-        _ = shutdown_signal() => false,
-        r = &mut http => {
-            eprintln!("error: the HTTP server stopped: {r:?}");
-            true
-        }
-    };
-    // Stop intake: readiness and GraphQL answer 503 from now on.
-    shared.phase.store(DRAINING, Ordering::Release);
-    eprintln!("cairn serve stopping");
-    drain.cancel();
-    stop.cancel();
-    let budget = Duration::from_secs(args.drain_timeout);
-    let drained = tokio::time::timeout(budget, async {
-        if !crashed {
-            let _ = http.await;
-        }
-        runtime.shutdown().await;
-        tracker.close();
-        tracker.wait().await;
-    })
-    .await;
-    if drained.is_err() {
-        eprintln!(
-            "cairn serve: drain timed out after {}s; runs left in flight resume on the next worker",
-            budget.as_secs()
-        );
-    }
-    if crashed {
-        return Err(fail(
-            4,
-            anyhow::anyhow!("the HTTP server stopped unexpectedly"),
-        ));
-    }
+    server.run(shutdown_signal()).await?;
     Ok(0)
 }
 
 async fn build_runtime(
-    args: &ServeArgs,
+    args: &ServerOptions,
     metrics: cairn_runtime::metrics::Metrics,
-) -> Result<Runtime, ServeFailure> {
+) -> Result<Runtime, ServerError> {
     let secrets: Secrets = match &args.secrets {
-        Some(p) => Arc::new(crate::secrets::FileSecrets::read(p).map_err(|e| fail(2, e))?),
+        Some(p) => Arc::new(
+            crate::secrets::FileSecrets::read(p)
+                .map_err(|e| ServerError::Invalid(format!("{e:#}")))?,
+        ),
         None => Arc::new(NoSecrets),
     };
     // The definitions a server runs come from its API clients, who must not reach what only
     // the server's host can (loopback, the store, cloud metadata): guarded by default.
-    let options = args.outbound.http_options(AllowList::none());
-    let http = HttpConnector::new(options, secrets.clone()).map_err(|e| fail(4, e))?;
-    args.lease
+    let options = args.outbound().http_options(AllowList::none());
+    let http = HttpConnector::new(options, secrets.clone()).map_err(|e| ServerError::failed(&e))?;
+    args.lease()
         .apply(Runtime::builder())
         .store_url(&args.store)
         .secrets(secrets)
@@ -376,8 +409,8 @@ async fn build_runtime(
         .map_err(|e| match e {
             cairn_runtime::Error::Store(cairn_runtime::store::StoreError::InvalidUrl {
                 ..
-            }) => fail(2, e),
-            other => fail(4, anyhow::anyhow!("store {}: {other}", redact(&args.store))),
+            }) => ServerError::invalid(&e),
+            other => ServerError::Failed(format!("store {}: {other}", redact(&args.store))),
         })
 }
 
@@ -708,86 +741,4 @@ pub(crate) async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-}
-
-/// A server inside another command, for `cairn bench subscribers`: the API of `runtime` on
-/// `listener`, accepting EVERY request as an admin without a token and without a rate limit
-/// (as `--insecure-no-auth --rate-limit 0`), with the default query limits. Loopback only.
-pub struct InProcessServer {
-    /// Where it listens.
-    pub addr: SocketAddr,
-    stop: CancellationToken,
-    drain: CancellationToken,
-    tracker: TaskTracker,
-}
-
-impl InProcessServer {
-    /// Starts serving at once: the runtime is already up.
-    pub async fn start(
-        runtime: Runtime,
-        listener: tokio::net::TcpListener,
-    ) -> anyhow::Result<InProcessServer> {
-        let addr = listener.local_addr()?;
-        let metrics = Metrics::new(runtime.metrics().clone())?;
-        let shared = Arc::new(Shared {
-            phase: AtomicU8::new(STARTING),
-            api: OnceLock::new(),
-            access: auth::Access::new(true, 0.0, 1),
-            ws_init_timeout: Duration::from_secs(10),
-        });
-        let tracker = TaskTracker::new();
-        let stop = CancellationToken::new();
-        let drain = CancellationToken::new();
-        let store = runtime.store();
-        let head = feed::head_position(store.as_ref())
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot read the log: {e}"))?;
-        let feed = LogFeed::start(
-            store.clone(),
-            Some(runtime.subscribe()),
-            head,
-            FeedOptions::default(),
-            metrics.clone(),
-            &tracker,
-            drain.clone(),
-        );
-        let app = App {
-            runtime,
-            store,
-            feed,
-            metrics: metrics.clone(),
-            shutdown: drain.clone(),
-        };
-        let schema = schema::build(Some(app.clone()), schema::Limits::default(), None);
-        if shared.api.set((app, schema)).is_err() {
-            anyhow::bail!("the API was set up twice");
-        }
-        shared.phase.store(READY, Ordering::Release);
-        let router = router(shared, metrics, 2 * 1024 * 1024, Duration::from_secs(30));
-        // Benchmarks open many subscribers: no cap on connections, and idle ones are kept.
-        let http_limits = limits::HttpLimits {
-            max_connections: Semaphore::MAX_PERMITS,
-            header_timeout: Duration::from_secs(3600),
-        };
-        tracker.spawn(limits::serve_http(
-            listener,
-            router,
-            http_limits,
-            stop.clone(),
-        ));
-        Ok(InProcessServer {
-            addr,
-            stop,
-            drain,
-            tracker,
-        })
-    }
-
-    /// Ends subscriptions and the HTTP server (waiting at most 5 s for them).
-    pub async fn shutdown(self) {
-        self.drain.cancel();
-        self.stop.cancel();
-        self.tracker.close();
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await;
-    }
 }

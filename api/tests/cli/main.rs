@@ -12,7 +12,6 @@
 //!   and found nowhere in the store, the logs, the CLI's or the GraphQL API's answers.
 //! - `sink`: the loopback HTTP sink that the crash and fault tests' workflows call.
 
-mod bench;
 mod common;
 mod contract;
 mod crash;

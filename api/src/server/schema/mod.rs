@@ -54,7 +54,7 @@ impl Default for Limits {
 }
 
 /// Builds the schema; `app` is `None` only to print the SDL. `subscriptions` caps live
-/// subscriptions (none: no cap, for benchmarks).
+/// subscriptions (none: no cap, as for the SDL and the schema tests).
 pub fn build(
     app: Option<App>,
     limits: Limits,
@@ -111,7 +111,7 @@ mod tests {
         assert!(
             stored == now,
             "{} differs from the schema the code builds; run \
-             `CAIRN_UPDATE_SCHEMAS=1 cargo test -p cairn-api --bin cairn sdl_is_exported` \
+             `CAIRN_UPDATE_SCHEMAS=1 cargo test -p cairn-api --lib sdl_is_exported` \
              and commit the result",
             path.display()
         );

@@ -1,4 +1,4 @@
-//! `cairn bench snapshots`: what a snapshot saves when a long run is loaded.
+//! `cairn-bench snapshots`: what a snapshot saves when a long run is loaded.
 //!
 //! One run of a `for` loop over five `set` tasks is executed until its history has at least
 //! `--events` events (10,000 by default); the engine snapshots it as it grows. The run is then
@@ -12,7 +12,7 @@
 //! the price of keeping snapshots (one write, plus one more read and fold of the `N` events since
 //! the last snapshot, every `N` events), as a share of what appending those events cost.
 //!
-//! The store is the same as `cairn bench`'s: a temporary SQLite file by default, or a schema of
+//! The store is the same as `cairn-bench`'s: a temporary SQLite file by default, or a schema of
 //! its own on a scratch PostgreSQL database, dropped at the end.
 
 use std::time::{Duration, Instant};
@@ -27,7 +27,7 @@ use cairn_runtime::{RunOutcome, Runtime, WorkerScope};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::bench::{print_report, usage, BenchFail, Target};
+use crate::engine::{print_report, usage, BenchFail, Target};
 
 /// Events one loop iteration of the benchmark's workflow records (the iteration, five `set`
 /// tasks started and completed); only used to size the loop, the report counts the real history.
@@ -38,10 +38,10 @@ const EVENTS_PER_ITEM: u64 = 11;
 /// Intervals whose costs the report works out.
 const INTERVALS: [u64; 6] = [100, 250, 500, 1_000, 2_000, 5_000];
 
-/// Arguments of `cairn bench snapshots`.
+/// Arguments of `cairn-bench snapshots`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct SnapshotsArgs {
-    /// Store to measure (as `cairn bench --store`); default: a temporary SQLite file
+    /// Store to measure (as `cairn-bench --store`); default: a temporary SQLite file
     #[arg(long)]
     store: Option<String>,
     /// Events the run's history reaches at least

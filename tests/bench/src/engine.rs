@@ -1,4 +1,4 @@
-//! `cairn bench`: figures (not assertions) for the runtime on one store.
+//! `cairn-bench`: figures (not assertions) for the runtime on one store.
 //!
 //! The workload is a workflow of three tasks, each `call: noop` of a registered Rust function
 //! that returns at once, so what is measured is the runtime and its store. The phases:
@@ -53,7 +53,7 @@ const TASKS_PER_RUN: f64 = 3.0;
 /// Batch sizes of the raw baseline (events per transaction).
 const RAW_BATCHES: [usize; 3] = [1, 10, 100];
 
-/// Arguments of `cairn bench`.
+/// Arguments of `cairn-bench`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
     #[command(subcommand)]
@@ -89,17 +89,17 @@ enum BenchCommand {
     /// The server under load: WebSocket subscribers watching runs (`runEvents`) while they
     /// execute, and the runs list queried meanwhile: delivery latency, query latency, and
     /// whether every subscriber got every event once, in order
-    Subscribers(crate::bench_ws::SubscribersArgs),
+    Subscribers(crate::subscribers::SubscribersArgs),
     /// Loading a long run: every event folded, against its snapshot plus the events after it
     /// (the ratio), and what each snapshot interval would cost
-    Snapshots(crate::bench_snapshots::SnapshotsArgs),
+    Snapshots(crate::snapshots::SnapshotsArgs),
     /// Runs distributed over `cairn worker` processes on one PostgreSQL: throughput with 1, 2
     /// and 4 workers beside the raw insert rate, memory and timer delay of many waiting runs,
     /// and recovery of in-flight runs after a SIGKILL of the only worker
-    Cluster(crate::bench_cluster::ClusterArgs),
+    Cluster(crate::cluster::ClusterArgs),
 }
 
-/// A failure of `cairn bench` with its exit code (2 bad usage, 4 store or runtime).
+/// A failure of `cairn-bench` with its exit code (2 bad usage, 4 store or runtime).
 pub struct BenchFail {
     /// Exit code.
     pub code: u8,
@@ -149,9 +149,9 @@ pub(crate) fn random_suffix() -> String {
 /// Runs the benchmark; returns the exit code.
 pub async fn run(args: BenchArgs) -> Result<u8, BenchFail> {
     match args.command {
-        Some(BenchCommand::Subscribers(a)) => return crate::bench_ws::run(a).await,
-        Some(BenchCommand::Snapshots(a)) => return crate::bench_snapshots::run(a).await,
-        Some(BenchCommand::Cluster(a)) => return crate::bench_cluster::run(a).await,
+        Some(BenchCommand::Subscribers(a)) => return crate::subscribers::run(a).await,
+        Some(BenchCommand::Snapshots(a)) => return crate::snapshots::run(a).await,
+        Some(BenchCommand::Cluster(a)) => return crate::cluster::run(a).await,
         None => {}
     }
     if args.runs == 0 {
@@ -445,7 +445,7 @@ impl Report {
     fn table(&self) -> String {
         let mut s = String::new();
         s.push_str(&format!(
-            "cairn bench on {} ({})\nstore durability: {}\nworkflow: 3 tasks, each `call: noop`; {:.1} events per run\n\n",
+            "cairn-bench on {} ({})\nstore durability: {}\nworkflow: 3 tasks, each `call: noop`; {:.1} events per run\n\n",
             self.store, self.location, self.durability, self.events_per_run
         ));
         let l = &self.latency;

@@ -1,5 +1,7 @@
-//! `cairn bench`: a smoke test that the command runs and reports every figure. No timing is
-//! asserted: the figures depend on the machine and its load.
+//! `cairn-bench`: a smoke test that every benchmark runs, briefly, and reports every figure.
+//! No timing is asserted: the figures depend on the machine and its load.
+
+mod common;
 
 use std::time::Duration;
 
@@ -7,12 +9,11 @@ use serde_json::Value;
 
 use crate::common::{postgres_url, skip, Sandbox};
 
-/// Runs `cairn bench <args> --json`, which must succeed within `timeout`; the report it printed.
+/// Runs `cairn-bench <args> --json`, which must succeed within `timeout`; the report it printed.
 fn bench_report(sb: &Sandbox, args: &[&str], timeout: Duration) -> Value {
-    let mut all = vec!["bench"];
-    all.extend_from_slice(args);
+    let mut all = args.to_vec();
     all.push("--json");
-    let out = sb.spawn(&all).finish(timeout);
+    let out = sb.bench_within(&all, timeout);
     out.expect_code(0);
     out.json()
         .unwrap_or_else(|| panic!("not JSON: {}", out.describe()))
@@ -79,13 +80,12 @@ fn bench_reports_every_figure_as_json() {
 #[test]
 fn bench_rejects_bad_arguments() {
     let sb = Sandbox::new();
-    sb.cairn(&["bench", "--concurrency", "0", "--store", &sb.store()])
+    sb.bench(&["--concurrency", "0", "--store", &sb.store()])
         .expect_code(2);
-    sb.cairn(&["bench", "--store", "mysql://nope"])
-        .expect_code(2);
+    sb.bench(&["--store", "mysql://nope"]).expect_code(2);
 }
 
-/// `cairn bench subscribers`: a few subscribers over a few runs; every figure is reported and
+/// `cairn-bench subscribers`: a few subscribers over a few runs; every figure is reported and
 /// every subscriber got every event of its run once, in order (no timing asserted).
 #[test]
 fn bench_subscribers_reports_delivery_and_queries() {
@@ -153,26 +153,11 @@ fn bench_subscribers_reports_delivery_and_queries() {
 fn bench_subscribers_rejects_bad_arguments() {
     let sb = Sandbox::new();
     let store = sb.store();
-    sb.cairn(&[
-        "bench",
-        "subscribers",
-        "--subscribers",
-        "0",
-        "--store",
-        &store,
-    ])
-    .expect_code(2);
-    sb.cairn(&[
-        "bench",
-        "subscribers",
-        "--subscribers",
-        "5001",
-        "--store",
-        &store,
-    ])
-    .expect_code(2);
-    sb.cairn(&[
-        "bench",
+    sb.bench(&["subscribers", "--subscribers", "0", "--store", &store])
+        .expect_code(2);
+    sb.bench(&["subscribers", "--subscribers", "5001", "--store", &store])
+        .expect_code(2);
+    sb.bench(&[
         "subscribers",
         "--subscribers",
         "10",
@@ -184,7 +169,7 @@ fn bench_subscribers_rejects_bad_arguments() {
     .expect_code(2);
 }
 
-/// `cairn bench cluster` with small counts: every figure is reported, and no run was lost,
+/// `cairn-bench cluster` with small counts: every figure is reported, and no run was lost,
 /// faulted or left behind in any part (no timing asserted). The bench creates and drops its own
 /// databases on the server.
 #[test]
@@ -310,8 +295,7 @@ fn bench_cluster_reports_every_figure_and_loses_nothing() {
 fn bench_cluster_rejects_bad_arguments() {
     let sb = Sandbox::new();
     let store = sb.store();
-    sb.cairn(&["bench", "cluster", "--store", &store])
-        .expect_code(2);
+    sb.bench(&["cluster", "--store", &store]).expect_code(2);
     let pg = "postgres://postgres@127.0.0.1:1/none";
     for bad in [
         &["--workers", "0"][..],
@@ -320,9 +304,9 @@ fn bench_cluster_rejects_bad_arguments() {
         &["--lease-ttl-ms", "10"],
         &["--seconds", "0"],
     ] {
-        let mut args = vec!["bench", "cluster", "--store", pg];
+        let mut args = vec!["cluster", "--store", pg];
         args.extend_from_slice(bad);
-        sb.cairn(&args).expect_code(2);
+        sb.bench(&args).expect_code(2);
     }
 }
 
@@ -343,7 +327,7 @@ fn pg_reachable(url: &str) -> Result<(), String> {
     })
 }
 
-/// `cairn bench snapshots` on a short run: every figure is reported, the run reloads from a
+/// `cairn-bench snapshots` on a short run: every figure is reported, the run reloads from a
 /// snapshot with fewer than `SNAPSHOT_EVERY` events after it (no timing asserted).
 #[test]
 fn bench_snapshots_reports_the_ratio() {
@@ -390,6 +374,6 @@ fn bench_snapshots_reports_the_ratio() {
         );
     }
     assert_eq!(report["intervals"].as_array().map(Vec::len), Some(6));
-    sb.cairn(&["bench", "snapshots", "--events", "10", "--store", &store])
+    sb.bench(&["snapshots", "--events", "10", "--store", &store])
         .expect_code(2);
 }

@@ -1,10 +1,12 @@
-//! `cairn bench cluster`: figures (not assertions) for runs distributed over `cairn worker`
+//! `cairn-bench cluster`: figures (not assertions) for runs distributed over `cairn worker`
 //! processes on one PostgreSQL server.
 //!
 //! Every measurement gets a database of its own (`cairn_cluster_<random>`) on the server of
 //! `--store`, dropped at the end, so that its advisory locks and LISTEN/NOTIFY channel (both
 //! database-wide) are not shared with anything else. The workers are child processes running
-//! this executable as `cairn worker`; the bench process holds the client (a runtime with
+//! this executable as `cairn-bench worker`, which is `cairn worker` itself (`cairn_api::cli`,
+//! the same allocator), so no second binary has to be built and found; the bench process holds
+//! the client (a runtime with
 //! `.workers(false)`, which only records runs) and a loopback HTTP sink that the runs call.
 //!
 //! 1. **Throughput**: for each `--workers` count, `--runs` runs of three `call: http` tasks to the
@@ -12,7 +14,7 @@
 //!    start to the last completion (the `updated_at` of the last run to end); then, with the
 //!    workers gone, the raw insert rate of the same database (1, 10 and 100 events per
 //!    transaction, each holding `APPEND_LOCK`, into a copy of the `events` table, as
-//!    `cairn bench` measures it), and the engine's events/s as a ratio of each.
+//!    `cairn-bench` measures it), and the engine's events/s as a ratio of each.
 //! 2. **Waiting runs**: `--waiting-runs` runs that each `wait` until one shared instant: the
 //!    workers' resident memory (VmRSS) before and once all wait, per waiting run; then, when
 //!    they come due together, the delay of each `TimerFired` after its `due_at` (p50, p99).
@@ -45,7 +47,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::bench::{
+use crate::engine::{
     infra, nearest_rank, print_report, random_suffix, usage, BenchFail, Ratios, RawRates,
 };
 
@@ -67,7 +69,7 @@ const MAX_HELD: u64 = 10_000;
 /// the recovery part must kill the worker before its held calls time out.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Arguments of `cairn bench cluster`.
+/// Arguments of `cairn-bench cluster`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ClusterArgs {
     /// PostgreSQL server to measure: postgres://USER@HOST:PORT/DB. Each measurement creates a
@@ -119,7 +121,7 @@ pub async fn run(args: ClusterArgs) -> Result<u8, BenchFail> {
         .map_err(|e| usage(anyhow!("invalid postgres url: {e}")))?;
     let label = format!("postgres://{}:{}", opts.get_host(), opts.get_port());
     let exe = std::env::current_exe()
-        .map_err(|e| infra(anyhow!("cannot find the cairn executable: {e}")))?;
+        .map_err(|e| infra(anyhow!("cannot find the cairn-bench executable: {e}")))?;
     let logs = std::env::temp_dir().join(format!("cairn-bench-cluster-{}", random_suffix()));
     std::fs::create_dir_all(&logs)
         .map_err(|e| infra(anyhow!("cannot create {}: {e}", logs.display())))?;
@@ -194,7 +196,7 @@ fn check(args: &ClusterArgs) -> Result<(), BenchFail> {
 struct Env {
     /// The URL given with `--store`, to create and drop databases through.
     admin: String,
-    /// This executable, run as `cairn worker`.
+    /// This executable, run as `cairn-bench worker` (that is, `cairn worker`).
     exe: PathBuf,
     /// Where worker logs go (removed at the end).
     logs: PathBuf,
@@ -387,7 +389,7 @@ struct Recovery {
 impl Report {
     fn table(&self) -> String {
         let mut s = format!(
-            "cairn bench cluster: {} ({}), {} cores shared by the bench, its workers and the \
+            "cairn-bench cluster: {} ({}), {} cores shared by the bench, its workers and the \
              server, lease ttl {} ms\n",
             self.location, self.durability, self.cores, self.lease_ttl_ms
         );
@@ -1166,12 +1168,12 @@ fn tail(log: &Path) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The raw baseline (as in `cairn bench`)
+// The raw baseline (as in `cairn-bench`)
 // ---------------------------------------------------------------------------------------------
 
 /// Events/s inserted straight into a copy of `events` through `pool`, each transaction taking
 /// [`APPEND_LOCK`] first and inserting 1, 10 or 100 events with one `INSERT ... SELECT FROM
-/// UNNEST(...)`, the payloads those of a real run: what `cairn bench` calls the raw rate.
+/// UNNEST(...)`, the payloads those of a real run: what `cairn-bench` calls the raw rate.
 async fn raw_rates(pool: &sqlx::PgPool, events: u64, cap: Duration) -> anyhow::Result<RawRates> {
     let sample: Vec<(String, String, Value, Value)> = sqlx::query_as(
         "SELECT event_type, event_version, payload, metadata FROM events \

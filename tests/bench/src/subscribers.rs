@@ -1,8 +1,9 @@
-//! `cairn bench subscribers`: figures (not assertions) for the server under subscription load.
+//! `cairn-bench subscribers`: figures (not assertions) for the server under subscription load.
 //!
 //! In one process, on 127.0.0.1: a runtime with workers on the store under test, the GraphQL
-//! server in front of it (the same router as `cairn serve`, without authentication or rate
-//! limit), and the clients:
+//! server in front of it (`cairn_api::server::Server`, as `cairn serve` runs it, with
+//! `insecure_no_auth`, no rate limit and no practical cap on connections or subscriptions),
+//! and the clients:
 //!
 //! 1. `--runs` runs of a workflow that first waits (the gate, long enough for every subscriber
 //!    to connect), then does `--steps` times `call: noop` and a `wait` of `--pause-ms`;
@@ -20,13 +21,14 @@
 //!
 //! Every connection is a file descriptor at each end: 1,000 subscribers need about 2,100 open
 //! files (`ulimit -n`). Nothing outlives the run: the store is a temporary SQLite file by default,
-//! or a schema of its own on PostgreSQL, dropped at the end (see `bench.rs`).
+//! or a schema of its own on PostgreSQL, dropped at the end (see `engine.rs`).
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context as _};
+use cairn_api::server::{Server, ServerOptions};
 use cairn_core::dsl::{load_str, SourceFormat, Workflow};
 use cairn_runtime::store::RUN_AGGREGATE;
 use cairn_runtime::{RunOutcome, Runtime, WorkerScope};
@@ -38,8 +40,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use crate::bench::{infra, nearest_rank, print_report, usage, BenchFail, Target};
-use crate::server::InProcessServer;
+use crate::engine::{infra, nearest_rank, print_report, usage, BenchFail, Target};
 
 /// Most subscribers accepted (each is two file descriptors in this process).
 const MAX_SUBSCRIBERS: usize = 5_000;
@@ -54,7 +55,7 @@ const RUN_EVENTS: &str = "subscription($id: String!) { runEvents(runId: $id, aft
 
 const RUNS_QUERY: &str = "{ runs(first: 20) { edges { cursor node { id name status updatedAt } } pageInfo { hasNextPage } } }";
 
-/// Arguments of `cairn bench subscribers`.
+/// Arguments of `cairn-bench subscribers`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct SubscribersArgs {
     /// Store: sqlite://PATH or the URL of a scratch PostgreSQL database (tables go into a new
@@ -287,7 +288,7 @@ impl Report {
         let q = &self.queries;
         let mut s = String::new();
         s.push_str(&format!(
-            "cairn bench subscribers on {} ({})\nstore durability: {}\n",
+            "cairn-bench subscribers on {} ({})\nstore durability: {}\n",
             self.store, self.location, self.durability
         ));
         s.push_str(&format!(
@@ -347,20 +348,39 @@ async fn measure(
         .build()
         .await
         .context("cannot start the runtime")?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .context("cannot listen on 127.0.0.1")?;
-    let server = match InProcessServer::start(rt.clone(), listener).await {
+    // Benchmarks open many subscribers: no cap on connections or subscriptions, idle
+    // connections kept, every request accepted as an admin without a token or a rate.
+    let options = ServerOptions {
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        insecure_no_auth: true,
+        rate_limit: 0.0,
+        rate_limit_burst: 1,
+        max_connections: Semaphore::MAX_PERMITS,
+        header_timeout_ms: 3_600_000,
+        max_subscriptions_per_connection: usize::MAX,
+        max_subscriptions_per_token: usize::MAX,
+        drain_timeout: 5,
+        ..ServerOptions::default()
+    };
+    // The server shuts the runtime down when it stops.
+    let server = match Server::build_with_runtime(options, rt.clone()).await {
         Ok(s) => s,
         Err(e) => {
             rt.shutdown().await;
-            return Err(e.context("cannot start the server"));
+            return Err(anyhow::Error::new(e).context("cannot start the server"));
         }
     };
-    eprintln!("bench: server on http://{}", server.addr);
-    let result = measure_with(target, &rt, server.addr, def, args, gate_ms).await;
-    server.shutdown().await;
-    rt.shutdown().await;
+    let addr = server.local_addr();
+    eprintln!("bench: server on http://{addr}");
+    let stop = CancellationToken::new();
+    let serving = tokio::spawn(server.run(stop.clone().cancelled_owned()));
+    let result = measure_with(target, &rt, addr, def, args, gate_ms).await;
+    stop.cancel();
+    match serving.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("bench: the server stopped with an error: {e}"),
+        Err(e) => eprintln!("bench: the server task failed: {e}"),
+    }
     result
 }
 
