@@ -27,7 +27,8 @@ pub mod snapshots;
 pub mod store;
 
 pub use engine::{
-    BusEvent, HistoryEvent, RunOutcome, Runtime, RuntimeBuilder, StartOptions, WorkerScope,
+    run_id_for_key, BusEvent, HistoryEvent, RunOutcome, Runtime, RuntimeBuilder, StartOptions,
+    Started, WorkerScope,
 };
 pub use functions::FunctionCall;
 
@@ -61,6 +62,28 @@ pub enum Error {
     CorrelationId {
         /// What is wrong with it.
         message: String,
+    },
+    /// An idempotency key that is empty or longer than 256 characters.
+    #[error("`idempotencyKey` must have 1 to 256 characters (it has {length})")]
+    IdempotencyKey {
+        /// Its length in characters.
+        length: usize,
+    },
+    /// An idempotency key used before for a run of another definition.
+    #[error("this idempotency key was used for a run of another definition")]
+    IdempotencyKeyReused {
+        /// The key.
+        key: String,
+    },
+    /// No deployed definition has this namespace, name and version.
+    #[error("definition {namespace}/{name} {version} not found")]
+    DefinitionNotDeployed {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// Version (or `latest`).
+        version: String,
     },
     /// A [`RuntimeBuilder`] without a store.
     #[error("no store configured: give a store or a store url")]
@@ -178,12 +201,15 @@ impl Error {
         match self {
             Error::RunNotFound { .. }
             | Error::DefinitionNotFound { .. }
+            | Error::DefinitionNotDeployed { .. }
             | Error::Store(S::Missing(_)) => ErrorClass::NotFound,
             Error::Input(_)
             | Error::CorrelationId { .. }
+            | Error::IdempotencyKey { .. }
             | Error::NoStore
             | Error::Store(S::InvalidUrl { .. }) => ErrorClass::BadInput,
             Error::RunExists { .. }
+            | Error::IdempotencyKeyReused { .. }
             | Error::RunEnded { .. }
             | Error::WrongStatus { .. }
             | Error::AlreadySuspended { .. }

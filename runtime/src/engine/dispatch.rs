@@ -248,6 +248,7 @@ impl Inner {
                     }),
                     // A child run is found through its parent, not by the caller's id.
                     correlation_id: None,
+                    idempotency_key: None,
                 },
             )
             .await

@@ -104,6 +104,32 @@ pub struct StartOptions {
     /// listed by it ([`crate::store::RunQuery::correlation_id`]). Checked by
     /// [`cairn_core::events::check_correlation_id`]; a bad one is [`Error::CorrelationId`].
     pub correlation_id: Option<String>,
+    /// The caller's idempotency key (1 to 256 characters): the run's id is derived from it
+    /// ([`run_id_for_key`]) unless `run_id` is given, and a second start with the same key
+    /// answers the run the first one started ([`Started::created`] false) instead of starting
+    /// another. A key used before for another definition is [`Error::IdempotencyKeyReused`].
+    pub idempotency_key: Option<String>,
+}
+
+/// What a start did: the run, and whether this call created it (false when an idempotency key
+/// found the run an earlier start created).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Started {
+    /// The run's id.
+    pub run_id: String,
+    /// Whether this call created the run.
+    pub created: bool,
+}
+
+/// The UUID namespace of run ids derived from idempotency keys ("cairn-Run-Idempo"). Never
+/// change it: the same key must name the same run on every server and in every release.
+const IDEMPOTENCY_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6361_6972_6e2d_5275_6e2d_4964_656d_706f);
+
+/// The run id an idempotency key stands for (a UUIDv5 of the key): the same key always names
+/// the same run, on every server, with no table to keep.
+pub fn run_id_for_key(key: &str) -> String {
+    uuid::Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, key.as_bytes()).to_string()
 }
 
 /// Which runs a worker executes.
@@ -200,10 +226,88 @@ impl Runtime {
         input: Value,
         opts: StartOptions,
     ) -> Result<String> {
+        Ok(self.start_inline(def, input, opts).await?.run_id)
+    }
+
+    /// [`Runtime::start_run_with`], saying whether the run was created (see
+    /// [`StartOptions::idempotency_key`]).
+    pub async fn start_inline(
+        &self,
+        def: Workflow,
+        input: Value,
+        opts: StartOptions,
+    ) -> Result<Started> {
         // Before the definition is registered: a refused start leaves nothing behind.
         cairn_core::limits::check_input(&input)?;
+        check_idempotency_key(opts.idempotency_key.as_deref())?;
         let r = self.inner.defs.register_inline(def).await?;
-        self.inner.start(r, input, opts).await
+        self.start_ref(r, input, opts).await
+    }
+
+    /// Starts a run of a deployed definition (`version` may be `latest`), by reference: the
+    /// stored definition is not parsed again.
+    pub async fn start_deployed(
+        &self,
+        namespace: &str,
+        name: &str,
+        version: &str,
+        input: Value,
+        opts: StartOptions,
+    ) -> Result<Started> {
+        cairn_core::limits::check_input(&input)?;
+        check_idempotency_key(opts.idempotency_key.as_deref())?;
+        let r = self
+            .inner
+            .defs
+            .find(namespace, name, version)
+            .await?
+            .ok_or_else(|| Error::DefinitionNotDeployed {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                version: version.to_string(),
+            })?;
+        self.start_ref(r, input, opts).await
+    }
+
+    async fn start_ref(
+        &self,
+        def: cairn_core::events::DefinitionRef,
+        input: Value,
+        mut opts: StartOptions,
+    ) -> Result<Started> {
+        let Some(key) = opts.idempotency_key.clone() else {
+            let run_id = self.inner.start(def, input, opts).await?;
+            return Ok(Started {
+                run_id,
+                created: true,
+            });
+        };
+        let run_id = opts
+            .run_id
+            .get_or_insert_with(|| run_id_for_key(&key))
+            .clone();
+        let (ns, name) = (def.namespace.clone(), def.name.clone());
+        match self.inner.start(def, input, opts).await {
+            Ok(run_id) => Ok(Started {
+                run_id,
+                created: true,
+            }),
+            Err(Error::RunExists { .. }) => {
+                let state = self.state(&run_id).await?;
+                let same = state
+                    .definition
+                    .as_ref()
+                    .is_some_and(|d| d.namespace == ns && d.name == name);
+                if !same {
+                    return Err(Error::IdempotencyKeyReused { key });
+                }
+                Ok(Started {
+                    run_id,
+                    created: false,
+                })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Waits until the run ends.
@@ -449,6 +553,16 @@ impl Runtime {
                 warn!(error = %e, "cannot retire the worker lease; its runs move on when it expires");
             }
         }
+    }
+}
+
+/// An idempotency key has 1 to 256 characters.
+fn check_idempotency_key(key: Option<&str>) -> Result<()> {
+    match key {
+        Some(k) if k.is_empty() || k.chars().count() > 256 => Err(Error::IdempotencyKey {
+            length: k.chars().count(),
+        }),
+        _ => Ok(()),
     }
 }
 

@@ -309,8 +309,7 @@ do:
 "#);
     let opts = cairn_runtime::StartOptions {
         run_id: Some("fixed-id".into()),
-        parent: None,
-        correlation_id: None,
+        ..Default::default()
     };
     rt.start_run_with(def.clone(), json!({}), opts.clone())
         .await
@@ -318,6 +317,53 @@ do:
     assert!(matches!(
         rt.start_run_with(def, json!({}), opts).await,
         Err(Error::RunExists { .. })
+    ));
+    // An idempotency key names one run: a second start answers it, not created; the same key
+    // for another definition is refused; a bad key is refused before anything is recorded.
+    let keyed = |key: &str| cairn_runtime::StartOptions {
+        idempotency_key: Some(key.into()),
+        ..Default::default()
+    };
+    let other = wf(r#"
+document: { dsl: '1.0.3', namespace: test, name: other, version: '1.0.0' }
+do:
+  - a: { wait: PT1H }
+"#);
+    let first = rt
+        .start_inline(other.clone(), json!({}), keyed("order-1"))
+        .await
+        .unwrap();
+    assert!(first.created);
+    assert_eq!(first.run_id, cairn_runtime::run_id_for_key("order-1"));
+    let again = rt
+        .start_inline(other, json!({}), keyed("order-1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        cairn_runtime::Started {
+            run_id: first.run_id.clone(),
+            created: false
+        }
+    );
+    let dup = wf(r#"
+document: { dsl: '1.0.3', namespace: test, name: dup, version: '1.0.0' }
+do:
+  - a: { wait: PT1H }
+"#);
+    assert!(matches!(
+        rt.start_inline(dup.clone(), json!({}), keyed("order-1"))
+            .await,
+        Err(Error::IdempotencyKeyReused { .. })
+    ));
+    assert!(matches!(
+        rt.start_inline(dup, json!({}), keyed("")).await,
+        Err(Error::IdempotencyKey { length: 0 })
+    ));
+    assert!(matches!(
+        rt.start_deployed("test", "nowhere", "latest", json!({}), keyed("k"))
+            .await,
+        Err(Error::DefinitionNotDeployed { .. })
     ));
     rt.shutdown().await;
 }

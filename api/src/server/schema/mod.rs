@@ -89,7 +89,6 @@ pub fn sdl() -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::mutation::run_id_for_key;
     use super::pagination::{parse_run_cursor, run_cursor};
     use super::*;
     use cairn_runtime::store::{RunOrder, RunSortField, RunSummary};
@@ -115,12 +114,6 @@ mod tests {
              and commit the result",
             path.display()
         );
-    }
-
-    #[test]
-    fn idempotency_keys_name_stable_runs() {
-        assert_eq!(run_id_for_key("order-1"), run_id_for_key("order-1"));
-        assert_ne!(run_id_for_key("order-1"), run_id_for_key("order-2"));
     }
 
     #[test]

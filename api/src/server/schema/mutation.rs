@@ -11,7 +11,6 @@ use crate::server::errors::{self, Code};
 
 use super::app::app;
 use super::pagination::*;
-use super::query::find_definition;
 use super::types::*;
 
 // ----- mutations ------------------------------------------------------------------------------
@@ -94,16 +93,6 @@ pub struct StartRunResult {
     pub created: bool,
 }
 
-/// Namespace of the UUIDv5 run ids derived from idempotency keys.
-const IDEMPOTENCY_NAMESPACE: uuid::Uuid =
-    uuid::Uuid::from_u128(0x6361_6972_6e2d_5275_6e2d_4964_656d_706f);
-
-/// The run id an idempotency key stands for: the same key always names the same run, on every
-/// server, with no table to keep.
-pub fn run_id_for_key(key: &str) -> String {
-    uuid::Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, key.as_bytes()).to_string()
-}
-
 /// Mutations on runs.
 #[derive(Default)]
 pub struct RunMutations;
@@ -127,16 +116,24 @@ impl RunMutations {
     ) -> Result<StartRunResult> {
         let app = app(ctx)?;
         check_correlation_id(correlation_id.as_deref())?;
-        let def: Workflow = match (definition, source) {
+        let input = input.map(|j| j.0).unwrap_or_else(|| serde_json::json!({}));
+        let opts = StartOptions {
+            correlation_id,
+            idempotency_key,
+            ..StartOptions::default()
+        };
+        // Counted as started by the runtime (`cairn_runs_started_total`); an idempotency key
+        // that names an existing run answers it (`created: false`).
+        let started = match (definition, source) {
             (Some(k), None) => {
-                let stored = find_definition(app, &k.namespace, &k.name, &k.version).await?;
-                serde_json::from_value(stored.source)
-                    .map_err(|e| errors::internal("start run", e))?
+                app.runtime
+                    .start_deployed(&k.namespace, &k.name, &k.version, input, opts)
+                    .await
             }
             (None, Some(text)) => {
                 // Running code nobody deployed is deploying it: it needs that right too.
                 crate::server::auth::require(ctx, Permission::Deploy)?;
-                load_source(text).await?.map_err(|e| {
+                let def = load_source(text).await?.map_err(|e| {
                     let problems: Vec<Value> = e
                         .problems
                         .iter()
@@ -151,7 +148,8 @@ impl RunMutations {
                             }
                         },
                     )
-                })?
+                })?;
+                app.runtime.start_inline(def, input, opts).await
             }
             _ => {
                 return Err(errors::error(
@@ -159,51 +157,12 @@ impl RunMutations {
                     "give exactly one of `definition` and `source`",
                 ))
             }
-        };
-        let input = input.map(|j| j.0).unwrap_or_else(|| serde_json::json!({}));
-        let run_id = match &idempotency_key {
-            Some(k) if k.is_empty() || k.len() > 256 => {
-                return Err(errors::error(
-                    Code::BadUserInput,
-                    "`idempotencyKey` must have 1 to 256 characters",
-                ))
-            }
-            Some(k) => Some(run_id_for_key(k)),
-            None => None,
-        };
-        let (ns, name) = (def.document.namespace.clone(), def.document.name.clone());
-        let opts = StartOptions {
-            run_id: run_id.clone(),
-            correlation_id,
-            ..StartOptions::default()
-        };
-        match app.runtime.start_run_with(def, input, opts).await {
-            // Counted as started by the runtime (`cairn_runs_started_total`).
-            Ok(id) => Ok(StartRunResult {
-                run: Run::load(app.store.as_ref(), &id).await?,
-                created: true,
-            }),
-            Err(cairn_runtime::Error::RunExists { .. }) if run_id.is_some() => {
-                let id = run_id.unwrap_or_default();
-                let run = Run::load(app.store.as_ref(), &id).await?;
-                let same = run
-                    .state
-                    .definition
-                    .as_ref()
-                    .is_some_and(|d| d.namespace == ns && d.name == name);
-                if !same {
-                    return Err(errors::error(
-                        Code::Conflict,
-                        "this idempotency key was used for a run of another definition",
-                    ));
-                }
-                Ok(StartRunResult {
-                    run,
-                    created: false,
-                })
-            }
-            Err(e) => Err(errors::runtime("start run", e)),
         }
+        .map_err(|e| errors::runtime("start run", e))?;
+        Ok(StartRunResult {
+            run: Run::load(app.store.as_ref(), &started.run_id).await?,
+            created: started.created,
+        })
     }
 
     /// Delivers a CloudEvent to a run (for its `listen` tasks); duplicates (same `source` and
