@@ -15,6 +15,7 @@
 //!   conflicts, projection lag).
 //! - [`projections`]: the `runs` index as a projection of the log, and rebuilding it.
 //! - [`snapshots`]: snapshots of runs, so that loading a long run folds only its last events.
+//! - [`view`]: the read side for front ends: a run with its history, the timeline of its tasks.
 
 pub mod aggregate;
 pub mod clock;
@@ -25,6 +26,7 @@ pub mod metrics;
 pub mod projections;
 pub mod snapshots;
 pub mod store;
+pub mod view;
 
 pub use engine::{
     run_id_for_key, BusEvent, HistoryEvent, RunOutcome, Runtime, RuntimeBuilder, StartOptions,

@@ -30,7 +30,8 @@ use super::metrics::SubscriptionKind;
 use super::schema::app::{app, App};
 use super::schema::pagination::RunsFilter;
 use super::schema::scalars::RunStatus;
-use super::schema::types::{decode, RunEventNode, RunSummaryNode};
+use super::schema::types::{RunEventNode, RunSummaryNode};
+use cairn_runtime::view::decode;
 
 /// The subscription root.
 pub struct SubscriptionRoot;

@@ -6,7 +6,7 @@ use cairn_core::dsl::{self, Problem as DslProblem, Workflow};
 use cairn_core::events::RunEvent;
 use cairn_core::state::RunState;
 use cairn_core::time::iso8601;
-use cairn_runtime::store::{EventStore, RunSummary, StoredDefinition, StoredEvent, RUN_AGGREGATE};
+use cairn_runtime::store::{EventStore, RunSummary, StoredDefinition, StoredEvent};
 use serde_json::Value;
 
 use crate::server::errors::{self, Code};
@@ -15,6 +15,7 @@ use super::app::app;
 use super::pagination::*;
 use super::scalars::RunStatus;
 use crate::server::feed::SharedEvent;
+use cairn_runtime::view::RunView;
 
 // ----- shared types ---------------------------------------------------------------------------
 
@@ -183,111 +184,46 @@ pub struct TaskSpan {
     pub error: Option<Json<Value>>,
 }
 
-/// The timeline of a run's tasks, derived from its history.
-pub fn timeline(events: &[(StoredEvent, RunEvent)]) -> Vec<TaskSpan> {
-    let mut spans: Vec<TaskSpan> = Vec::new();
-    let mut index: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
-    for (_, e) in events {
-        match e {
-            RunEvent::TaskStarted {
-                id,
-                position,
-                name,
-                kind,
-                at,
-                ..
-            } => {
-                index.insert(*id, spans.len());
-                spans.push(TaskSpan {
-                    id: *id,
-                    position: position.clone(),
-                    name: name.clone(),
-                    kind: kind.clone(),
-                    status: "running".into(),
-                    started_at: iso8601(*at),
-                    finished_at: None,
-                    attempts: 0,
-                    error: None,
-                });
-            }
-            RunEvent::ActivityScheduled { id, .. } => {
-                if let Some(s) = index.get(id).and_then(|i| spans.get_mut(*i)) {
-                    s.attempts += 1;
-                }
-            }
-            RunEvent::TaskRetried { id, attempt } => {
-                if let Some(s) = index.get(id).and_then(|i| spans.get_mut(*i)) {
-                    s.attempts = attempt.saturating_add(1);
-                }
-            }
-            RunEvent::ActivityFailed { id, error, .. }
-            | RunEvent::RetryScheduled { id, error, .. }
-            | RunEvent::ErrorCaught { id, error } => {
-                if let Some(s) = index.get(id).and_then(|i| spans.get_mut(*i)) {
-                    s.error = Some(Json(error.to_value()));
-                }
-            }
-            RunEvent::TaskCompleted { id, at, .. } => {
-                if let Some(s) = index.get(id).and_then(|i| spans.get_mut(*i)) {
-                    s.status = "completed".into();
-                    s.finished_at = Some(iso8601(*at));
-                }
-            }
-            RunEvent::TaskFaulted { id, error, at } => {
-                if let Some(s) = index.get(id).and_then(|i| spans.get_mut(*i)) {
-                    s.status = "faulted".into();
-                    s.finished_at = Some(iso8601(*at));
-                    s.error = Some(Json(error.to_value()));
-                }
-            }
-            RunEvent::TaskCancelled { id } => {
-                if let Some(s) = index.get(id).and_then(|i| spans.get_mut(*i)) {
-                    s.status = "cancelled".into();
-                }
-            }
-            _ => {}
+impl From<cairn_runtime::view::TaskSpan> for TaskSpan {
+    fn from(s: cairn_runtime::view::TaskSpan) -> TaskSpan {
+        TaskSpan {
+            id: s.id,
+            position: s.position,
+            name: s.name,
+            kind: s.kind,
+            status: s.status.as_str().to_string(),
+            started_at: iso8601(s.started_at),
+            finished_at: s.finished_at.map(iso8601),
+            attempts: s.attempts,
+            error: s.error.map(|e| Json(e.to_value())),
         }
     }
-    for s in &mut spans {
-        s.attempts = s.attempts.max(1);
-    }
-    spans
 }
 
-/// A run: its state folded from its history as stored.
+/// A run: its state folded from its history as stored (the runtime's [`RunView`]).
 pub struct Run {
     id: String,
     events: Vec<(StoredEvent, RunEvent)>,
     pub(crate) state: RunState,
 }
 
-/// Decodes a stored run event (upcasting old versions).
-pub fn decode(e: &StoredEvent) -> std::result::Result<RunEvent, String> {
-    RunEvent::from_stored(&e.event_type, &e.event_version, e.payload.clone())
-        .map_err(|err| format!("run {} event {}: {err}", e.stream, e.sequence))
-}
-
 impl Run {
     /// Loads a run from the store; `NOT_FOUND` when it has no events.
     pub async fn load(store: &dyn EventStore, id: &str) -> Result<Run> {
-        let stored = store
-            .load(RUN_AGGREGATE, id, 0)
+        let view = cairn_runtime::view::load(store, id)
             .await
-            .map_err(|e| errors::store("load run", e))?;
-        if stored.is_empty() {
-            return Err(errors::error(Code::NotFound, format!("run {id} not found")));
+            .map_err(|e| errors::runtime("load run", e))?;
+        Ok(Run::from(view))
+    }
+}
+
+impl From<RunView> for Run {
+    fn from(v: RunView) -> Run {
+        Run {
+            id: v.run_id,
+            events: v.events,
+            state: v.state,
         }
-        let mut events = Vec::with_capacity(stored.len());
-        for e in stored {
-            let ev = decode(&e).map_err(|m| errors::internal("decode run", m))?;
-            events.push((e, ev));
-        }
-        let state = RunState::from_events(events.iter().map(|(_, e)| e));
-        Ok(Run {
-            id: id.to_string(),
-            events,
-            state,
-        })
     }
 }
 
@@ -352,7 +288,10 @@ impl Run {
     }
     /// Its task activations in start order, with their outcome.
     async fn timeline(&self) -> Vec<TaskSpan> {
-        timeline(&self.events)
+        cairn_runtime::view::timeline(self.events.iter().map(|(_, e)| e))
+            .into_iter()
+            .map(TaskSpan::from)
+            .collect()
     }
     /// Its events by position: `after` is the position (the cursor) to continue after.
     async fn events(
