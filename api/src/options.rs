@@ -12,11 +12,21 @@ use std::path::PathBuf;
 use cairn_connectors::{AllowList, HttpOptions};
 use serde::Deserialize;
 
-use crate::server::ServerError;
-
 /// The store of every command that takes `--store`, unless told otherwise: one SQLite file in
 /// `./.cairn/`.
 pub const DEFAULT_STORE: &str = "sqlite://.cairn/cairn.db";
+
+/// Deepest query selection a server accepts unless told otherwise (`--max-query-depth`): deep
+/// enough for every real query of the schema, shallow enough to stop pathological nesting.
+pub const MAX_QUERY_DEPTH: usize = 16;
+/// Largest query complexity a server accepts unless told otherwise (`--max-query-complexity`;
+/// async-graphql's default cost of 1 per field).
+pub const MAX_QUERY_COMPLEXITY: usize = 2_000;
+
+/// Settings no server can run with; the message names the flag.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidOptions(pub String);
 
 /// The budget of every expression evaluation in this process (see docs/security.md). One
 /// setting for every command, since a run's expressions must fault or not whichever process
@@ -195,10 +205,10 @@ pub struct ServerOptions {
     #[arg(long, env = "CAIRN_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
     /// Deepest query selection accepted
-    #[arg(long, env = "CAIRN_MAX_QUERY_DEPTH", default_value_t = crate::server::MAX_QUERY_DEPTH)]
+    #[arg(long, env = "CAIRN_MAX_QUERY_DEPTH", default_value_t = MAX_QUERY_DEPTH)]
     pub max_query_depth: usize,
     /// Largest query complexity accepted (1 per field, connections count their page)
-    #[arg(long, env = "CAIRN_MAX_QUERY_COMPLEXITY", default_value_t = crate::server::MAX_QUERY_COMPLEXITY)]
+    #[arg(long, env = "CAIRN_MAX_QUERY_COMPLEXITY", default_value_t = MAX_QUERY_COMPLEXITY)]
     pub max_query_complexity: usize,
     /// Largest request body in bytes (larger: 413)
     #[arg(long, env = "CAIRN_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
@@ -264,8 +274,8 @@ impl Default for ServerOptions {
             secrets: None,
             drain_timeout: 30,
             insecure_no_auth: false,
-            max_query_depth: crate::server::MAX_QUERY_DEPTH,
-            max_query_complexity: crate::server::MAX_QUERY_COMPLEXITY,
+            max_query_depth: MAX_QUERY_DEPTH,
+            max_query_complexity: MAX_QUERY_COMPLEXITY,
             max_body_bytes: 2 * 1024 * 1024,
             rate_limit: 50.0,
             rate_limit_burst: 100,
@@ -300,9 +310,9 @@ impl ServerOptions {
     }
 
     /// Refuses settings no server can run with, naming the flag.
-    pub fn validate(&self) -> Result<(), ServerError> {
+    pub fn validate(&self) -> Result<(), InvalidOptions> {
         if !(self.rate_limit.is_finite() && self.rate_limit >= 0.0) {
-            return Err(ServerError::Invalid(
+            return Err(InvalidOptions(
                 "--rate-limit must be a number of requests per second, 0 or more".into(),
             ));
         }
@@ -321,7 +331,7 @@ impl ServerOptions {
             ),
         ] {
             if value == 0 {
-                return Err(ServerError::Invalid(format!("{flag} must be above 0")));
+                return Err(InvalidOptions(format!("{flag} must be above 0")));
             }
         }
         Ok(())

@@ -126,6 +126,15 @@ impl Aggregate for RunAggregate {
     }
 }
 
+/// The message of a caught panic (a `&str` or `String` payload, as `panic!` makes them).
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
 /// The fault recorded for a run whose decision panicked.
 fn decider_panicked(panic: &(dyn std::any::Any + Send), now: i64) -> RunEvent {
     let error = cairn_core::error::WorkflowError::new(
@@ -133,7 +142,7 @@ fn decider_panicked(panic: &(dyn std::any::Any + Send), now: i64) -> RunEvent {
         format!(
             "deciding the run's next step panicked: {}; this is a bug in Cairn, please report it \
              with the run's history",
-            crate::engine::panic_message(panic)
+            panic_message(panic)
         ),
     )
     .with_title("Decider panicked");

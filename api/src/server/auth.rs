@@ -21,7 +21,7 @@ use async_graphql::{Context, Guard, ServerError, ServerResult, Variables};
 use base64::Engine as _;
 use cairn_runtime::store::{EventStore, StoreError};
 
-use super::tokens::{StoredToken, TokenStore};
+use super::tokens::store::{StoredToken, TokenStore};
 use sha2::{Digest, Sha256};
 
 use super::errors::{error, Code};

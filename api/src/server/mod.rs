@@ -39,10 +39,7 @@ pub(crate) use self::tokens::{run as token_command, TokenCommand};
 pub use crate::options::ServerOptions;
 use crate::options::DEFAULT_STORE;
 
-/// Deepest query selection a server accepts unless told otherwise (`--max-query-depth`).
-pub const MAX_QUERY_DEPTH: usize = schema::MAX_DEPTH;
-/// Largest query complexity a server accepts unless told otherwise (`--max-query-complexity`).
-pub const MAX_QUERY_COMPLEXITY: usize = schema::MAX_COMPLEXITY;
+pub use crate::options::{MAX_QUERY_COMPLEXITY, MAX_QUERY_DEPTH};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -118,6 +115,12 @@ pub enum ServerError {
     /// The store, the network or the runtime failed: `cairn serve` exits 4.
     #[error("{0}")]
     Failed(String),
+}
+
+impl From<crate::options::InvalidOptions> for ServerError {
+    fn from(e: crate::options::InvalidOptions) -> Self {
+        ServerError::Invalid(e.0)
+    }
 }
 
 impl ServerError {

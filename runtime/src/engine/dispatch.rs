@@ -103,7 +103,7 @@ impl Inner {
                         r = call => r.unwrap_or_else(|panic| {
                             Err(WorkflowError::new(
                                 ErrorKind::Runtime,
-                                format!("the call panicked: {}", panic_message(&*panic)),
+                                format!("the call panicked: {}", crate::aggregate::panic_message(&*panic)),
                             )
                             .with_title("Call panicked"))
                         }),
@@ -303,15 +303,6 @@ pub(super) enum ChildStart {
 
 pub(super) fn runtime_error(e: Error) -> WorkflowError {
     WorkflowError::new(ErrorKind::Runtime, e.to_string())
-}
-
-/// The message of a caught panic (a `&str` or `String` payload, as `panic!` makes them).
-pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 /// Performs a recorded call. The arguments of a function call sealed with secrets are revealed

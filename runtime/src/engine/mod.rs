@@ -18,7 +18,6 @@ mod timers;
 mod worker;
 
 pub use builder::{RuntimeBuilder, DEFAULT_CALL_GRACE, DEFAULT_LEASE_TTL, DEFAULT_MAX_CRASHES};
-pub(crate) use dispatch::panic_message;
 
 use builder::CLAIM_BATCH;
 use timers::{tail_loop, timer_loop};

@@ -26,11 +26,10 @@ use crate::server::subscriptions::SubscriptionRoot;
 /// The schema type.
 pub type CairnSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
-/// Default query depth limit: deep enough for every real query of this schema, shallow enough
-/// to stop pathological nesting.
-pub const MAX_DEPTH: usize = 16;
-/// Default query complexity limit (async-graphql's default cost of 1 per field).
-pub const MAX_COMPLEXITY: usize = 2_000;
+/// Default query depth limit (the `cairn serve` default).
+pub const MAX_DEPTH: usize = crate::options::MAX_QUERY_DEPTH;
+/// Default query complexity limit (the `cairn serve` default).
+pub const MAX_COMPLEXITY: usize = crate::options::MAX_QUERY_COMPLEXITY;
 
 /// Limits of the schema: `cairn serve` flags.
 #[derive(Debug, Clone, Copy)]
