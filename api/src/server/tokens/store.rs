@@ -62,117 +62,74 @@ where
     })
 }
 
-impl TokenStore for SqliteStore {
-    async fn put_token(&self, t: &StoredToken) -> Result<()> {
-        sqlx::query(&format!(
-            "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
-        ))
-        .bind(&t.id)
-        .bind(&t.name)
-        .bind(&t.role)
-        .bind(&t.hash)
-        .bind(t.created_at)
-        .bind(t.revoked_at)
-        .execute(self.write_pool())
-        .await
-        .map_err(|e| unavailable("sqlite", "put_token", e))?;
-        Ok(())
-    }
+/// The same four statements on both built-in stores: `QueryBuilder` writes each dialect's
+/// placeholders, so only the pools and the store's name differ.
+macro_rules! token_store {
+    ($store:ty, $db:ty, $name:literal, $write:ident, $read:ident) => {
+        impl TokenStore for $store {
+            async fn put_token(&self, t: &StoredToken) -> Result<()> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(format!(
+                    "INSERT INTO tokens ({TOKEN_COLUMNS}) "
+                ));
+                qb.push_values([t], |mut b, t| {
+                    b.push_bind(&t.id)
+                        .push_bind(&t.name)
+                        .push_bind(&t.role)
+                        .push_bind(&t.hash)
+                        .push_bind(t.created_at)
+                        .push_bind(t.revoked_at);
+                });
+                qb.build()
+                    .execute(self.$write())
+                    .await
+                    .map_err(|e| unavailable($name, "put_token", e))?;
+                Ok(())
+            }
 
-    async fn token_by_hash(&self, hash: &str) -> Result<Option<StoredToken>> {
-        let row = sqlx::query(&format!(
-            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?"
-        ))
-        .bind(hash)
-        .fetch_optional(self.read_pool())
-        .await
-        .map_err(|e| unavailable("sqlite", "token_by_hash", e))?;
-        row.as_ref()
-            .map(|r| token_from_row("sqlite", r))
-            .transpose()
-    }
+            async fn token_by_hash(&self, hash: &str) -> Result<Option<StoredToken>> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(format!(
+                    "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = "
+                ));
+                qb.push_bind(hash);
+                let row = qb
+                    .build()
+                    .fetch_optional(self.$read())
+                    .await
+                    .map_err(|e| unavailable($name, "token_by_hash", e))?;
+                row.as_ref().map(|r| token_from_row($name, r)).transpose()
+            }
 
-    async fn list_tokens(&self) -> Result<Vec<StoredToken>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_at, id"
-        ))
-        .fetch_all(self.read_pool())
-        .await
-        .map_err(|e| unavailable("sqlite", "list_tokens", e))?;
-        rows.iter().map(|r| token_from_row("sqlite", r)).collect()
-    }
+            async fn list_tokens(&self) -> Result<Vec<StoredToken>> {
+                let rows = sqlx::query(&format!(
+                    "SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_at, id"
+                ))
+                .fetch_all(self.$read())
+                .await
+                .map_err(|e| unavailable($name, "list_tokens", e))?;
+                rows.iter().map(|r| token_from_row($name, r)).collect()
+            }
 
-    async fn revoke_token(&self, id: &str, at: i64) -> Result<Option<StoredToken>> {
-        let row = sqlx::query(&format!(
-            "UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? \
-             RETURNING {TOKEN_COLUMNS}"
-        ))
-        .bind(at)
-        .bind(id)
-        .fetch_optional(self.write_pool())
-        .await
-        .map_err(|e| unavailable("sqlite", "revoke_token", e))?;
-        row.as_ref()
-            .map(|r| token_from_row("sqlite", r))
-            .transpose()
-    }
+            async fn revoke_token(&self, id: &str, at: i64) -> Result<Option<StoredToken>> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(
+                    "UPDATE tokens SET revoked_at = COALESCE(revoked_at, ",
+                );
+                qb.push_bind(at)
+                    .push(") WHERE id = ")
+                    .push_bind(id)
+                    .push(format!(" RETURNING {TOKEN_COLUMNS}"));
+                let row = qb
+                    .build()
+                    .fetch_optional(self.$write())
+                    .await
+                    .map_err(|e| unavailable($name, "revoke_token", e))?;
+                row.as_ref().map(|r| token_from_row($name, r)).transpose()
+            }
+        }
+    };
 }
 
-impl TokenStore for PostgresStore {
-    async fn put_token(&self, t: &StoredToken) -> Result<()> {
-        sqlx::query(&format!(
-            "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
-        ))
-        .bind(&t.id)
-        .bind(&t.name)
-        .bind(&t.role)
-        .bind(&t.hash)
-        .bind(t.created_at)
-        .bind(t.revoked_at)
-        .execute(self.pool())
-        .await
-        .map_err(|e| unavailable("postgres", "put_token", e))?;
-        Ok(())
-    }
-
-    async fn token_by_hash(&self, hash: &str) -> Result<Option<StoredToken>> {
-        let row = sqlx::query(&format!(
-            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1"
-        ))
-        .bind(hash)
-        .fetch_optional(self.pool())
-        .await
-        .map_err(|e| unavailable("postgres", "token_by_hash", e))?;
-        row.as_ref()
-            .map(|r| token_from_row("postgres", r))
-            .transpose()
-    }
-
-    async fn list_tokens(&self) -> Result<Vec<StoredToken>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_at, id"
-        ))
-        .fetch_all(self.pool())
-        .await
-        .map_err(|e| unavailable("postgres", "list_tokens", e))?;
-        rows.iter().map(|r| token_from_row("postgres", r)).collect()
-    }
-
-    async fn revoke_token(&self, id: &str, at: i64) -> Result<Option<StoredToken>> {
-        let row = sqlx::query(&format!(
-            "UPDATE tokens SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 \
-             RETURNING {TOKEN_COLUMNS}"
-        ))
-        .bind(at)
-        .bind(id)
-        .fetch_optional(self.pool())
-        .await
-        .map_err(|e| unavailable("postgres", "revoke_token", e))?;
-        row.as_ref()
-            .map(|r| token_from_row("postgres", r))
-            .transpose()
-    }
-}
+token_store!(SqliteStore, sqlx::Sqlite, "sqlite", write_pool, read_pool);
+token_store!(PostgresStore, sqlx::Postgres, "postgres", pool, pool);
 
 /// The tokens of whatever database the store is built on, through any wrappers (group commit,
 /// fault injection). A store on no built-in database keeps no tokens: every call fails, so a
