@@ -16,11 +16,10 @@
 //! append comes after, it upserts its own newer summary over ours. Either way the row ends as the
 //! fold of the run's whole history.
 
-use cairn_core::events::RunEvent;
 use cairn_core::state::RunState;
 
 use crate::store::{EventStore, RunSummary, RUN_AGGREGATE};
-use crate::{Error, Result};
+use crate::Result;
 
 /// The checkpoint name of the `runs` index.
 pub const RUNS_PROJECTION: &str = "runs";
@@ -98,12 +97,7 @@ pub async fn rebuild_runs(store: &dyn EventStore) -> Result<RebuildReport> {
         let mut state = RunState::default();
         let mut last_sequence = 0;
         for e in &events {
-            let event = RunEvent::from_stored(&e.event_type, &e.event_version, e.payload.clone())
-                .map_err(|source| Error::CorruptEvent {
-                run_id: run_id.clone(),
-                sequence: e.sequence,
-                source,
-            })?;
+            let event = crate::view::decode(e)?;
             state.apply(&event);
             last_sequence = e.sequence;
         }

@@ -13,11 +13,11 @@
 //! [`SNAPSHOT_EVERY`] (see [`due`]); a load then folds fewer than `SNAPSHOT_EVERY` events after
 //! the snapshot, whatever the run's length.
 
-use cairn_core::events::RunEvent;
 use cairn_core::state::{RunState, SnapshotError};
 use tracing::{debug, warn};
 
-use crate::store::{EventStore, StoredEvent, RUN_AGGREGATE};
+use crate::store::{EventStore, RUN_AGGREGATE};
+use crate::view::decode;
 use crate::{Error, Result};
 
 /// A run is snapshotted each time its history crosses a multiple of this many events.
@@ -132,14 +132,4 @@ async fn usable_snapshot(store: &dyn EventStore, run_id: &str) -> Option<(u64, R
             None
         }
     }
-}
-
-fn decode(e: &StoredEvent) -> Result<RunEvent> {
-    RunEvent::from_stored(&e.event_type, &e.event_version, e.payload.clone()).map_err(|source| {
-        Error::CorruptEvent {
-            run_id: e.stream.clone(),
-            sequence: e.sequence,
-            source,
-        }
-    })
 }

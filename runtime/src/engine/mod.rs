@@ -48,8 +48,9 @@ use crate::functions::{FunctionCall, Functions, Router};
 use crate::metrics::{AppendOutcome, Metrics};
 use crate::store::{
     self, AppendRequest, Appended, EventStore, Lease, NewEvent, RunFilter, RunSummary, StoreError,
-    StoredEvent, WorkerLease, RUN_AGGREGATE,
+    WorkerLease, RUN_AGGREGATE,
 };
+use crate::view::decode;
 use crate::{Error, Result};
 
 /// Kept here for callers that know it as `engine::now_ms`.
@@ -580,13 +581,3 @@ pub(super) fn outcome_of(s: &RunState) -> Option<RunOutcome> {
 
 /// How many ended runs' outcomes are kept for waiters that ask after the end.
 pub(super) const FINISHED_CAPACITY: usize = 4096;
-
-pub(super) fn decode(e: &StoredEvent) -> Result<RunEvent> {
-    RunEvent::from_stored(&e.event_type, &e.event_version, e.payload.clone()).map_err(|source| {
-        Error::CorruptEvent {
-            run_id: e.stream.clone(),
-            sequence: e.sequence,
-            source,
-        }
-    })
-}
