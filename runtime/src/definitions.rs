@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use cairn_core::decider::Decider;
-use cairn_core::dsl::Workflow;
+use cairn_core::dsl::{Problem, Workflow};
 use cairn_core::events::DefinitionRef;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -24,6 +24,24 @@ pub fn content_hash(def: &Workflow) -> Result<(String, Value)> {
     let bytes = serde_json::to_vec(&value).map_err(serialize)?;
     let hash = Sha256::digest(&bytes);
     Ok((hash.iter().map(|b| format!("{b:02x}")).collect(), value))
+}
+
+/// The problems a stored definition has under this build's rules (empty when it is valid): what
+/// front ends show for a definition recorded by an older build. A stored source that no longer
+/// decodes as a workflow is one problem at the document (pointer `""`).
+pub fn recheck(def: &StoredDefinition) -> Vec<Problem> {
+    match serde_json::from_value::<Workflow>(def.source.clone()) {
+        Ok(w) => match cairn_core::dsl::validate(&w) {
+            Ok(()) => Vec::new(),
+            Err(e) => e.problems,
+        },
+        Err(e) => vec![Problem {
+            pointer: String::new(),
+            line: None,
+            column: None,
+            message: format!("the stored definition cannot be decoded: {e}"),
+        }],
+    }
 }
 
 /// Registry of definitions known to this process, backed by the store.

@@ -15,6 +15,8 @@
 //!   conflicts, projection lag).
 //! - [`projections`]: the `runs` index as a projection of the log, and rebuilding it.
 //! - [`snapshots`]: snapshots of runs, so that loading a long run folds only its last events.
+//! - [`tail`]: reading the global log in order: a cursor for replays, and the one shared
+//!   follower of new appends per process.
 //! - [`view`]: the read side for front ends: a run with its history, the timeline of its tasks.
 
 pub mod aggregate;
@@ -26,6 +28,7 @@ pub mod metrics;
 pub mod projections;
 pub mod snapshots;
 pub mod store;
+pub mod tail;
 pub mod view;
 
 pub use engine::{

@@ -51,6 +51,72 @@ pub async fn load(store: &dyn EventStore, run_id: &str) -> Result<RunView> {
     })
 }
 
+/// A run folded event by event while it is watched live (a `runUpdated` subscription, a
+/// dashboard): it reports a [`RunChange`] only when the run's status or current tasks differ
+/// from what it reported last, so a replayed history can be folded whole and shown once.
+#[derive(Debug, Default)]
+pub struct RunWatch {
+    state: RunState,
+    /// The position of the last event folded.
+    position: Option<u64>,
+    /// What was reported last.
+    shown: Option<(&'static str, Vec<String>)>,
+}
+
+/// What a [`RunWatch`] reports: the run as of the event at `position`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunChange {
+    /// The position of the last event folded into it.
+    pub position: u64,
+    /// The status label (`StatusLabel::as_str`).
+    pub status: &'static str,
+    /// The JSON pointers of the tasks running now.
+    pub current_tasks: Vec<String>,
+    /// The output, once completed.
+    pub output: Option<serde_json::Value>,
+    /// The error, once faulted.
+    pub error: Option<WorkflowError>,
+}
+
+impl RunWatch {
+    /// A watch that has seen nothing yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Folds the next event of the run.
+    pub fn apply(&mut self, e: &StoredEvent) -> Result<()> {
+        let ev = decode(e)?;
+        self.state.apply(&ev);
+        self.position = Some(e.position);
+        Ok(())
+    }
+
+    /// The state folded so far.
+    pub fn state(&self) -> &RunState {
+        &self.state
+    }
+
+    /// The run as it stands, when its status or current tasks changed since the last report
+    /// (and something was folded since the watch began).
+    pub fn change(&mut self) -> Option<RunChange> {
+        let position = self.position?;
+        let now = (self.state.status_label(), self.state.current_tasks());
+        if self.shown.as_ref() == Some(&now) {
+            return None;
+        }
+        let change = RunChange {
+            position,
+            status: now.0,
+            current_tasks: now.1.clone(),
+            output: self.state.output.clone(),
+            error: self.state.error.clone(),
+        };
+        self.shown = Some(now);
+        Some(change)
+    }
+}
+
 /// Decodes a stored run event, upcasting old versions.
 pub fn decode(e: &StoredEvent) -> Result<RunEvent> {
     RunEvent::from_stored(&e.event_type, &e.event_version, e.payload.clone()).map_err(|source| {

@@ -1,15 +1,14 @@
-//! The log follower: one task per server that reads the global event log in position order and
-//! fans every run event out to the subscribers of that run, through one broadcast channel per run
-//! watched (created by its first subscriber, removed when its last one goes away). An event costs
-//! the subscribers of its own run, not every subscriber of the server, and it is wrapped once in
-//! a [`SharedEvent`] whose payload is decoded at most once, when first asked for. The feed knows
-//! nothing of GraphQL: the schema wraps a shared event in its `RunEvent` object.
+//! The subscription feed: fans every run event the runtime's log tail reads out to the
+//! subscribers of that run, through one broadcast channel per run watched (created by its first
+//! subscriber, removed when its last one goes away). An event costs the subscribers of its own
+//! run, not every subscriber of the server, and it is wrapped once in a [`SharedEvent`] whose
+//! payload is decoded at most once, when first asked for. The feed knows nothing of GraphQL: the
+//! schema wraps a shared event in its `RunEvent` object.
 //!
-//! Why follow the store rather than the runtime's bus: the bus only carries events appended by
-//! this process, while a run may be executed by a `cairn worker` elsewhere on the same store.
-//! [`cairn_runtime::store::EventLog::read_all`] is gap-free in position order on every store, so reading "after the
-//! last position delivered" never skips an event. The local bus is still used, as a doorbell: an
-//! append by this process wakes the follower at once instead of at its next poll.
+//! Why the log tail rather than the runtime's bus: the bus only carries events appended by this
+//! process, while a run may be executed by a `cairn worker` elsewhere on the same store. The tail
+//! ([`cairn_runtime::tail`]) reads the whole log in position order and never skips an event, and
+//! it is the same one the engine follows, so the server reads each page of the log once.
 //!
 //! A subscriber joins its run's channel first and then replays from the store; what it gets twice it
 //! drops by position, and when it lags behind the channel it reads the store again instead of
@@ -21,7 +20,7 @@ use std::time::Duration;
 
 use cairn_core::events::RunEvent;
 use cairn_runtime::store::{EventStore, RunSummary, StoredEvent, RUN_AGGREGATE};
-use cairn_runtime::BusEvent;
+use cairn_runtime::tail::{LogTail, TailPage, TailReceiver};
 use serde_json::Value;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -34,14 +33,10 @@ use super::metrics::Metrics;
 /// sampled.
 const LAG_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Options of the follower.
+/// Options of the feed. How often the log is read is the runtime's
+/// ([`cairn_runtime::RuntimeBuilder::tail_interval`]).
 #[derive(Debug, Clone)]
 pub struct FeedOptions {
-    /// How often the store is read when nothing rings the doorbell (default 25 ms): the upper
-    /// bound of the extra delivery latency of events appended by other processes.
-    pub poll_interval: Duration,
-    /// Events read per store query (default 1,000).
-    pub batch: u64,
     /// Capacity of the runs-list channel (default 16,384).
     pub capacity: usize,
     /// Capacity of each run's channel (default 1,024); a subscriber further behind its run than
@@ -52,15 +47,12 @@ pub struct FeedOptions {
 impl Default for FeedOptions {
     fn default() -> Self {
         FeedOptions {
-            poll_interval: Duration::from_millis(25),
-            batch: 1_000,
             capacity: 16_384,
             run_capacity: 1_024,
         }
     }
 }
 
-/// The channel of each run someone watches, by run id.
 /// One stored run event, shared by every subscriber of its run; its payload is decoded (and
 /// upcast) at most once, by the first reader that asks for it.
 #[derive(Clone, Debug)]
@@ -105,6 +97,7 @@ impl SharedEvent {
     }
 }
 
+/// The channel of each run someone watches, by run id.
 type Routes = Arc<Mutex<HashMap<String, broadcast::Sender<SharedEvent>>>>;
 
 /// Handle of the log follower. Cheap to clone.
@@ -117,17 +110,16 @@ pub struct LogFeed {
 }
 
 impl LogFeed {
-    /// Starts following the log after position `head` on `tracker`, until `shutdown`.
+    /// Starts delivering what `tail` reads from now on, on `tracker`, until `shutdown`.
     pub fn start(
+        tail: &LogTail,
         store: Arc<dyn EventStore>,
-        doorbell: Option<broadcast::Receiver<BusEvent>>,
-        head: u64,
         opts: FeedOptions,
         metrics: Metrics,
         tracker: &TaskTracker,
         shutdown: CancellationToken,
     ) -> LogFeed {
-        let (runs, _) = broadcast::channel(opts.capacity);
+        let (runs, _) = broadcast::channel(opts.capacity.max(1));
         let feed = LogFeed {
             routes: Arc::default(),
             run_capacity: opts.run_capacity.max(1),
@@ -135,9 +127,7 @@ impl LogFeed {
         };
         let follower = Follower {
             store,
-            doorbell,
-            position: head,
-            opts,
+            tail: tail.subscribe(),
             metrics,
             feed: feed.clone(),
         };
@@ -231,93 +221,76 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The last position in the log (0 when empty).
-pub async fn head_position(store: &dyn EventStore) -> cairn_runtime::store::Result<u64> {
-    store.head_position().await
-}
-
 struct Follower {
     store: Arc<dyn EventStore>,
-    doorbell: Option<broadcast::Receiver<BusEvent>>,
-    position: u64,
-    opts: FeedOptions,
+    tail: TailReceiver,
     metrics: Metrics,
     feed: LogFeed,
 }
 
 impl Follower {
     async fn run(mut self, shutdown: CancellationToken) {
-        let mut sampled: Option<tokio::time::Instant> = None;
+        // The lag is sampled at most once a second, so that an idle server costs the store one
+        // cheap query per second for it.
+        let mut sample = tokio::time::interval(LAG_SAMPLE_INTERVAL);
+        sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            // The lag is sampled before catching up (what is waiting), at most once a second
-            // so that an idle server costs the store one cheap query per second, not per poll.
-            if sampled.is_none_or(|t| t.elapsed() >= LAG_SAMPLE_INTERVAL) {
-                sampled = Some(tokio::time::Instant::now());
-                match self.store.head_position().await {
-                    Ok(head) => {
-                        self.metrics
-                            .runtime
-                            .set_projection_lag("log_follower", head, self.position)
-                    }
-                    Err(e) => warn!(error = %e, "cannot read the head of the log"),
-                }
-            }
-            self.catch_up().await;
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(self.opts.poll_interval) => {}
-                rung = ring(&mut self.doorbell) => {
-                    if !rung {
-                        // The runtime is gone: polling alone goes on.
-                        self.doorbell = None;
+                _ = sample.tick() => self.sample_lag().await,
+                page = self.tail.next() => match page {
+                    None => return,
+                    Some(Ok(page)) => self.deliver(page).await,
+                    Some(Err(e)) => {
+                        // Transient: the next call reads again from the same position.
+                        warn!(error = %e, position = self.tail.position(), "cannot read the log");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            _ = tokio::time::sleep(LAG_SAMPLE_INTERVAL / 10) => {}
+                        }
                     }
-                }
+                },
             }
         }
     }
 
-    /// Reads and delivers everything after the current position.
-    async fn catch_up(&mut self) {
-        let mut touched: Vec<String> = Vec::new();
-        loop {
-            let page = match self.store.read_all(self.position, self.opts.batch).await {
-                Ok(p) => p,
-                Err(e) => {
-                    // Transient: the next poll tries again from the same position.
-                    warn!(error = %e, position = self.position, "cannot read the log");
-                    break;
-                }
-            };
-            let full = page.len() as u64 >= self.opts.batch;
-            if let Some(last) = page.last() {
-                self.position = last.position;
+    async fn sample_lag(&self) {
+        match self.store.head_position().await {
+            Ok(head) => {
+                self.metrics
+                    .runtime
+                    .set_projection_lag("log_follower", head, self.tail.position())
             }
-            {
-                // One lock per page; sending never blocks.
-                let routes = lock(&self.feed.routes);
-                for e in page {
-                    if e.aggregate_type != RUN_AGGREGATE {
-                        continue;
-                    }
-                    if !touched.contains(&e.stream) {
-                        touched.push(e.stream.clone());
-                    }
-                    if let Some(tx) = routes.get(&e.stream) {
-                        // No receiver left is not an error: the last one removes the channel.
-                        let _ = tx.send(SharedEvent::new(e));
-                    }
+            Err(e) => warn!(error = %e, "cannot read the head of the log"),
+        }
+    }
+
+    /// Hands one page to the subscribers of its runs, and the new summaries of those runs to
+    /// the runs-list subscribers.
+    async fn deliver(&mut self, page: TailPage) {
+        let mut touched: Vec<&str> = Vec::new();
+        {
+            // One lock per page; sending never blocks.
+            let routes = lock(&self.feed.routes);
+            for e in page.events.iter() {
+                if e.aggregate_type != RUN_AGGREGATE {
+                    continue;
                 }
-            }
-            self.metrics
-                .follower_position
-                .set(i64::try_from(self.position).unwrap_or(i64::MAX));
-            if !full {
-                break;
+                if !touched.contains(&e.stream.as_str()) {
+                    touched.push(&e.stream);
+                }
+                if let Some(tx) = routes.get(&e.stream) {
+                    // No receiver left is not an error: the last one removes the channel.
+                    let _ = tx.send(SharedEvent::new(e.clone()));
+                }
             }
         }
+        self.metrics
+            .follower_position
+            .set(i64::try_from(self.tail.position()).unwrap_or(i64::MAX));
         if self.feed.runs.receiver_count() > 0 {
             for run_id in touched {
-                match self.store.get_run(&run_id).await {
+                match self.store.get_run(run_id).await {
                     Ok(Some(s)) => {
                         let _ = self.feed.runs.send(Arc::new(s));
                     }
@@ -326,25 +299,6 @@ impl Follower {
                 }
             }
         }
-    }
-}
-
-/// Waits for the doorbell; `false` once it can never ring again.
-async fn ring(doorbell: &mut Option<broadcast::Receiver<BusEvent>>) -> bool {
-    match doorbell {
-        Some(rx) => match rx.recv().await {
-            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                // One read of the log serves every append that rang so far.
-                while !matches!(
-                    rx.try_recv(),
-                    Err(broadcast::error::TryRecvError::Empty
-                        | broadcast::error::TryRecvError::Closed)
-                ) {}
-                true
-            }
-            Err(broadcast::error::RecvError::Closed) => false,
-        },
-        None => std::future::pending().await,
     }
 }
 
@@ -370,15 +324,21 @@ mod tests {
             .expect("server metrics");
         let tracker = TaskTracker::new();
         let shutdown = CancellationToken::new();
-        let opts = FeedOptions {
-            poll_interval: Duration::from_millis(5),
-            ..FeedOptions::default()
-        };
-        let feed = LogFeed::start(
+        let tail = LogTail::start::<()>(
             store.clone(),
-            None,
             0,
-            opts,
+            cairn_runtime::tail::TailOptions {
+                poll_interval: Duration::from_millis(5),
+                ..Default::default()
+            },
+            None,
+            &tracker,
+            shutdown.clone(),
+        );
+        let feed = LogFeed::start(
+            &tail,
+            store.clone(),
+            FeedOptions::default(),
             metrics,
             &tracker,
             shutdown.clone(),

@@ -245,8 +245,8 @@ impl Server {
             }
         };
         let store = runtime.store();
-        let head = match feed::head_position(store.as_ref()).await {
-            Ok(h) => h,
+        let tail = match runtime.log_tail().await {
+            Ok(t) => t,
             Err(e) => {
                 stop.cancel();
                 runtime.shutdown().await;
@@ -256,9 +256,8 @@ impl Server {
             }
         };
         let feed = LogFeed::start(
+            &tail,
             store.clone(),
-            Some(runtime.subscribe()),
-            head,
             FeedOptions::default(),
             metrics.clone(),
             &tracker,

@@ -17,7 +17,6 @@ use super::auth::{Permission, Require};
 use std::sync::Arc;
 
 use async_graphql::{Context, Json, Result, SimpleObject, Subscription};
-use cairn_core::state::RunState;
 use cairn_runtime::store::{EventStore, StoredEvent, RUN_AGGREGATE};
 use futures::Stream;
 use serde_json::Value;
@@ -31,7 +30,7 @@ use super::schema::app::{app, App};
 use super::schema::pagination::RunsFilter;
 use super::schema::scalars::RunStatus;
 use super::schema::types::{RunEventNode, RunSummaryNode};
-use cairn_runtime::view::decode;
+use cairn_runtime::view::{RunChange, RunWatch};
 
 /// The subscription root.
 pub struct SubscriptionRoot;
@@ -194,34 +193,30 @@ impl SubscriptionRoot {
         let guard = app.metrics.subscription(SubscriptionKind::RunUpdated);
         Ok(async_stream::stream! {
             let _guard = guard;
-            let mut state = RunState::default();
-            let mut shown: Option<(&'static str, Vec<String>)> = None;
-            let mut pending: Option<u64> = None;
+            let mut watch = RunWatch::new();
+            // Whether something was folded since the last report.
+            let mut dirty = false;
             futures::pin_mut!(log);
             loop {
                 // Fold everything already available before reporting, so that a replayed history
                 // yields its latest state once rather than every step it went through.
-                let item = match pending {
-                    None => futures::StreamExt::next(&mut log).await,
-                    Some(_) => match futures::FutureExt::now_or_never(
-                        futures::StreamExt::next(&mut log),
-                    ) {
+                let item = if dirty {
+                    match futures::FutureExt::now_or_never(futures::StreamExt::next(&mut log)) {
                         Some(i) => i,
                         None => {
-                            if let Some(update) = change(&state, &run_id, pending.take(), &mut shown) {
-                                yield Ok(update);
+                            if let Some(c) = watch.change() {
+                                yield Ok(update(&run_id, c));
                             }
                             futures::StreamExt::next(&mut log).await
                         }
-                    },
+                    }
+                } else {
+                    futures::StreamExt::next(&mut log).await
                 };
                 let Some(item) = item else { break };
                 match item {
-                    Ok(node) => match decode(node.0.stored()) {
-                        Ok(ev) => {
-                            state.apply(&ev);
-                            pending = Some(node.0.stored().position);
-                        }
+                    Ok(node) => match watch.apply(node.0.stored()) {
+                        Ok(()) => dirty = true,
                         Err(m) => {
                             yield Err(errors::internal("run updates", m));
                             break;
@@ -233,8 +228,8 @@ impl SubscriptionRoot {
                     }
                 }
             }
-            if let Some(update) = change(&state, &run_id, pending, &mut shown) {
-                yield Ok(update);
+            if let Some(c) = watch.change() {
+                yield Ok(update(&run_id, c));
             }
         })
     }
@@ -287,28 +282,15 @@ impl SubscriptionRoot {
     }
 }
 
-/// The update to report when status or current tasks differ from what was shown last.
-fn change(
-    state: &RunState,
-    run_id: &str,
-    position: Option<u64>,
-    shown: &mut Option<(&'static str, Vec<String>)>,
-) -> Option<RunUpdate> {
-    let position = position?;
-    let now = (state.status_label(), state.current_tasks());
-    if shown.as_ref() == Some(&now) {
-        return None;
-    }
-    let update = RunUpdate {
+fn update(run_id: &str, c: RunChange) -> RunUpdate {
+    RunUpdate {
         run_id: run_id.to_string(),
-        status: RunStatus::from_label(now.0),
-        current_tasks: now.1.clone(),
-        position,
-        output: state.output.clone().map(Json),
-        error: state.error.as_ref().map(|e| Json(e.to_value())),
-    };
-    *shown = Some(now);
-    Some(update)
+        status: RunStatus::from_label(c.status),
+        current_tasks: c.current_tasks,
+        position: c.position,
+        output: c.output.map(Json),
+        error: c.error.map(|e| Json(e.to_value())),
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub struct RuntimeBuilder {
     secrets: Secrets,
     workers: bool,
     poll_interval: Duration,
+    tail: TailOptions,
     group_commit: bool,
     scope: WorkerScope,
     metrics: Option<Metrics>,
@@ -31,6 +32,7 @@ impl Default for RuntimeBuilder {
             secrets: Arc::new(NoSecrets),
             workers: true,
             poll_interval: Duration::from_millis(200),
+            tail: TailOptions::default(),
             group_commit: true,
             scope: WorkerScope::All,
             metrics: None,
@@ -111,6 +113,14 @@ impl RuntimeBuilder {
     /// How often an idle worker looks at the log for work recorded by other processes.
     pub fn poll_interval(mut self, d: Duration) -> Self {
         self.poll_interval = d;
+        self
+    }
+
+    /// How often the log tail ([`Runtime::log_tail`]) reads the store when this process
+    /// appended nothing (default 25 ms): how soon appends by other processes reach the
+    /// subscribers of the tail and the runs held here.
+    pub fn tail_interval(mut self, d: Duration) -> Self {
+        self.tail.poll_interval = d;
         self
     }
 
@@ -213,6 +223,8 @@ impl RuntimeBuilder {
             workers: self.workers,
             worker_id: uuid::Uuid::now_v7().to_string(),
             poll_interval: self.poll_interval,
+            tail_options: self.tail,
+            tail: tokio::sync::OnceCell::new(),
             scope: self.scope,
             owned: Mutex::default(),
             waiters: Mutex::default(),
@@ -247,12 +259,11 @@ impl RuntimeBuilder {
             if !cross_process {
                 // Without notices from other processes (SQLite), follow the log for appends of
                 // other processes to the runs held here.
-                // One query on the built-in stores (not a walk over the whole log at start-up).
-                let head = rt.inner.store.head_position().await?;
+                let tail = rt.log_tail().await?.subscribe();
                 let i = rt.inner.clone();
                 rt.inner
                     .tracker
-                    .spawn(tail_loop(i, head).instrument(tracing::info_span!("tail")));
+                    .spawn(watch_foreign_appends(i, tail).instrument(tracing::info_span!("tail")));
             }
             let i = rt.inner.clone();
             rt.inner.tracker.spawn(

@@ -20,7 +20,7 @@ mod worker;
 pub use builder::{RuntimeBuilder, DEFAULT_CALL_GRACE, DEFAULT_LEASE_TTL, DEFAULT_MAX_CRASHES};
 
 use builder::CLAIM_BATCH;
-use timers::{tail_loop, timer_loop};
+use timers::{timer_loop, watch_foreign_appends};
 use worker::claim_loop;
 
 use std::cmp::Reverse;
@@ -50,6 +50,7 @@ use crate::store::{
     self, AppendRequest, Appended, EventStore, Lease, NewEvent, RunFilter, RunSummary, StoreError,
     WorkerLease, RUN_AGGREGATE,
 };
+use crate::tail::{LogTail, TailOptions, TailReceiver};
 use crate::view::decode;
 use crate::{Error, Result};
 
@@ -169,6 +170,9 @@ pub(super) struct Inner {
     workers: bool,
     worker_id: String,
     poll_interval: Duration,
+    tail_options: TailOptions,
+    /// The log tail, started by its first user ([`Runtime::log_tail`]).
+    tail: tokio::sync::OnceCell<LogTail>,
     scope: WorkerScope,
     owned: Mutex<HashSet<String>>,
     waiters: Mutex<HashMap<String, Vec<oneshot::Sender<()>>>>,
@@ -475,9 +479,34 @@ impl Runtime {
         Ok(self.inner.store.list_runs(filter).await?)
     }
 
-    /// Live feed of appended events.
+    /// Live feed of the events this process appends to runs (decoded, with no gap check: a
+    /// slow receiver is told it lagged). For every event of the log, whoever appended it, use
+    /// [`Runtime::log_tail`].
     pub fn subscribe(&self) -> broadcast::Receiver<BusEvent> {
         self.inner.bus.subscribe()
+    }
+
+    /// The process's one follower of the log: every event appended from now on by any process,
+    /// in position order, none skipped (see [`crate::tail`]). Started by the first call, after
+    /// the log's head at that moment; this runtime's own appends wake it at once, others'
+    /// within the tail interval ([`RuntimeBuilder::tail_interval`]). It stops with the runtime.
+    pub async fn log_tail(&self) -> Result<LogTail> {
+        let inner = &self.inner;
+        let tail = inner
+            .tail
+            .get_or_try_init(|| async {
+                let head = inner.store.head_position().await?;
+                Ok::<_, Error>(LogTail::start(
+                    inner.store.clone(),
+                    head,
+                    inner.tail_options.clone(),
+                    Some(inner.bus.subscribe()),
+                    &inner.tracker,
+                    inner.shutdown.clone(),
+                ))
+            })
+            .await?;
+        Ok(tail.clone())
     }
 
     /// Takes over every run that needs a worker and that no live worker holds (the claim loop

@@ -1,4 +1,4 @@
-//! Timers, and the tail of the log for appends by other processes (SQLite).
+//! Timers, and the watch on the log tail for appends by other processes (SQLite).
 
 use super::*;
 
@@ -45,25 +45,23 @@ pub(super) async fn timer_loop(
     }
 }
 
-/// Follows the global log for appends of other processes to the runs held here, on stores
-/// whose work notices do not cross processes (SQLite: `cairn signal` or `cairn cancel` run in a
-/// process of their own).
-pub(super) async fn tail_loop(inner: Arc<Inner>, mut after: u64) {
-    loop {
-        tokio::select! {
-            _ = inner.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(inner.poll_interval) => {}
-        }
-        let page = match inner.store.read_all(after, 1000).await {
+/// Watches the log for appends of other processes to the runs held here, on stores whose work
+/// notices do not cross processes (SQLite: `cairn signal` or `cairn cancel` run in a process of
+/// their own).
+pub(super) async fn watch_foreign_appends(inner: Arc<Inner>, mut tail: TailReceiver) {
+    while let Some(page) = tail.next().await {
+        let page = match page {
             Ok(p) => p,
             Err(e) => {
                 warn!(error = %e, "cannot read the log");
-                continue;
+                tokio::select! {
+                    _ = inner.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(inner.poll_interval) => continue,
+                }
             }
         };
         let mut runs = HashSet::new();
-        for e in &page {
-            after = after.max(e.position);
+        for e in page.events.iter() {
             if e.aggregate_type != RUN_AGGREGATE {
                 continue;
             }

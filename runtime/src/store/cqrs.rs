@@ -26,6 +26,7 @@ use tokio_util::task::TaskTracker;
 use tracing::warn;
 
 use super::{AppendRequest, EventStore, NewEvent, StoreError, StoredEvent};
+use crate::tail::LogCursor;
 
 /// Events per `read_all` page while streaming, and the replay channel's size.
 const PAGE: u64 = 500;
@@ -140,9 +141,9 @@ async fn replay_of(events: Vec<StoredEvent>) -> Result<ReplayStream, Persistence
 }
 
 async fn feed_all(store: Arc<dyn EventStore>, aggregate_type: &'static str, mut feed: ReplayFeed) {
-    let mut after = 0;
+    let mut cursor = LogCursor::new(store, 0, PAGE);
     loop {
-        let page = match store.read_all(after, PAGE).await {
+        let page = match cursor.next_page().await {
             Ok(page) => page,
             Err(e) => {
                 // The reader learns of the failure in-band; if it has gone, nobody needs it.
@@ -150,10 +151,9 @@ async fn feed_all(store: Arc<dyn EventStore>, aggregate_type: &'static str, mut 
                 return;
             }
         };
-        let Some(last) = page.last() else {
+        if page.is_empty() {
             return;
-        };
-        after = last.position;
+        }
         for event in page
             .into_iter()
             .filter(|e| e.aggregate_type == aggregate_type)

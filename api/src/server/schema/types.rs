@@ -2,7 +2,7 @@
 
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, InputObject, Json, Object, Result, SimpleObject};
-use cairn_core::dsl::{self, Problem as DslProblem, Workflow};
+use cairn_core::dsl::Problem as DslProblem;
 use cairn_core::events::RunEvent;
 use cairn_core::state::RunState;
 use cairn_core::time::iso8601;
@@ -70,18 +70,10 @@ impl Definition {
     }
     /// Problems found when the stored definition is checked again (empty when valid).
     async fn problems(&self) -> Vec<Problem> {
-        match serde_json::from_value::<Workflow>(self.0.source.clone()) {
-            Ok(w) => match dsl::validate(&w) {
-                Ok(()) => Vec::new(),
-                Err(e) => e.problems.iter().map(Problem::from).collect(),
-            },
-            Err(e) => vec![Problem {
-                pointer: String::new(),
-                line: None,
-                column: None,
-                message: format!("the stored definition cannot be decoded: {e}"),
-            }],
-        }
+        cairn_runtime::definitions::recheck(&self.0)
+            .iter()
+            .map(Problem::from)
+            .collect()
     }
 }
 
