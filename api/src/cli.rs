@@ -14,6 +14,7 @@ use cairn_connectors::{AllowList, HttpConnector};
 use cairn_core::activity::{NoSecrets, Secrets};
 use cairn_core::dsl::{self, Workflow};
 use cairn_core::lifecycle::LifecycleProjector;
+use cairn_runtime::definitions::PublishOptions;
 use cairn_runtime::store::RunQuery;
 use cairn_runtime::{RunOutcome, Runtime, WorkerScope};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -54,8 +55,11 @@ struct SecretsArg {
 enum Command {
     /// Run a workflow to the end; stdout: its output (or its error, exit 1)
     Run {
-        /// Definition file (YAML or JSON)
-        file: PathBuf,
+        /// A definition file (YAML or JSON), or a deployed definition NS/NAME[@VERSION] (the
+        /// head without @VERSION). An existing file wins; otherwise NS/NAME[@VERSION] with no
+        /// .yaml/.yml/.json ending is a reference
+        #[arg(value_name = "FILE|NS/NAME[@VERSION]")]
+        file: String,
         /// Input: JSON text, or @PATH of a JSON or YAML file; at most 1 MiB of JSON, and it
         /// must match the workflow's `input.schema` (otherwise exit 2, nothing recorded)
         #[arg(long)]
@@ -75,8 +79,11 @@ enum Command {
     },
     /// Record a new run and print its id; a worker executes it
     Start {
-        /// Definition file (YAML or JSON)
-        file: PathBuf,
+        /// A definition file (YAML or JSON), or a deployed definition NS/NAME[@VERSION] (the
+        /// head without @VERSION). An existing file wins; otherwise NS/NAME[@VERSION] with no
+        /// .yaml/.yml/.json ending is a reference
+        #[arg(value_name = "FILE|NS/NAME[@VERSION]")]
+        file: String,
         /// Input: JSON text, or @PATH of a JSON or YAML file; at most 1 MiB of JSON, and it
         /// must match the workflow's `input.schema` (otherwise exit 2, nothing recorded)
         #[arg(long)]
@@ -88,13 +95,24 @@ enum Command {
         #[command(flatten)]
         store: StoreArg,
     },
-    /// Record a definition so that runs and sub-workflows can use it
+    /// Publish definitions so that runs and sub-workflows can use them: each version becomes
+    /// the head of its definition. A version already published with other content is refused
+    /// (exit 2: a version label is immutable); the same content again changes nothing
     Deploy {
         /// Definition files (YAML or JSON)
         files: Vec<PathBuf>,
+        /// A note kept with the published version(s) (`cairn definitions history`)
+        #[arg(long)]
+        note: Option<String>,
         #[command(flatten)]
         store: StoreArg,
     },
+    /// Deployed definitions: list, history, show, diff, deprecate
+    #[command(subcommand)]
+    Definitions(crate::definitions_cli::DefinitionsCommand),
+    /// Move a definition's head back (or forward) to a published version: new runs that name no
+    /// version start on it; runs in flight keep the version they started with
+    Rollback(crate::definitions_cli::RollbackArgs),
     /// Execute and resume runs until stopped
     Worker {
         #[command(flatten)]
@@ -327,7 +345,7 @@ fn wants_json(cmd: &Command) -> bool {
             | Command::History { json: true, .. }
             | Command::Runs { json: true, .. }
             | Command::Validate { json: true, .. }
-    )
+    ) || matches!(cmd, Command::Definitions(c) if c.json())
 }
 
 /// `--config FILE` of `cairn serve` and `cairn worker`: fills what neither a flag nor a
@@ -389,6 +407,16 @@ async fn dispatch(cmd: Command) -> Result<u8, Fail> {
             code: f.code,
             error: f.error,
         }),
+        Command::Definitions(cmd) => crate::definitions_cli::run(cmd).await.map_err(|f| Fail {
+            code: f.code,
+            error: f.error,
+        }),
+        Command::Rollback(args) => crate::definitions_cli::rollback(args)
+            .await
+            .map_err(|f| Fail {
+                code: f.code,
+                error: f.error,
+            }),
         Command::Run {
             file,
             input,
@@ -416,23 +444,20 @@ async fn dispatch(cmd: Command) -> Result<u8, Fail> {
             store,
         } => {
             check_correlation_id(correlation_id.as_deref())?;
-            let def = load(&file)?;
+            let target = Target::of(&file)?;
             let input = read_input(input.as_deref())?;
-            check_input(&def, &input)?;
+            target.check(&input)?;
             let rt = client(&store.store).await?;
             let opts = cairn_runtime::StartOptions {
                 correlation_id,
                 ..Default::default()
             };
-            let id = rt
-                .start_run_with(def, input, opts)
-                .await
-                .map_err(runtime_fail)?;
+            let id = target.start(&rt, input, opts).await?;
             rt.shutdown().await;
             println!("{id}");
             Ok(0)
         }
-        Command::Deploy { files, store } => {
+        Command::Deploy { files, note, store } => {
             let rt = client(&store.store).await?;
             for f in files {
                 let def = load(&f)?;
@@ -440,8 +465,16 @@ async fn dispatch(cmd: Command) -> Result<u8, Fail> {
                     "{}/{} {}",
                     def.document.namespace, def.document.name, def.document.version
                 );
-                rt.deploy(def).await.map_err(infra)?;
-                eprintln!("deployed {name}");
+                let opts = PublishOptions {
+                    by: "cli".into(),
+                    note: note.clone(),
+                };
+                let d = rt.publish(def, opts).await.map_err(runtime_fail)?;
+                if d.published {
+                    eprintln!("deployed {name} (the head now)");
+                } else {
+                    eprintln!("{name} is already published with this content: nothing changed");
+                }
             }
             rt.shutdown().await;
             Ok(0)
@@ -522,6 +555,63 @@ async fn dispatch(cmd: Command) -> Result<u8, Fail> {
 }
 
 /// Exit 2 unless a given `--correlation-id` is well formed.
+/// What `cairn start` and `cairn run` start: a definition file (recorded for its runs only),
+/// or a deployed definition by reference (`crate::definitions_cli::as_reference` tells them
+/// apart).
+enum Target {
+    File(Box<Workflow>),
+    Deployed(crate::definitions_cli::Reference),
+}
+
+impl Target {
+    fn of(arg: &str) -> Result<Target, Fail> {
+        match crate::definitions_cli::as_reference(arg) {
+            Some(r) => Ok(Target::Deployed(r)),
+            None => Ok(Target::File(Box::new(load(Path::new(arg))?))),
+        }
+    }
+
+    /// Exit 2, before a store is opened, for an input a definition file refuses (a deployed
+    /// definition's input is checked in [`Target::start`], once its source is read).
+    fn check(&self, input: &Value) -> Result<(), Fail> {
+        match self {
+            Target::File(def) => check_input(def, input),
+            Target::Deployed(_) => Ok(()),
+        }
+    }
+
+    /// Records the run and returns its id.
+    async fn start(
+        self,
+        rt: &Runtime,
+        input: Value,
+        opts: cairn_runtime::StartOptions,
+    ) -> Result<String, Fail> {
+        match self {
+            Target::File(def) => rt
+                .start_run_with(*def, input, opts)
+                .await
+                .map_err(runtime_fail),
+            Target::Deployed(r) => {
+                let version = r.version_or_latest();
+                let (_, stored) = rt
+                    .definitions()
+                    .show(&r.namespace, &r.name, version)
+                    .await
+                    .map_err(runtime_fail)?;
+                if let Ok(def) = serde_json::from_value::<Workflow>(stored.source) {
+                    check_input(&def, &input)?;
+                }
+                let started = rt
+                    .start_deployed(&r.namespace, &r.name, version, input, opts)
+                    .await
+                    .map_err(runtime_fail)?;
+                Ok(started.run_id)
+            }
+        }
+    }
+}
+
 fn check_correlation_id(id: Option<&str>) -> Result<(), Fail> {
     match id.map(cairn_core::events::check_correlation_id) {
         Some(Err(m)) => Err(usage(anyhow::anyhow!("--correlation-id: {m}"))),
@@ -717,7 +807,7 @@ async fn worker(
 }
 
 async fn run(
-    file: &Path,
+    file: &str,
     input: Option<&str>,
     store: &str,
     secrets: &SecretsArg,
@@ -725,9 +815,9 @@ async fn run(
     with: &[PathBuf],
     outbound: &OutboundArg,
 ) -> Result<u8, Fail> {
-    let def = load(file)?;
+    let target = Target::of(file)?;
     let input = read_input(input)?;
-    check_input(&def, &input)?;
+    target.check(&input)?;
     let mut extra = Vec::new();
     for w in with {
         extra.push(load(w)?);
@@ -741,9 +831,13 @@ async fn run(
     )
     .await?;
     for d in extra {
-        rt.deploy(d).await.map_err(infra)?;
+        let opts = PublishOptions {
+            by: "cli".into(),
+            note: None,
+        };
+        rt.publish(d, opts).await.map_err(runtime_fail)?;
     }
-    let id = rt.start_run(def, input).await.map_err(runtime_fail)?;
+    let id = target.start(&rt, input, Default::default()).await?;
     eprintln!("run {id} started");
     let outcome = tokio::select! {
         o = rt.wait(&id) => o.map_err(infra)?,
