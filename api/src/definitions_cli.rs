@@ -472,7 +472,9 @@ fn history_line(h: &DefinitionHistoryEntry) -> String {
         } => format!(
             "{:>3}  {at}  published   {label}  {hash}  by {by}{}",
             h.sequence,
-            note.as_ref().map(|n| format!("  \"{n}\"")).unwrap_or_default()
+            note.as_ref()
+                .map(|n| format!("  \"{n}\""))
+                .unwrap_or_default()
         ),
         DefinitionEvent::HeadMoved {
             from,
@@ -513,7 +515,10 @@ mod tests {
                 version: Some("1.2.0".into()),
             })
         );
-        assert_eq!(parse_reference("default/order").map(|r| r.version), Some(None));
+        assert_eq!(
+            parse_reference("default/order").map(|r| r.version),
+            Some(None)
+        );
         assert_eq!(parse_reference("order"), None);
         assert_eq!(parse_reference("a/b/c"), None);
         assert_eq!(parse_reference("a/b@"), None);

@@ -486,7 +486,11 @@ mod tests {
     #[test]
     fn rollback_and_deprecation() {
         let mut events = given(&[]).publish("1.0.0", "aa", None, &cli(1)).unwrap();
-        events.extend(given(&events).publish("2.0.0", "bb", None, &cli(2)).unwrap());
+        events.extend(
+            given(&events)
+                .publish("2.0.0", "bb", None, &cli(2))
+                .unwrap(),
+        );
         let s = given(&events);
         assert_eq!(s.resolve_for_start(LATEST).unwrap().hash, "bb");
         // The head may not be deprecated.
@@ -532,12 +536,9 @@ mod tests {
             by: "cli".into(),
             at: 7,
         };
-        let back = DefinitionEvent::from_stored(
-            e.event_type(),
-            DEFINITION_EVENT_VERSION,
-            e.payload(),
-        )
-        .unwrap();
+        let back =
+            DefinitionEvent::from_stored(e.event_type(), DEFINITION_EVENT_VERSION, e.payload())
+                .unwrap();
         assert_eq!(back, e);
         assert_eq!(e.payload()["reason"], "deploy");
         assert!(DefinitionEvent::from_stored("HeadMoved", "9", e.payload()).is_err());

@@ -484,11 +484,6 @@ fn command_error(namespace: &str, name: &str, e: DefinitionCommandError) -> Erro
             name,
             version: label,
         },
-        DefinitionCommandError::NothingPublished => Error::DefinitionNotDeployed {
-            namespace,
-            name,
-            version: LATEST.into(),
-        },
         DefinitionCommandError::Deprecated { label } => Error::VersionDeprecated {
             namespace,
             name,
@@ -498,6 +493,12 @@ fn command_error(namespace: &str, name: &str, e: DefinitionCommandError) -> Erro
             namespace,
             name,
             version: label,
+        },
+        // `NothingPublished`, and what a later core adds: no version to act on.
+        _ => Error::DefinitionNotDeployed {
+            namespace,
+            name,
+            version: LATEST.into(),
         },
     }
 }

@@ -156,7 +156,11 @@ pub fn diff_json(old: &Value, new: &Value) -> DefinitionDiff {
             });
         }
     }
-    rest.sort_by(|x, y| x.path.cmp(&y.path).then(x.kind.as_str().cmp(y.kind.as_str())));
+    rest.sort_by(|x, y| {
+        x.path
+            .cmp(&y.path)
+            .then(x.kind.as_str().cmp(y.kind.as_str()))
+    });
     out.tasks.extend(rest);
     out
 }
@@ -381,7 +385,10 @@ mod tests {
             "2",
             json!([{"n": {"set": {}}}, {"a": {"set": {}}}, {"b": {"set": {}}}]),
         );
-        assert_eq!(kinds(&diff_json(&a, &b)), vec![("added".into(), "/do/0/n".into())]);
+        assert_eq!(
+            kinds(&diff_json(&a, &b)),
+            vec![("added".into(), "/do/0/n".into())]
+        );
         let c = wf("3", json!([{"b": {"set": {}}}, {"a": {"set": {}}}]));
         let d = diff_json(&a, &c);
         assert_eq!(d.tasks.len(), 1);

@@ -231,10 +231,9 @@ impl Inner {
             .await
             .map_err(|e| match e {
                 // Deprecated stays deprecated: waiting would not help.
-                e @ Error::VersionDeprecated { .. } => ChildStart::Fault(WorkflowError::new(
-                    ErrorKind::Configuration,
-                    e.to_string(),
-                )),
+                e @ Error::VersionDeprecated { .. } => {
+                    ChildStart::Fault(WorkflowError::new(ErrorKind::Configuration, e.to_string()))
+                }
                 e => ChildStart::Later(e),
             })?
             .ok_or_else(|| {

@@ -168,7 +168,10 @@ async fn an_old_sqlite_store_opens_and_migrates() {
             sqlx::raw_sql(sql).execute(&mut conn).await.expect(sql);
         }
         for sql in old_definition_rows(true) {
-            sqlx::raw_sql(&sql).execute(&mut conn).await.expect("definition row");
+            sqlx::raw_sql(&sql)
+                .execute(&mut conn)
+                .await
+                .expect("definition row");
         }
         conn.close().await.expect("close");
     }
@@ -327,7 +330,10 @@ async fn an_old_postgres_database_opens_and_migrates() {
                 .expect("old rows");
         }
         for sql in old_definition_rows(false) {
-            sqlx::raw_sql(&sql).execute(&mut conn).await.expect("definition row");
+            sqlx::raw_sql(&sql)
+                .execute(&mut conn)
+                .await
+                .expect("definition row");
         }
         conn.close().await.expect("close");
     }

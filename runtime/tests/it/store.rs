@@ -629,7 +629,11 @@ fn workflow(text: &str) -> cairn_core::dsl::Workflow {
 async fn definition_streams(t: TestStore) {
     use cairn_runtime::definitions::{Definitions, PublishOptions};
     let s = &t.store;
-    assert!(s.definition_events().await.unwrap().is_empty(), "{}", t.kind);
+    assert!(
+        s.definition_events().await.unwrap().is_empty(),
+        "{}",
+        t.kind
+    );
     // A deployed row with no stream (as old builds wrote them) is listed for the migration.
     let legacy = definition("legacy", "1.0.0", 0);
     s.put_definition(&legacy).await.unwrap();
@@ -641,7 +645,11 @@ async fn definition_streams(t: TestStore) {
     let racers: Vec<_> = (0..6)
         .map(|i| {
             let defs = defs.clone();
-            let def = if i % 2 == 0 { one.clone() } else { other.clone() };
+            let def = if i % 2 == 0 {
+                one.clone()
+            } else {
+                other.clone()
+            };
             tokio::spawn(async move { defs.publish(def, PublishOptions::default()).await })
         })
         .collect();
@@ -659,8 +667,16 @@ async fn definition_streams(t: TestStore) {
     assert_eq!(won.len(), 1, "{}: one content wins the label", t.kind);
     assert_eq!(refused, 3, "{}", t.kind);
     let (state, history) = defs.load("default", "order").await.unwrap();
-    assert_eq!(history.len(), 2, "{}: published once, head moved once", t.kind);
-    assert_eq!(state.version("1.0.0").map(|v| v.hash.clone()), won.into_iter().next());
+    assert_eq!(
+        history.len(),
+        2,
+        "{}: published once, head moved once",
+        t.kind
+    );
+    assert_eq!(
+        state.version("1.0.0").map(|v| v.hash.clone()),
+        won.into_iter().next()
+    );
 
     let all = s.definition_events().await.unwrap();
     assert_eq!(all.len(), 2);

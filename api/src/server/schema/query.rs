@@ -6,7 +6,7 @@ use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, MergedObject, Object, Result};
 use cairn_runtime::store::StoredDefinition;
 
-use crate::server::errors::{self, Code};
+use crate::server::errors;
 
 use super::app::{app, App};
 use super::pagination::*;

@@ -14,9 +14,9 @@ use crate::server::errors::{self, Code};
 use super::app::app;
 use super::pagination::*;
 use super::scalars::{DateTime, RunStatus};
+use crate::server::feed::SharedEvent;
 use cairn_core::definition::{DefinitionEvent, DefinitionState, PublishedVersion};
 use cairn_runtime::definitions::DefinitionHistoryEntry;
-use crate::server::feed::SharedEvent;
 use cairn_runtime::view::RunView;
 
 // ----- shared types ---------------------------------------------------------------------------
@@ -95,7 +95,7 @@ impl Definition {
     /// head moved (by a deploy or a rollback), versions deprecated.
     async fn history(&self, ctx: &Context<'_>) -> Result<Vec<DefinitionHistoryEvent>> {
         let (_, history) = self.stream(ctx).await?;
-        Ok(history.iter().map(DefinitionHistoryEvent::from).collect())
+        Ok(history.iter().map(Into::into).collect())
     }
     /// Problems found when the stored definition is checked again (empty when valid).
     async fn problems(&self) -> Vec<Problem> {

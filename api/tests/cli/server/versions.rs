@@ -152,7 +152,11 @@ async fn definitions_through_the_cli(store: TestStore) {
     cli(&store, &["worker", "--exit-when-idle"]).expect_code(0);
     let (sa, sb) = (status(&store, &a), status(&store, &b));
     assert_eq!(sa["status"], json!("completed"), "{sa}");
-    assert_eq!(sa["output"]["version"], json!(2), "the run in flight kept 2.0.0: {sa}");
+    assert_eq!(
+        sa["output"]["version"],
+        json!(2),
+        "the run in flight kept 2.0.0: {sa}"
+    );
     assert_eq!(sa["output"]["extra"], json!(true), "{sa}");
     assert_eq!(sb["definition"]["version"], json!("1.0.0"));
     assert_eq!(sb["output"]["version"], json!(1), "{sb}");
@@ -162,9 +166,18 @@ async fn definitions_through_the_cli(store: TestStore) {
         .expect_code(2)
         .expect_message("is the head");
     cli(&store, &["rollback", "test/flow", "--to", "2.0.0"]).expect_code(0);
-    cli(&store, &["definitions", "deprecate", "test/flow@1.0.0", "--reason", "bad"])
-        .expect_code(0)
-        .expect_message("deprecated");
+    cli(
+        &store,
+        &[
+            "definitions",
+            "deprecate",
+            "test/flow@1.0.0",
+            "--reason",
+            "bad",
+        ],
+    )
+    .expect_code(0)
+    .expect_message("deprecated");
     cli(&store, &["start", "test/flow@1.0.0"])
         .expect_code(2)
         .expect_message("deprecated");
@@ -217,7 +230,14 @@ async fn definitions_through_the_cli(store: TestStore) {
     // The structural diff.
     let d = cli(
         &store,
-        &["definitions", "diff", "test/flow", "1.0.0", "2.0.0", "--json"],
+        &[
+            "definitions",
+            "diff",
+            "test/flow",
+            "1.0.0",
+            "2.0.0",
+            "--json",
+        ],
     );
     d.expect_code(0);
     let d = d.json().expect("json");
@@ -229,7 +249,10 @@ async fn definitions_through_the_cli(store: TestStore) {
         ]),
         "{d}"
     );
-    let text = cli(&store, &["definitions", "diff", "test/flow", "1.0.0", "2.0.0"]);
+    let text = cli(
+        &store,
+        &["definitions", "diff", "test/flow", "1.0.0", "2.0.0"],
+    );
     text.expect_code(0)
         .expect_message("changed   /do/1/mark [set]")
         .expect_message("added     /do/2/extra");
@@ -261,7 +284,11 @@ async fn definitions_through_graphql(store: TestStore) {
         .gql_as(Some(&editor), deploy, json!({"s": FLOW_V1}))
         .await
         .body;
-    assert_eq!(r["data"]["deployDefinition"]["published"], json!(false), "{r}");
+    assert_eq!(
+        r["data"]["deployDefinition"]["published"],
+        json!(false),
+        "{r}"
+    );
     assert!(
         r["data"]["deployDefinition"]["message"]
             .as_str()
@@ -281,7 +308,11 @@ async fn definitions_through_graphql(store: TestStore) {
         .gql_as(Some(&editor), deploy, json!({"s": FLOW_V2}))
         .await
         .body;
-    assert_eq!(r["data"]["deployDefinition"]["published"], json!(true), "{r}");
+    assert_eq!(
+        r["data"]["deployDefinition"]["published"],
+        json!(true),
+        "{r}"
+    );
 
     let show = "{ definition(namespace: \"test\", name: \"flow\") { version head \
                 versions { version publishedBy note head deprecated } \
@@ -298,7 +329,11 @@ async fn definitions_through_graphql(store: TestStore) {
     let r = server.gql_as(Some(&viewer), rollback, json!({})).await.body;
     assert_eq!(code_of(&r), Some("FORBIDDEN"), "{r}");
     let r = server.gql_as(Some(&editor), rollback, json!({})).await.body;
-    assert_eq!(r["data"]["rollbackDefinition"]["changed"], json!(true), "{r}");
+    assert_eq!(
+        r["data"]["rollbackDefinition"]["changed"],
+        json!(true),
+        "{r}"
+    );
     assert_eq!(
         r["data"]["rollbackDefinition"]["definition"]["head"],
         json!("1.0.0"),
@@ -313,7 +348,10 @@ async fn definitions_through_graphql(store: TestStore) {
 
     let deprecate = "mutation { deprecateDefinitionVersion(namespace: \"test\", name: \"flow\", \
                      version: \"2.0.0\", reason: \"broken\") { changed definition { deprecated } } }";
-    let r = server.gql_as(Some(&editor), deprecate, json!({})).await.body;
+    let r = server
+        .gql_as(Some(&editor), deprecate, json!({}))
+        .await
+        .body;
     assert_eq!(
         r["data"]["deprecateDefinitionVersion"]["definition"]["deprecated"],
         json!(true),

@@ -5,9 +5,9 @@ use serde_json::Value;
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row as _;
 
+use super::log::{event_from_row, EVENT_COLUMNS};
 use super::{SqliteStore, STORE};
 use crate::store::util::unavailable;
-use super::log::{event_from_row, EVENT_COLUMNS};
 use crate::store::{
     DefinitionStore, Result, StoreError, StoredDefinition, StoredEvent, DEFINITION_AGGREGATE,
 };
