@@ -1019,11 +1019,21 @@ async fn sqlite_reopen_keeps_everything() {
     let s = SqliteStore::open(path).await.unwrap();
     assert_eq!(s.load("run", "r1", 0).await.unwrap().len(), 3);
     assert_eq!(s.get_run("r1").await.unwrap().unwrap().status, "running");
-    assert!(s
-        .find_definition("default", "order", "latest")
-        .await
-        .unwrap()
-        .is_some());
+    // A deployed row without a stream (as older builds wrote it) was published at the open.
+    assert_eq!(
+        s.definition_by_hash("hash-order-1.0.0-0")
+            .await
+            .unwrap()
+            .map(|d| d.version),
+        Some("1.0.0".to_string())
+    );
+    assert_eq!(
+        s.load("definition", "default/order", 0)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     let next = s.append(vec![run_request("r1", 3, 1)]).await.unwrap();
     assert!(next[0].last_position > first_positions);
     // Durability settings are what the docs promise.
