@@ -240,8 +240,9 @@ fn take_list(task: &mut Value, keys: &[&str]) -> Option<Value> {
 /// The names of tasks kept in their list but out of their relative order.
 fn reordered(a: &[Flat], b: &[Flat]) -> std::collections::HashSet<Vec<String>> {
     use std::collections::{BTreeMap, HashSet};
-    let mut lists: BTreeMap<(Vec<String>, &str), (Vec<&Vec<String>>, Vec<&Vec<String>>)> =
-        BTreeMap::new();
+    /// The names in one list, in the old order and in the new one.
+    type Orders<'a> = (Vec<&'a Vec<String>>, Vec<&'a Vec<String>>);
+    let mut lists: BTreeMap<(Vec<String>, &str), Orders> = BTreeMap::new();
     for t in a {
         lists.entry(t.list.clone()).or_default().0.push(&t.names);
     }
