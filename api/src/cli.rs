@@ -20,6 +20,7 @@ use cairn_runtime::{RunOutcome, Runtime, WorkerScope};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde_json::{json, Value};
 
+use crate::definitions_cli::Target;
 use crate::options::{ExprArg, LeaseArg, OutboundArg, DEFAULT_STORE};
 use crate::secrets::FileSecrets;
 use crate::server::shutdown_signal;
@@ -444,15 +445,17 @@ async fn dispatch(cmd: Command) -> Result<u8, Fail> {
             store,
         } => {
             check_correlation_id(correlation_id.as_deref())?;
-            let target = Target::of(&file)?;
+            let target = Target::of(&file, load)?;
             let input = read_input(input.as_deref())?;
-            target.check(&input)?;
+            target.file().map_or(Ok(()), |d| check_input(d, &input))?;
             let rt = client(&store.store).await?;
             let opts = cairn_runtime::StartOptions {
                 correlation_id,
                 ..Default::default()
             };
-            let id = target.start(&rt, input, opts).await?;
+            let id = target
+                .start(&rt, input, opts, check_input, runtime_fail)
+                .await?;
             rt.shutdown().await;
             println!("{id}");
             Ok(0)
@@ -555,63 +558,6 @@ async fn dispatch(cmd: Command) -> Result<u8, Fail> {
 }
 
 /// Exit 2 unless a given `--correlation-id` is well formed.
-/// What `cairn start` and `cairn run` start: a definition file (recorded for its runs only),
-/// or a deployed definition by reference (`crate::definitions_cli::as_reference` tells them
-/// apart).
-enum Target {
-    File(Box<Workflow>),
-    Deployed(crate::definitions_cli::Reference),
-}
-
-impl Target {
-    fn of(arg: &str) -> Result<Target, Fail> {
-        match crate::definitions_cli::as_reference(arg) {
-            Some(r) => Ok(Target::Deployed(r)),
-            None => Ok(Target::File(Box::new(load(Path::new(arg))?))),
-        }
-    }
-
-    /// Exit 2, before a store is opened, for an input a definition file refuses (a deployed
-    /// definition's input is checked in [`Target::start`], once its source is read).
-    fn check(&self, input: &Value) -> Result<(), Fail> {
-        match self {
-            Target::File(def) => check_input(def, input),
-            Target::Deployed(_) => Ok(()),
-        }
-    }
-
-    /// Records the run and returns its id.
-    async fn start(
-        self,
-        rt: &Runtime,
-        input: Value,
-        opts: cairn_runtime::StartOptions,
-    ) -> Result<String, Fail> {
-        match self {
-            Target::File(def) => rt
-                .start_run_with(*def, input, opts)
-                .await
-                .map_err(runtime_fail),
-            Target::Deployed(r) => {
-                let version = r.version_or_latest();
-                let (_, stored) = rt
-                    .definitions()
-                    .show(&r.namespace, &r.name, version)
-                    .await
-                    .map_err(runtime_fail)?;
-                if let Ok(def) = serde_json::from_value::<Workflow>(stored.source) {
-                    check_input(&def, &input)?;
-                }
-                let started = rt
-                    .start_deployed(&r.namespace, &r.name, version, input, opts)
-                    .await
-                    .map_err(runtime_fail)?;
-                Ok(started.run_id)
-            }
-        }
-    }
-}
-
 fn check_correlation_id(id: Option<&str>) -> Result<(), Fail> {
     match id.map(cairn_core::events::check_correlation_id) {
         Some(Err(m)) => Err(usage(anyhow::anyhow!("--correlation-id: {m}"))),
@@ -815,9 +761,9 @@ async fn run(
     with: &[PathBuf],
     outbound: &OutboundArg,
 ) -> Result<u8, Fail> {
-    let target = Target::of(file)?;
+    let target = Target::of(file, load)?;
     let input = read_input(input)?;
-    target.check(&input)?;
+    target.file().map_or(Ok(()), |d| check_input(d, &input))?;
     let mut extra = Vec::new();
     for w in with {
         extra.push(load(w)?);
@@ -837,7 +783,9 @@ async fn run(
         };
         rt.publish(d, opts).await.map_err(runtime_fail)?;
     }
-    let id = target.start(&rt, input, Default::default()).await?;
+    let id = target
+        .start(&rt, input, Default::default(), check_input, runtime_fail)
+        .await?;
     eprintln!("run {id} started");
     let outcome = tokio::select! {
         o = rt.wait(&id) => o.map_err(infra)?,

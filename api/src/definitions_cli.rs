@@ -10,10 +10,11 @@ use std::io::Write as _;
 use std::path::Path;
 
 use cairn_core::definition::{DefinitionEvent, DefinitionState, LATEST};
+use cairn_core::dsl::Workflow;
 use cairn_core::time::iso8601;
 use cairn_runtime::definitions::{DefinitionHistoryEntry, Definitions};
 use cairn_runtime::store::{self, StoreError};
-use cairn_runtime::ErrorClass;
+use cairn_runtime::{ErrorClass, Runtime, StartOptions};
 use serde_json::{json, Value};
 
 use crate::options::DEFAULT_STORE;
@@ -191,6 +192,64 @@ pub fn as_reference(arg: &str) -> Option<Reference> {
         return None;
     }
     parse_reference(arg)
+}
+
+/// What `cairn start` and `cairn run` start: a definition file (recorded for its runs only), or
+/// a deployed definition by reference ([`as_reference`] tells them apart).
+pub enum Target {
+    /// A definition file, loaded.
+    File(Box<Workflow>),
+    /// A deployed definition.
+    Deployed(Reference),
+}
+
+impl Target {
+    /// The target `arg` names, loading a file with `load`.
+    pub fn of<E>(arg: &str, load: impl FnOnce(&Path) -> Result<Workflow, E>) -> Result<Self, E> {
+        match as_reference(arg) {
+            Some(r) => Ok(Target::Deployed(r)),
+            None => Ok(Target::File(Box::new(load(Path::new(arg))?))),
+        }
+    }
+
+    /// The definition, for a file (its input can be checked before a store is opened).
+    pub fn file(&self) -> Option<&Workflow> {
+        match self {
+            Target::File(def) => Some(def),
+            Target::Deployed(_) => None,
+        }
+    }
+
+    /// Records the run and returns its id; a deployed definition's input is checked with
+    /// `check` once its source is read (a file's is the caller's to check first).
+    pub async fn start<E>(
+        self,
+        rt: &Runtime,
+        input: Value,
+        opts: StartOptions,
+        check: impl FnOnce(&Workflow, &Value) -> Result<(), E>,
+        fail: impl Fn(cairn_runtime::Error) -> E,
+    ) -> Result<String, E> {
+        match self {
+            Target::File(def) => rt.start_run_with(*def, input, opts).await.map_err(fail),
+            Target::Deployed(r) => {
+                let version = r.version_or_latest();
+                let (_, stored) = rt
+                    .definitions()
+                    .show(&r.namespace, &r.name, version)
+                    .await
+                    .map_err(&fail)?;
+                if let Ok(def) = serde_json::from_value::<Workflow>(stored.source) {
+                    check(&def, &input)?;
+                }
+                let started = rt
+                    .start_deployed(&r.namespace, &r.name, version, input, opts)
+                    .await
+                    .map_err(fail)?;
+                Ok(started.run_id)
+            }
+        }
+    }
 }
 
 fn reference(s: &str, what: &str, version: Option<bool>) -> Result<Reference, Failure> {
