@@ -14,11 +14,13 @@ use cairn_connectors::{AllowList, HttpConnector};
 use cairn_core::activity::{NoSecrets, Secrets};
 use cairn_core::dsl::{self, Workflow};
 use cairn_core::lifecycle::LifecycleProjector;
+use cairn_runtime::definitions::PublishOptions;
 use cairn_runtime::store::RunQuery;
 use cairn_runtime::{RunOutcome, Runtime, WorkerScope};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde_json::{json, Value};
 
+use crate::definitions_cli::Target;
 use crate::options::{ExprArg, LeaseArg, OutboundArg, DEFAULT_STORE};
 use crate::secrets::FileSecrets;
 use crate::server::shutdown_signal;
@@ -54,8 +56,11 @@ struct SecretsArg {
 enum Command {
     /// Run a workflow to the end; stdout: its output (or its error, exit 1)
     Run {
-        /// Definition file (YAML or JSON)
-        file: PathBuf,
+        /// A definition file (YAML or JSON), or a deployed definition NS/NAME[@VERSION] (the
+        /// head without @VERSION). An existing file wins; otherwise NS/NAME[@VERSION] with no
+        /// .yaml/.yml/.json ending is a reference
+        #[arg(value_name = "FILE|NS/NAME[@VERSION]")]
+        file: String,
         /// Input: JSON text, or @PATH of a JSON or YAML file; at most 1 MiB of JSON, and it
         /// must match the workflow's `input.schema` (otherwise exit 2, nothing recorded)
         #[arg(long)]
@@ -75,8 +80,11 @@ enum Command {
     },
     /// Record a new run and print its id; a worker executes it
     Start {
-        /// Definition file (YAML or JSON)
-        file: PathBuf,
+        /// A definition file (YAML or JSON), or a deployed definition NS/NAME[@VERSION] (the
+        /// head without @VERSION). An existing file wins; otherwise NS/NAME[@VERSION] with no
+        /// .yaml/.yml/.json ending is a reference
+        #[arg(value_name = "FILE|NS/NAME[@VERSION]")]
+        file: String,
         /// Input: JSON text, or @PATH of a JSON or YAML file; at most 1 MiB of JSON, and it
         /// must match the workflow's `input.schema` (otherwise exit 2, nothing recorded)
         #[arg(long)]
@@ -88,13 +96,24 @@ enum Command {
         #[command(flatten)]
         store: StoreArg,
     },
-    /// Record a definition so that runs and sub-workflows can use it
+    /// Publish definitions so that runs and sub-workflows can use them: each version becomes
+    /// the head of its definition. A version already published with other content is refused
+    /// (exit 2: a version label is immutable); the same content again changes nothing
     Deploy {
         /// Definition files (YAML or JSON)
         files: Vec<PathBuf>,
+        /// A note kept with the published version(s) (`cairn definitions history`)
+        #[arg(long)]
+        note: Option<String>,
         #[command(flatten)]
         store: StoreArg,
     },
+    /// Deployed definitions: list, history, show, diff, deprecate
+    #[command(subcommand)]
+    Definitions(crate::definitions_cli::DefinitionsCommand),
+    /// Move a definition's head back (or forward) to a published version: new runs that name no
+    /// version start on it; runs in flight keep the version they started with
+    Rollback(crate::definitions_cli::RollbackArgs),
     /// Execute and resume runs until stopped
     Worker {
         #[command(flatten)]
@@ -327,7 +346,7 @@ fn wants_json(cmd: &Command) -> bool {
             | Command::History { json: true, .. }
             | Command::Runs { json: true, .. }
             | Command::Validate { json: true, .. }
-    )
+    ) || matches!(cmd, Command::Definitions(c) if c.json())
 }
 
 /// `--config FILE` of `cairn serve` and `cairn worker`: fills what neither a flag nor a
@@ -389,6 +408,16 @@ async fn dispatch(cmd: Command) -> Result<u8, Fail> {
             code: f.code,
             error: f.error,
         }),
+        Command::Definitions(cmd) => crate::definitions_cli::run(cmd).await.map_err(|f| Fail {
+            code: f.code,
+            error: f.error,
+        }),
+        Command::Rollback(args) => crate::definitions_cli::rollback(args)
+            .await
+            .map_err(|f| Fail {
+                code: f.code,
+                error: f.error,
+            }),
         Command::Run {
             file,
             input,
@@ -416,23 +445,22 @@ async fn dispatch(cmd: Command) -> Result<u8, Fail> {
             store,
         } => {
             check_correlation_id(correlation_id.as_deref())?;
-            let def = load(&file)?;
+            let target = Target::of(&file, load)?;
             let input = read_input(input.as_deref())?;
-            check_input(&def, &input)?;
+            target.file().map_or(Ok(()), |d| check_input(d, &input))?;
             let rt = client(&store.store).await?;
             let opts = cairn_runtime::StartOptions {
                 correlation_id,
                 ..Default::default()
             };
-            let id = rt
-                .start_run_with(def, input, opts)
-                .await
-                .map_err(runtime_fail)?;
+            let id = target
+                .start(&rt, input, opts, check_input, runtime_fail)
+                .await?;
             rt.shutdown().await;
             println!("{id}");
             Ok(0)
         }
-        Command::Deploy { files, store } => {
+        Command::Deploy { files, note, store } => {
             let rt = client(&store.store).await?;
             for f in files {
                 let def = load(&f)?;
@@ -440,8 +468,16 @@ async fn dispatch(cmd: Command) -> Result<u8, Fail> {
                     "{}/{} {}",
                     def.document.namespace, def.document.name, def.document.version
                 );
-                rt.deploy(def).await.map_err(infra)?;
-                eprintln!("deployed {name}");
+                let opts = PublishOptions {
+                    by: "cli".into(),
+                    note: note.clone(),
+                };
+                let d = rt.publish(def, opts).await.map_err(runtime_fail)?;
+                if d.published {
+                    eprintln!("deployed {name} (the head now)");
+                } else {
+                    eprintln!("{name} is already published with this content: nothing changed");
+                }
             }
             rt.shutdown().await;
             Ok(0)
@@ -717,7 +753,7 @@ async fn worker(
 }
 
 async fn run(
-    file: &Path,
+    file: &str,
     input: Option<&str>,
     store: &str,
     secrets: &SecretsArg,
@@ -725,9 +761,9 @@ async fn run(
     with: &[PathBuf],
     outbound: &OutboundArg,
 ) -> Result<u8, Fail> {
-    let def = load(file)?;
+    let target = Target::of(file, load)?;
     let input = read_input(input)?;
-    check_input(&def, &input)?;
+    target.file().map_or(Ok(()), |d| check_input(d, &input))?;
     let mut extra = Vec::new();
     for w in with {
         extra.push(load(w)?);
@@ -741,9 +777,15 @@ async fn run(
     )
     .await?;
     for d in extra {
-        rt.deploy(d).await.map_err(infra)?;
+        let opts = PublishOptions {
+            by: "cli".into(),
+            note: None,
+        };
+        rt.publish(d, opts).await.map_err(runtime_fail)?;
     }
-    let id = rt.start_run(def, input).await.map_err(runtime_fail)?;
+    let id = target
+        .start(&rt, input, Default::default(), check_input, runtime_fail)
+        .await?;
     eprintln!("run {id} started");
     let outcome = tokio::select! {
         o = rt.wait(&id) => o.map_err(infra)?,

@@ -8,6 +8,7 @@
 //! - [`cli`]: the `cairn` command line itself.
 
 pub mod cli;
+mod definitions_cli;
 pub mod options;
 mod projections;
 mod secrets;

@@ -6,6 +6,8 @@
 //! - [`dsl`]: the Serverless Workflow DSL 1.0.3 model ([`dsl::Workflow`]), loading and validation.
 //! - [`expr`]: jq runtime expressions (jaq) with the spec's arguments bound.
 //! - [`events`]: the versioned events of a run's stream ([`events::RunEvent`]).
+//! - [`definition`]: a definition's own stream (versions published, the head, deprecations),
+//!   its fold and its commands.
 //! - [`state`]: a run's state as a fold over its events ([`state::RunState`]).
 //! - [`decider`]: `(definition, state, inputs) -> next events`, the only place where workflow
 //!   semantics live.
@@ -20,6 +22,7 @@ pub mod activity;
 pub mod budget;
 pub mod data_schema;
 pub mod decider;
+pub mod definition;
 pub mod dsl;
 pub mod duration;
 pub mod error;

@@ -1,5 +1,5 @@
-//! The names Cairn stores and shows, spelled once: the type names of run events (stored beside
-//! each payload, matched by the API's feeds) and the status labels of runs (stored in the runs
+//! The names Cairn stores and shows, spelled once: the type names of run events and definition
+//! events (stored beside each payload, matched by the API's feeds) and the status labels of runs (stored in the runs
 //! index, filtered on by `runs`, mapped to the GraphQL `RunStatus`). Everything else refers to
 //! these, so a rename is one edit and a typo is a compile error.
 
@@ -59,6 +59,17 @@ pub mod event {
     pub const RUN_FAULTED: &str = "RunFaulted";
     /// `RunCancelled`.
     pub const RUN_CANCELLED: &str = "RunCancelled";
+}
+
+/// The stored type name of each [`crate::definition::DefinitionEvent`] variant (a definition's
+/// own stream).
+pub mod definition_event {
+    /// `VersionPublished`.
+    pub const VERSION_PUBLISHED: &str = "VersionPublished";
+    /// `HeadMoved`.
+    pub const HEAD_MOVED: &str = "HeadMoved";
+    /// `VersionDeprecated`.
+    pub const VERSION_DEPRECATED: &str = "VersionDeprecated";
 }
 
 /// The label of a run in the runs index and everywhere a run's status is shown: its

@@ -17,10 +17,20 @@ pub fn events() -> Value {
         .to_value()
 }
 
+/// The JSON Schema of the events of a definition's stream
+/// (`schemas/definition-events.schema.json`).
+pub fn definition_events() -> Value {
+    schemars::generate::SchemaSettings::draft2020_12()
+        .into_generator()
+        .into_root_schema_for::<crate::definition::DefinitionEvent>()
+        .to_value()
+}
+
 /// Every generated schema with its file name under `schemas/`.
 pub fn all() -> Vec<(&'static str, Value)> {
     vec![
         ("workflow.schema.json", workflow()),
         ("events.schema.json", events()),
+        ("definition-events.schema.json", definition_events()),
     ]
 }

@@ -9,7 +9,8 @@
 //!   events, cancel; register Rust functions with [`RuntimeBuilder::function`].
 //! - [`store`]: the event stores and group commit.
 //! - [`aggregate`]: the run as a cqrs-es aggregate over the pure decider of `cairn-core`.
-//! - [`definitions`]: content-addressed definitions.
+//! - [`definitions`]: content-addressed definitions and the stream of each (versions, head,
+//!   deprecations): publish, roll back, deprecate, history, diff.
 //! - [`functions`]: registered functions and the activity router.
 //! - [`metrics`]: Prometheus collectors (runs finished, task durations, append latency and
 //!   conflicts, projection lag).
@@ -89,6 +90,60 @@ pub enum Error {
         name: String,
         /// Version (or `latest`).
         version: String,
+    },
+    /// A version label published again with other content: labels are immutable.
+    #[error(
+        "definition {namespace}/{name}: version {version} is already published with content \
+         {existing}; this content is {new}: a version label is immutable, so publish the \
+         change under a new version"
+    )]
+    VersionLabelTaken {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// The label.
+        version: String,
+        /// The content hash it holds.
+        existing: String,
+        /// The content hash offered.
+        new: String,
+    },
+    /// A new run (or a rollback) of a deprecated version.
+    #[error(
+        "definition {namespace}/{name} version {version} is deprecated: it starts no new runs \
+         (runs in flight go on)"
+    )]
+    VersionDeprecated {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// The version.
+        version: String,
+    },
+    /// A deprecation of the head version.
+    #[error(
+        "definition {namespace}/{name} version {version} is the head: roll back to (or deploy) \
+         another version before deprecating it"
+    )]
+    HeadDeprecation {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// The version.
+        version: String,
+    },
+    /// An event of a definition's stream cannot be read back.
+    #[error("corrupt: definition {stream} event {sequence}: {source}")]
+    CorruptDefinitionEvent {
+        /// The definition (stream).
+        stream: String,
+        /// The event's sequence.
+        sequence: u64,
+        /// Why.
+        source: cairn_core::events::EventDecodeError,
     },
     /// A [`RuntimeBuilder`] without a store.
     #[error("no store configured: give a store or a store url")]
@@ -212,6 +267,7 @@ impl Error {
             | Error::CorrelationId { .. }
             | Error::IdempotencyKey { .. }
             | Error::NoStore
+            | Error::VersionLabelTaken { .. }
             | Error::Store(S::InvalidUrl { .. }) => ErrorClass::BadInput,
             Error::RunExists { .. }
             | Error::IdempotencyKeyReused { .. }
@@ -219,12 +275,15 @@ impl Error {
             | Error::WrongStatus { .. }
             | Error::AlreadySuspended { .. }
             | Error::NothingToRetry { .. }
+            | Error::VersionDeprecated { .. }
+            | Error::HeadDeprecation { .. }
             | Error::Command(_) => ErrorClass::Conflict,
             Error::Store(S::Unavailable(_)) => ErrorClass::Unavailable,
             Error::Store(_)
             | Error::CorruptEvent { .. }
             | Error::NoRunStarted { .. }
             | Error::CorruptDefinition { .. }
+            | Error::CorruptDefinitionEvent { .. }
             | Error::Serialize { .. }
             | Error::Snapshot { .. }
             | Error::Metrics(_) => ErrorClass::Internal,

@@ -102,6 +102,9 @@ impl Permission {
 pub struct Principal {
     /// The token id (`anonymous` under `--insecure-no-auth`).
     pub token_id: String,
+    /// The token's name (`anonymous` under `--insecure-no-auth`): what the definitions' streams
+    /// record as who deployed, rolled back or deprecated.
+    pub token_name: String,
     /// Its role.
     pub role: Role,
 }
@@ -228,6 +231,7 @@ impl Access {
         if self.insecure {
             return Ok(Principal {
                 token_id: "anonymous".into(),
+                token_name: "anonymous".into(),
                 role: Role::Admin,
             });
         }
@@ -253,6 +257,7 @@ impl Access {
         }
         Ok(Principal {
             token_id: row.id,
+            token_name: row.name,
             role,
         })
     }

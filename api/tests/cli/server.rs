@@ -239,6 +239,9 @@ mod guard;
 mod hostile;
 /// The outbound guard (SSRF) through `cairn serve`, `cairn run` and `cairn worker`.
 mod ssrf;
+/// Definitions as streams (issue 10): immutable labels, history, diff, rollback, deprecation,
+/// through the CLI and GraphQL.
+mod versions;
 
 // ----- the server process ---------------------------------------------------------------------
 

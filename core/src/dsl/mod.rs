@@ -8,6 +8,7 @@
 //! - [`json_schema`]: the JSON Schema of the DSL as Cairn supports it (checked in as
 //!   `schemas/workflow.schema.json`).
 
+pub mod diff;
 mod load;
 mod model;
 mod pointer;

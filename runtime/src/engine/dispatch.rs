@@ -229,7 +229,13 @@ impl Inner {
             .defs
             .find(&ns, &name, &version)
             .await
-            .map_err(ChildStart::Later)?
+            .map_err(|e| match e {
+                // Deprecated stays deprecated: waiting would not help.
+                e @ Error::VersionDeprecated { .. } => {
+                    ChildStart::Fault(WorkflowError::new(ErrorKind::Configuration, e.to_string()))
+                }
+                e => ChildStart::Later(e),
+            })?
             .ok_or_else(|| {
                 ChildStart::Fault(WorkflowError::new(
                     ErrorKind::Configuration,

@@ -211,9 +211,25 @@ impl Runtime {
     }
 
     /// Records a definition so that runs and sub-workflows (`run: workflow`) can find it by
-    /// namespace, name and version.
+    /// namespace, name and version; its version becomes the head (see
+    /// [`crate::definitions::Definitions::publish`]).
     pub async fn deploy(&self, def: Workflow) -> Result<cairn_core::events::DefinitionRef> {
         self.inner.defs.register(def).await
+    }
+
+    /// [`Runtime::deploy`] saying who deploys (and why), and whether anything was published.
+    pub async fn publish(
+        &self,
+        def: Workflow,
+        opts: crate::definitions::PublishOptions,
+    ) -> Result<crate::definitions::Deployed> {
+        self.inner.defs.publish(def, opts).await
+    }
+
+    /// The definitions of this runtime's store: their streams (versions, head, deprecations),
+    /// rollback, deprecation, history and diff.
+    pub fn definitions(&self) -> &crate::definitions::Definitions {
+        &self.inner.defs
     }
 
     /// Records a new run of `def` with `input`; a worker executes it.
@@ -248,8 +264,9 @@ impl Runtime {
         self.start_ref(r, input, opts).await
     }
 
-    /// Starts a run of a deployed definition (`version` may be `latest`), by reference: the
-    /// stored definition is not parsed again.
+    /// Starts a run of a deployed definition (`version` may be `latest`: the head), by
+    /// reference: the stored definition is not parsed again. A deprecated version is refused
+    /// ([`Error::VersionDeprecated`]).
     pub async fn start_deployed(
         &self,
         namespace: &str,

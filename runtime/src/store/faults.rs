@@ -316,17 +316,12 @@ impl DefinitionStore for FaultyStore {
         self.inner.definition_by_hash(hash).await
     }
 
-    async fn find_definition(
-        &self,
-        namespace: &str,
-        name: &str,
-        version: &str,
-    ) -> Result<Option<StoredDefinition>> {
-        self.inner.find_definition(namespace, name, version).await
+    async fn definition_events(&self) -> Result<Vec<StoredEvent>> {
+        self.inner.definition_events().await
     }
 
-    async fn list_definitions(&self) -> Result<Vec<StoredDefinition>> {
-        self.inner.list_definitions().await
+    async fn unpublished_definitions(&self) -> Result<Vec<StoredDefinition>> {
+        self.inner.unpublished_definitions().await
     }
 }
 
@@ -468,15 +463,10 @@ mod tests {
         async fn definition_by_hash(&self, _: &str) -> Result<Option<StoredDefinition>> {
             unreachable!()
         }
-        async fn find_definition(
-            &self,
-            _: &str,
-            _: &str,
-            _: &str,
-        ) -> Result<Option<StoredDefinition>> {
+        async fn definition_events(&self) -> Result<Vec<StoredEvent>> {
             unreachable!()
         }
-        async fn list_definitions(&self) -> Result<Vec<StoredDefinition>> {
+        async fn unpublished_definitions(&self) -> Result<Vec<StoredDefinition>> {
             unreachable!()
         }
     }

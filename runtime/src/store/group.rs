@@ -293,17 +293,12 @@ impl DefinitionStore for GroupCommitter {
         self.inner.definition_by_hash(hash).await
     }
 
-    async fn find_definition(
-        &self,
-        namespace: &str,
-        name: &str,
-        version: &str,
-    ) -> Result<Option<StoredDefinition>> {
-        self.inner.find_definition(namespace, name, version).await
+    async fn definition_events(&self) -> Result<Vec<StoredEvent>> {
+        self.inner.definition_events().await
     }
 
-    async fn list_definitions(&self) -> Result<Vec<StoredDefinition>> {
-        self.inner.list_definitions().await
+    async fn unpublished_definitions(&self) -> Result<Vec<StoredDefinition>> {
+        self.inner.unpublished_definitions().await
     }
 }
 

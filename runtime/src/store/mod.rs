@@ -18,6 +18,7 @@ use serde_json::Value;
 pub mod cqrs;
 pub mod faults;
 pub mod group;
+pub mod legacy;
 mod plan;
 pub mod postgres;
 mod read;
@@ -332,9 +333,10 @@ pub struct StoredDefinition {
     pub hash: String,
     /// The definition as canonical JSON.
     pub source: Value,
-    /// Whether it was deployed. A definition recorded only to run it (`startRun(source:)`,
-    /// `cairn start FILE`) is not: its runs find it by hash, but `latest`, version lookups,
-    /// sub-workflows and the definitions list ignore it, so running code never publishes it.
+    /// Whether it was deployed (published under its label). A definition recorded only to run
+    /// it (`startRun(source:)`, `cairn start FILE`) is not. Labels, the head and `latest` are
+    /// read from the definition's stream, not from this flag; the flag is what the migration of
+    /// stores from before definition streams reads ([`legacy`]).
     pub deployed: bool,
 }
 
@@ -553,29 +555,26 @@ pub trait Leases: RunIndex {
     }
 }
 
-/// Workflow definitions, content-addressed: recorded once per content hash, found by hash, or,
-/// when deployed, by namespace, name and version.
+/// Workflow definitions: their content, recorded once per content hash and found by hash (runs
+/// pin to it), and the events of their own streams (aggregate type [`DEFINITION_AGGREGATE`],
+/// written with [`EventLog::append`]), which say which version labels exist, the head and the
+/// deprecations (`cairn_core::definition`).
 #[async_trait]
 pub trait DefinitionStore: Send + Sync + 'static {
-    /// Records a definition (idempotent on its hash). Recording deployed content that is stored
-    /// as not deployed marks it deployed; the reverse changes nothing.
+    /// Records a definition's content (idempotent on its hash). Recording content as deployed
+    /// that is stored as not deployed marks it deployed; the reverse changes nothing.
     async fn put_definition(&self, def: &StoredDefinition) -> Result<()>;
 
     /// A definition by content hash.
     async fn definition_by_hash(&self, hash: &str) -> Result<Option<StoredDefinition>>;
 
-    /// A deployed definition by namespace, name and version; `latest` picks the highest semantic
-    /// version.
-    async fn find_definition(
-        &self,
-        namespace: &str,
-        name: &str,
-        version: &str,
-    ) -> Result<Option<StoredDefinition>>;
+    /// Every event of every definition stream, by stream id, then sequence.
+    async fn definition_events(&self) -> Result<Vec<StoredEvent>>;
 
-    /// Every deployed definition, ordered by namespace, name, then the order they were first
-    /// recorded in (so a redeployed version with new content comes after the old content).
-    async fn list_definitions(&self) -> Result<Vec<StoredDefinition>>;
+    /// Content marked deployed whose `namespace/name` has no stream yet, in the order it was
+    /// first recorded: what builds from before definition streams deployed, which the store's
+    /// open turns into published events ([`legacy::publish_deployed_rows`]).
+    async fn unpublished_definitions(&self) -> Result<Vec<StoredDefinition>>;
 }
 
 /// Snapshots of folded state: a cache that shortens loads; the events stay the truth.

@@ -750,19 +750,13 @@ fn cases(lease_id: &str, held: &[String]) -> Vec<Case> {
         )
         .with(vec![P::Text(format!("{:064x}", 42))]),
         case(
-            "find_definition (version)",
-            "PostgresStore::find_definition",
-            "SELECT hash, namespace, name, version, source FROM definitions \
-             WHERE namespace = $1 AND name = $2 AND ($3 = 'latest' OR version = $3) ORDER BY seq",
+            "definition_events",
+            "PostgresStore::definition_events",
+            "SELECT position, aggregate_type, aggregate_id, sequence, event_type, event_version, \
+             payload, metadata FROM events WHERE aggregate_type = $1 \
+             ORDER BY aggregate_id, sequence",
         )
-        .with(vec![P::text("billing"), P::text("wf1"), P::text("1.2.0")]),
-        case(
-            "find_definition (latest)",
-            "PostgresStore::find_definition",
-            "SELECT hash, namespace, name, version, source FROM definitions \
-             WHERE namespace = $1 AND name = $2 AND ($3 = 'latest' OR version = $3) ORDER BY seq",
-        )
-        .with(vec![P::text("billing"), P::text("wf1"), P::text("latest")]),
+        .with(vec![P::text("definition")]),
         case(
             "token_by_hash",
             "TokenStore for PostgresStore::token_by_hash (api)",

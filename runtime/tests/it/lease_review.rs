@@ -167,17 +167,12 @@ impl DefinitionStore for Lossy {
         self.inner.definition_by_hash(h).await
     }
 
-    async fn find_definition(
-        &self,
-        ns: &str,
-        n: &str,
-        v: &str,
-    ) -> Result<Option<StoredDefinition>> {
-        self.inner.find_definition(ns, n, v).await
+    async fn definition_events(&self) -> Result<Vec<StoredEvent>> {
+        self.inner.definition_events().await
     }
 
-    async fn list_definitions(&self) -> Result<Vec<StoredDefinition>> {
-        self.inner.list_definitions().await
+    async fn unpublished_definitions(&self) -> Result<Vec<StoredDefinition>> {
+        self.inner.unpublished_definitions().await
     }
 }
 

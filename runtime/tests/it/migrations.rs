@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use cairn_runtime::store::postgres::PostgresStore;
 use cairn_runtime::store::sqlite::SqliteStore;
-use cairn_runtime::store::{EventLog, RunIndex, RUN_AGGREGATE};
+use cairn_runtime::store::{EventLog, RunIndex, DEFINITION_AGGREGATE, RUN_AGGREGATE};
 use sqlx::{Connection as _, Row as _};
 
 use crate::common::{postgres_admin_url, with_database};
@@ -51,6 +51,86 @@ const OLD_ROWS: &[&str] = &[
      VALUES ('runs', 1, 1000)",
 ];
 
+/// Definitions an old build deployed (`deployed` 1) or only ran (0), in the order it recorded
+/// them; `{seq}` is filled in on SQLite, where `seq` has no default. `1.0.0` was deployed twice
+/// with other content (old builds let it be, the newer content won).
+const OLD_DEFINITIONS: &[(&str, &str, &str, i64)] = &[
+    ("h1", "wf", "1.0.0", 1),
+    ("h2", "wf", "1.10.0", 1),
+    ("h3", "wf", "1.9.0", 1),
+    ("h4", "wf", "1.0.0", 1),
+    ("h5", "wf", "2.0.0", 0),
+    ("h6", "other", "0.1.0", 1),
+];
+
+fn old_definition_rows(with_seq: bool) -> Vec<String> {
+    OLD_DEFINITIONS
+        .iter()
+        .enumerate()
+        .map(|(i, (hash, name, version, deployed))| {
+            let deployed = if with_seq {
+                deployed.to_string()
+            } else if *deployed == 1 {
+                "TRUE".into()
+            } else {
+                "FALSE".into()
+            };
+            if with_seq {
+                format!(
+                    "INSERT INTO definitions (hash, namespace, name, version, source, seq, deployed) \
+                     VALUES ('{hash}', 'default', '{name}', '{version}', '{{}}', {}, {deployed})",
+                    i + 1
+                )
+            } else {
+                format!(
+                    "INSERT INTO definitions (hash, namespace, name, version, source, deployed) \
+                     VALUES ('{hash}', 'default', '{name}', '{version}', '{{}}', {deployed})"
+                )
+            }
+        })
+        .collect()
+}
+
+/// The deployed rows became streams: every deployed row a `VersionPublished`, then the head on
+/// the highest version, as `latest` gave it; what was only run is not published.
+async fn assert_definitions_migrated(store: &dyn EventLog) {
+    let wf = store
+        .load(DEFINITION_AGGREGATE, "default/wf", 0)
+        .await
+        .expect("load");
+    let seen: Vec<(String, String)> = wf
+        .iter()
+        .map(|e| {
+            (
+                e.event_type.clone(),
+                e.payload["label"]
+                    .as_str()
+                    .or(e.payload["to"].as_str())
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String)> = [
+        ("VersionPublished", "1.0.0"),
+        ("VersionPublished", "1.10.0"),
+        ("VersionPublished", "1.9.0"),
+        ("VersionPublished", "1.0.0"),
+        ("HeadMoved", "1.10.0"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(seen, expected);
+    assert_eq!(wf[3].payload["hash"], serde_json::json!("h4"));
+    assert_eq!(wf[0].payload["by"], serde_json::json!("migration"));
+    let other = store
+        .load(DEFINITION_AGGREGATE, "default/other", 0)
+        .await
+        .expect("load");
+    assert_eq!(other.len(), 2);
+}
+
 #[tokio::test]
 async fn an_old_sqlite_store_opens_and_migrates() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -87,6 +167,12 @@ async fn an_old_sqlite_store_opens_and_migrates() {
         for sql in OLD_SQLITE_AT_EVERY_OPEN.iter().chain(OLD_ROWS) {
             sqlx::raw_sql(sql).execute(&mut conn).await.expect(sql);
         }
+        for sql in old_definition_rows(true) {
+            sqlx::raw_sql(&sql)
+                .execute(&mut conn)
+                .await
+                .expect("definition row");
+        }
         conn.close().await.expect("close");
     }
 
@@ -102,6 +188,7 @@ async fn an_old_sqlite_store_opens_and_migrates() {
 
     let store = SqliteStore::open(&old).await.expect("open old store");
     assert_eq!(sqlite_versions(&store).await, vec![1, 2, 3, 4, 5, 6]);
+    assert_definitions_migrated(&store).await;
     let events = store.load(RUN_AGGREGATE, "old-run", 0).await.expect("load");
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].payload, serde_json::json!({ "n": 1 }));
@@ -123,6 +210,7 @@ async fn an_old_sqlite_store_opens_and_migrates() {
     // Opening again changes nothing.
     let store = SqliteStore::open(&old).await.expect("open again");
     assert_eq!(sqlite_versions(&store).await, vec![1, 2, 3, 4, 5, 6]);
+    assert_definitions_migrated(&store).await;
     store.close().await;
 
     let fresh = dir.path().join("fresh.db");
@@ -241,6 +329,12 @@ async fn an_old_postgres_database_opens_and_migrates() {
                 .await
                 .expect("old rows");
         }
+        for sql in old_definition_rows(false) {
+            sqlx::raw_sql(&sql)
+                .execute(&mut conn)
+                .await
+                .expect("definition row");
+        }
         conn.close().await.expect("close");
     }
 
@@ -248,6 +342,7 @@ async fn an_old_postgres_database_opens_and_migrates() {
         .await
         .expect("connect old database");
     assert_eq!(pg_versions(&store).await, vec![1, 2, 3, 4, 5, 6, 7]);
+    assert_definitions_migrated(&store).await;
     let events = store.load(RUN_AGGREGATE, "old-run", 0).await.expect("load");
     assert_eq!(events.len(), 1);
     assert_eq!(
@@ -268,6 +363,7 @@ async fn an_old_postgres_database_opens_and_migrates() {
         .await
         .expect("connect again");
     assert_eq!(pg_versions(&store).await, vec![1, 2, 3, 4, 5, 6, 7]);
+    assert_definitions_migrated(&store).await;
     store.close().await;
 
     let fresh = PostgresStore::connect(&with_database(&admin_url, &fresh_db))

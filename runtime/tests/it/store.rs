@@ -29,7 +29,7 @@ on_both_stores!(
     query_runs_orders_and_time_window,
     query_runs_filters_by_correlation,
     definitions,
-    list_definitions,
+    definition_streams,
     group_committer_under_64_appenders,
     group_committer_drains_on_shutdown,
     append_groups_isolates_conflicts,
@@ -565,31 +565,6 @@ async fn runs_index(t: TestStore) {
     assert_eq!(s.get_run("r2").await.unwrap().unwrap().status, "completed");
 }
 
-async fn list_definitions(t: TestStore) {
-    let s = &t.store;
-    assert!(s.list_definitions().await.unwrap().is_empty(), "{}", t.kind);
-    let mut other_ns = definition("zeta", "1.0.0", 0);
-    other_ns.namespace = "another".into();
-    other_ns.hash = "hash-another-zeta".into();
-    let first = definition("order", "2.0.0", 0);
-    let redeployed = definition("order", "2.0.0", 1);
-    let older = definition("order", "1.0.0", 0);
-    let alpha = definition("alpha", "1.0.0", 0);
-    for d in [&first, &redeployed, &older, &alpha, &other_ns] {
-        s.put_definition(d).await.unwrap();
-    }
-    // Idempotent: recording the same content again adds no row.
-    s.put_definition(&first).await.unwrap();
-    let listed = s.list_definitions().await.unwrap();
-    // By namespace, then name, then first registration.
-    assert_eq!(
-        listed,
-        vec![other_ns, alpha, first, redeployed, older],
-        "{}",
-        t.kind
-    );
-}
-
 fn definition(name: &str, version: &str, salt: u32) -> StoredDefinition {
     StoredDefinition {
         namespace: "default".into(),
@@ -620,48 +595,9 @@ async fn definitions(t: TestStore) {
         Some(d.clone())
     );
     assert_eq!(s.definition_by_hash("missing").await.unwrap(), None);
-    assert_eq!(
-        s.find_definition("default", "order", "1.9.0")
-            .await
-            .unwrap(),
-        Some(d)
-    );
-    let latest = s
-        .find_definition("default", "order", "latest")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(latest.version, "1.10.0", "{}", t.kind);
-    assert_eq!(
-        s.find_definition("default", "order", "3.0.0")
-            .await
-            .unwrap(),
-        None
-    );
-    assert_eq!(
-        s.find_definition("other-ns", "order", "latest")
-            .await
-            .unwrap(),
-        None
-    );
 
-    // Same version, new content: the newest registration wins.
-    let edited = definition("order", "1.10.0", 1);
-    s.put_definition(&edited).await.unwrap();
-    assert_eq!(
-        s.find_definition("default", "order", "1.10.0")
-            .await
-            .unwrap(),
-        Some(edited.clone())
-    );
-    assert_eq!(
-        s.find_definition("default", "order", "latest")
-            .await
-            .unwrap(),
-        Some(edited.clone())
-    );
-
-    // Content recorded only to run it: found by hash, never by version, `latest` or the list.
+    // Content recorded only to run it is no deployed content; deploying the same content marks
+    // it, and running it again does not unmark it.
     let mut inline = definition("order", "9.0.0", 0);
     inline.deployed = false;
     s.put_definition(&inline).await.unwrap();
@@ -669,38 +605,95 @@ async fn definitions(t: TestStore) {
         s.definition_by_hash(&inline.hash).await.unwrap(),
         Some(inline.clone())
     );
-    assert_eq!(
-        s.find_definition("default", "order", "latest")
-            .await
-            .unwrap(),
-        Some(edited.clone()),
-        "{}: an inline definition never becomes latest",
-        t.kind
-    );
-    assert_eq!(
-        s.find_definition("default", "order", "9.0.0")
-            .await
-            .unwrap(),
-        None
-    );
-    assert!(!s
-        .list_definitions()
-        .await
-        .unwrap()
-        .iter()
-        .any(|d| d.hash == inline.hash));
-    // Deploying the same content publishes it; running deployed content again does not hide it.
     let mut deployed = inline.clone();
     deployed.deployed = true;
     s.put_definition(&deployed).await.unwrap();
     s.put_definition(&inline).await.unwrap();
     assert_eq!(
-        s.find_definition("default", "order", "latest")
-            .await
-            .unwrap(),
+        s.definition_by_hash(&inline.hash).await.unwrap(),
         Some(deployed),
         "{}",
         t.kind
+    );
+}
+
+const ORDER: &str = "document: {dsl: '1.0.3', namespace: default, name: order, version: '1.0.0'}\n\
+                     do: [{a: {set: {x: 1}}}]\n";
+
+fn workflow(text: &str) -> cairn_core::dsl::Workflow {
+    cairn_core::dsl::load_str(text, cairn_core::dsl::SourceFormat::Yaml).expect("a definition")
+}
+
+/// Deployed rows without a stream are what the store's open migrates; streams are read back
+/// by stream, then sequence; racing publishers of one label cannot both win.
+async fn definition_streams(t: TestStore) {
+    use cairn_runtime::definitions::{Definitions, PublishOptions};
+    let s = &t.store;
+    assert!(
+        s.definition_events().await.unwrap().is_empty(),
+        "{}",
+        t.kind
+    );
+    // A deployed row with no stream (as old builds wrote them) is listed for the migration.
+    let legacy = definition("legacy", "1.0.0", 0);
+    s.put_definition(&legacy).await.unwrap();
+    assert_eq!(s.unpublished_definitions().await.unwrap(), vec![legacy]);
+
+    let defs = Definitions::new(s.clone());
+    let one = workflow(ORDER);
+    let other = workflow(&ORDER.replace("x: 1", "x: 2"));
+    let racers: Vec<_> = (0..6)
+        .map(|i| {
+            let defs = defs.clone();
+            let def = if i % 2 == 0 {
+                one.clone()
+            } else {
+                other.clone()
+            };
+            tokio::spawn(async move { defs.publish(def, PublishOptions::default()).await })
+        })
+        .collect();
+    let mut won = HashSet::new();
+    let mut refused = 0;
+    for r in racers {
+        match r.await.unwrap() {
+            Ok(d) => {
+                won.insert(d.definition.hash);
+            }
+            Err(cairn_runtime::Error::VersionLabelTaken { .. }) => refused += 1,
+            Err(e) => panic!("{}: {e}", t.kind),
+        }
+    }
+    assert_eq!(won.len(), 1, "{}: one content wins the label", t.kind);
+    assert_eq!(refused, 3, "{}", t.kind);
+    let (state, history) = defs.load("default", "order").await.unwrap();
+    assert_eq!(
+        history.len(),
+        2,
+        "{}: published once, head moved once",
+        t.kind
+    );
+    assert_eq!(
+        state.version("1.0.0").map(|v| v.hash.clone()),
+        won.into_iter().next()
+    );
+
+    let all = s.definition_events().await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert!(all.iter().all(|e| e.stream == "default/order"));
+    assert_eq!(
+        all.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    // Published content is no longer waiting for the migration; the legacy row still is.
+    assert_eq!(
+        s.unpublished_definitions()
+            .await
+            .unwrap()
+            .iter()
+            .map(|d| d.name.clone())
+            .collect::<Vec<_>>(),
+        vec!["legacy".to_string()]
     );
 }
 
@@ -1026,11 +1019,21 @@ async fn sqlite_reopen_keeps_everything() {
     let s = SqliteStore::open(path).await.unwrap();
     assert_eq!(s.load("run", "r1", 0).await.unwrap().len(), 3);
     assert_eq!(s.get_run("r1").await.unwrap().unwrap().status, "running");
-    assert!(s
-        .find_definition("default", "order", "latest")
-        .await
-        .unwrap()
-        .is_some());
+    // A deployed row without a stream (as older builds wrote it) was published at the open.
+    assert_eq!(
+        s.definition_by_hash("hash-order-1.0.0-0")
+            .await
+            .unwrap()
+            .map(|d| d.version),
+        Some("1.0.0".to_string())
+    );
+    assert_eq!(
+        s.load("definition", "default/order", 0)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     let next = s.append(vec![run_request("r1", 3, 1)]).await.unwrap();
     assert!(next[0].last_position > first_positions);
     // Durability settings are what the docs promise.

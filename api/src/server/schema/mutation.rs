@@ -1,9 +1,10 @@
 //! The mutations.
 
-use crate::server::auth::{Permission, Require};
+use crate::server::auth::{Permission, Principal, Require};
 
 use async_graphql::{Context, ErrorExtensions, Json, MergedObject, Object, Result, SimpleObject};
 use cairn_core::dsl::{self, SourceFormat, Workflow};
+use cairn_runtime::definitions::PublishOptions;
 use cairn_runtime::StartOptions;
 use serde_json::Value;
 
@@ -11,6 +12,7 @@ use crate::server::errors::{self, Code};
 
 use super::app::app;
 use super::pagination::*;
+use super::query::find_definition;
 use super::types::*;
 
 // ----- mutations ------------------------------------------------------------------------------
@@ -27,12 +29,17 @@ pub struct MutationRoot(
 /// The outcome of `deployDefinition`: the definition, or the problems that stopped it.
 #[derive(SimpleObject)]
 pub struct DeployResult {
-    /// Whether it was recorded.
+    /// Whether it was recorded (or was already published with this very content).
     pub ok: bool,
     /// The recorded definition.
     pub definition: Option<Definition>,
     /// What is wrong with the source (empty when `ok`).
     pub problems: Vec<Problem>,
+    /// False when this version was already published with exactly this content: nothing was
+    /// recorded and the head did not move (null when not `ok`).
+    pub published: Option<bool>,
+    /// What happened, in words (null when not `ok`).
+    pub message: Option<String>,
 }
 
 /// Mutations on definitions.
@@ -41,9 +48,18 @@ pub struct DefinitionMutations;
 
 #[Object]
 impl DefinitionMutations {
-    /// Validates and records a definition (YAML or JSON). Problems come back as data.
+    /// Validates and publishes a definition (YAML or JSON): its version becomes the head. A
+    /// version already published with other content is refused (`BAD_USER_INPUT`: a version
+    /// label is immutable); the same content again changes nothing (`published: false`). The
+    /// token's name is recorded as who deployed it, with the optional `note`. Problems come
+    /// back as data.
     #[graphql(guard = "Require(Permission::Deploy)")]
-    async fn deploy_definition(&self, ctx: &Context<'_>, source: String) -> Result<DeployResult> {
+    async fn deploy_definition(
+        &self,
+        ctx: &Context<'_>,
+        source: String,
+        note: Option<String>,
+    ) -> Result<DeployResult> {
         let app = app(ctx)?;
         let def = match load_source(source).await? {
             Ok(d) => d,
@@ -52,26 +68,109 @@ impl DefinitionMutations {
                     ok: false,
                     definition: None,
                     problems: e.problems.iter().map(Problem::from).collect(),
+                    published: None,
+                    message: None,
                 })
             }
         };
-        let r = app
+        let opts = PublishOptions {
+            by: actor(ctx),
+            note,
+        };
+        let d = app
             .runtime
-            .deploy(def)
+            .publish(def, opts)
             .await
             .map_err(|e| errors::runtime("deploy definition", e))?;
+        let r = &d.definition;
         let stored = app
             .store
             .definition_by_hash(&r.hash)
             .await
             .map_err(|e| errors::store("deploy definition", e))?
             .ok_or_else(|| errors::internal("deploy definition", "deployed but not found"))?;
+        let message = if d.published {
+            format!("published {}/{} {}", r.namespace, r.name, r.version)
+        } else {
+            format!(
+                "{}/{} {} is already published with this content: nothing changed",
+                r.namespace, r.name, r.version
+            )
+        };
         Ok(DeployResult {
             ok: true,
             definition: Some(Definition(stored)),
             problems: Vec::new(),
+            published: Some(d.published),
+            message: Some(message),
         })
     }
+
+    /// Moves the head of a definition to the published version `to`: new runs that name no
+    /// version start on it, runs in flight keep theirs. A new event in the definition's stream
+    /// (nothing is deleted); `moved` is false when `to` was the head already.
+    #[graphql(guard = "Require(Permission::Deploy)")]
+    async fn rollback_definition(
+        &self,
+        ctx: &Context<'_>,
+        namespace: String,
+        name: String,
+        to: String,
+    ) -> Result<HeadChange> {
+        let app = app(ctx)?;
+        let defs = app.runtime.definitions();
+        let (_, changed) = defs
+            .roll_back(&namespace, &name, &to, &actor(ctx))
+            .await
+            .map_err(|e| errors::runtime("roll back definition", e))?;
+        let definition = find_definition(app, &namespace, &name, &to).await?;
+        Ok(HeadChange {
+            definition: Definition(definition),
+            changed,
+        })
+    }
+
+    /// Deprecates a published version: new runs of it are refused (`CONFLICT`), runs in flight
+    /// go on. The head cannot be deprecated (`CONFLICT`: roll back or deploy another version
+    /// first). `changed` is false when it was deprecated already.
+    #[graphql(guard = "Require(Permission::Deploy)")]
+    async fn deprecate_definition_version(
+        &self,
+        ctx: &Context<'_>,
+        namespace: String,
+        name: String,
+        version: String,
+        reason: Option<String>,
+    ) -> Result<HeadChange> {
+        let app = app(ctx)?;
+        let (_, changed) = app
+            .runtime
+            .definitions()
+            .deprecate(&namespace, &name, &version, reason, &actor(ctx))
+            .await
+            .map_err(|e| errors::runtime("deprecate definition version", e))?;
+        let definition = find_definition(app, &namespace, &name, &version).await?;
+        Ok(HeadChange {
+            definition: Definition(definition),
+            changed,
+        })
+    }
+}
+
+/// The outcome of `rollbackDefinition` and `deprecateDefinitionVersion`.
+#[derive(SimpleObject)]
+pub struct HeadChange {
+    /// The version concerned.
+    pub definition: Definition,
+    /// False when nothing changed (the head was there already, or the version was deprecated
+    /// already).
+    pub changed: bool,
+}
+
+/// Who the definitions' streams record for this request: the token's name.
+fn actor(ctx: &Context<'_>) -> String {
+    ctx.data_opt::<Principal>()
+        .map_or_else(|| "anonymous".to_string(), |p| p.token_name.clone())
 }
 
 /// Parses and validates a definition's text on a blocking thread, off the threads that serve

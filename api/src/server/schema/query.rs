@@ -6,7 +6,7 @@ use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, MergedObject, Object, Result};
 use cairn_runtime::store::StoredDefinition;
 
-use crate::server::errors::{self, Code};
+use crate::server::errors;
 
 use super::app::{app, App};
 use super::pagination::*;
@@ -30,7 +30,8 @@ pub struct DefinitionQueries;
 
 #[Object]
 impl DefinitionQueries {
-    /// Stored definitions, by namespace, name and registration order.
+    /// Published definitions, by namespace and name, each version in the order it was
+    /// published (deprecated ones included: see `Definition.deprecated`).
     #[graphql(guard = "Require(Permission::Read)")]
     async fn definitions(
         &self,
@@ -38,20 +39,34 @@ impl DefinitionQueries {
         namespace: Option<String>,
         name: Option<String>,
     ) -> Result<Vec<Definition>> {
-        let all = app(ctx)?
-            .store
-            .list_definitions()
+        let app = app(ctx)?;
+        let all = app
+            .runtime
+            .definitions()
+            .list()
             .await
-            .map_err(|e| errors::store("list definitions", e))?;
-        Ok(all
+            .map_err(|e| errors::runtime("list definitions", e))?;
+        let mut out = Vec::new();
+        for d in all
             .into_iter()
             .filter(|d| namespace.as_ref().is_none_or(|n| *n == d.namespace))
             .filter(|d| name.as_ref().is_none_or(|n| *n == d.name))
-            .map(Definition)
-            .collect())
+        {
+            for v in &d.state.versions {
+                let mut stored = app
+                    .store
+                    .definition_by_hash(&v.hash)
+                    .await
+                    .map_err(|e| errors::store("list definitions", e))?
+                    .ok_or_else(|| errors::internal("list definitions", "content missing"))?;
+                stored.version = v.label.clone();
+                out.push(Definition(stored));
+            }
+        }
+        Ok(out)
     }
 
-    /// One definition; `version` `latest` (the default) picks the highest semantic version.
+    /// One published definition; `version` `latest` (the default) names the head.
     #[graphql(guard = "Require(Permission::Read)")]
     async fn definition(
         &self,
@@ -65,6 +80,26 @@ impl DefinitionQueries {
             .await
             .map(|d| Some(Definition(d)))
     }
+
+    /// The structural diff of two published versions (`latest` names the head): tasks added,
+    /// removed, changed or moved, by task path, and the workflow's settings that differ.
+    #[graphql(guard = "Require(Permission::Read)")]
+    async fn definition_diff(
+        &self,
+        ctx: &Context<'_>,
+        namespace: String,
+        name: String,
+        from: String,
+        to: String,
+    ) -> Result<DefinitionDiff> {
+        app(ctx)?
+            .runtime
+            .definitions()
+            .diff(&namespace, &name, &from, &to)
+            .await
+            .map(DefinitionDiff::from)
+            .map_err(|e| errors::runtime("diff definitions", e))
+    }
 }
 
 pub(crate) async fn find_definition(
@@ -73,16 +108,12 @@ pub(crate) async fn find_definition(
     name: &str,
     version: &str,
 ) -> Result<StoredDefinition> {
-    app.store
-        .find_definition(namespace, name, version)
+    app.runtime
+        .definitions()
+        .show(namespace, name, version)
         .await
-        .map_err(|e| errors::store("find definition", e))?
-        .ok_or_else(|| {
-            errors::error(
-                Code::NotFound,
-                format!("definition {namespace}/{name} {version} not found"),
-            )
-        })
+        .map(|(_, d)| d)
+        .map_err(|e| errors::runtime("find definition", e))
 }
 
 /// Queries on runs.

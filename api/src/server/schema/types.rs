@@ -13,8 +13,10 @@ use crate::server::errors::{self, Code};
 
 use super::app::app;
 use super::pagination::*;
-use super::scalars::RunStatus;
+use super::scalars::{DateTime, RunStatus};
 use crate::server::feed::SharedEvent;
+use cairn_core::definition::{DefinitionEvent, DefinitionState, PublishedVersion};
+use cairn_runtime::definitions::DefinitionHistoryEntry;
 use cairn_runtime::view::RunView;
 
 // ----- shared types ---------------------------------------------------------------------------
@@ -68,6 +70,33 @@ impl Definition {
     async fn source(&self) -> String {
         serde_json::to_string_pretty(&self.0.source).unwrap_or_else(|_| self.0.source.to_string())
     }
+    /// The version new runs that name no version start on (`latest`), from the definition's
+    /// stream.
+    async fn head(&self, ctx: &Context<'_>) -> Result<Option<String>> {
+        Ok(self.stream(ctx).await?.0.head)
+    }
+    /// Whether this version is deprecated (it starts no new runs).
+    async fn deprecated(&self, ctx: &Context<'_>) -> Result<bool> {
+        let (state, _) = self.stream(ctx).await?;
+        Ok(state
+            .version(&self.0.version)
+            .is_some_and(|v| v.deprecated.is_some()))
+    }
+    /// Every published version of this namespace and name, in the order they were published.
+    async fn versions(&self, ctx: &Context<'_>) -> Result<Vec<DefinitionVersion>> {
+        let (state, _) = self.stream(ctx).await?;
+        Ok(state
+            .versions
+            .iter()
+            .map(|v| DefinitionVersion::of(v, state.head.as_deref()))
+            .collect())
+    }
+    /// The events of this namespace and name's stream, oldest first: versions published, the
+    /// head moved (by a deploy or a rollback), versions deprecated.
+    async fn history(&self, ctx: &Context<'_>) -> Result<Vec<DefinitionHistoryEvent>> {
+        let (_, history) = self.stream(ctx).await?;
+        Ok(history.iter().map(Into::into).collect())
+    }
     /// Problems found when the stored definition is checked again (empty when valid).
     async fn problems(&self) -> Vec<Problem> {
         cairn_runtime::definitions::recheck(&self.0)
@@ -77,7 +106,139 @@ impl Definition {
     }
 }
 
-/// Names a definition: `version` defaults to `latest` (the highest semantic version).
+impl Definition {
+    async fn stream(
+        &self,
+        ctx: &Context<'_>,
+    ) -> Result<(DefinitionState, Vec<DefinitionHistoryEntry>)> {
+        app(ctx)?
+            .runtime
+            .definitions()
+            .load(&self.0.namespace, &self.0.name)
+            .await
+            .map_err(|e| errors::runtime("load definition", e))
+    }
+}
+
+/// A published version of a definition.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct DefinitionVersion {
+    /// The label (`document.version`).
+    pub version: String,
+    /// Its content hash.
+    pub hash: String,
+    /// Who published it: an API token's name, `cli`, or `migration`.
+    pub published_by: String,
+    /// When.
+    pub published_at: DateTime,
+    /// The publisher's note.
+    pub note: Option<String>,
+    /// Whether it is the head (`latest`).
+    pub head: bool,
+    /// Whether it is deprecated (it starts no new runs).
+    pub deprecated: bool,
+    /// Who deprecated it.
+    pub deprecated_by: Option<String>,
+    /// When it was deprecated.
+    pub deprecated_at: Option<DateTime>,
+    /// Why it was deprecated.
+    pub deprecation_reason: Option<String>,
+}
+
+impl DefinitionVersion {
+    /// `v` as shown, knowing the head.
+    pub fn of(v: &PublishedVersion, head: Option<&str>) -> Self {
+        let d = v.deprecated.as_ref();
+        DefinitionVersion {
+            version: v.label.clone(),
+            hash: v.hash.clone(),
+            published_by: v.by.clone(),
+            published_at: DateTime(v.at),
+            note: v.note.clone(),
+            head: head == Some(v.label.as_str()),
+            deprecated: d.is_some(),
+            deprecated_by: d.map(|d| d.by.clone()),
+            deprecated_at: d.map(|d| DateTime(d.at)),
+            deprecation_reason: d.and_then(|d| d.reason.clone()),
+        }
+    }
+}
+
+/// An event of a definition's stream.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct DefinitionHistoryEvent {
+    /// Its sequence in the stream.
+    pub sequence: u64,
+    /// `VersionPublished`, `HeadMoved` or `VersionDeprecated`.
+    #[graphql(name = "type")]
+    pub event_type: String,
+    /// The version published or deprecated, or the head's new version.
+    pub version: String,
+    /// The head's version before (`HeadMoved`).
+    pub from: Option<String>,
+    /// The content hash (`VersionPublished`).
+    pub hash: Option<String>,
+    /// `deploy` or `rollback` (`HeadMoved`), or the reason given (`VersionDeprecated`).
+    pub reason: Option<String>,
+    /// The publisher's note (`VersionPublished`).
+    pub note: Option<String>,
+    /// Who.
+    pub by: String,
+    /// When.
+    pub at: DateTime,
+}
+
+impl From<&DefinitionHistoryEntry> for DefinitionHistoryEvent {
+    fn from(h: &DefinitionHistoryEntry) -> Self {
+        let mut out = DefinitionHistoryEvent {
+            sequence: h.sequence,
+            event_type: h.event.event_type().to_string(),
+            version: String::new(),
+            from: None,
+            hash: None,
+            reason: None,
+            note: None,
+            by: String::new(),
+            at: DateTime(h.event.at()),
+        };
+        match &h.event {
+            DefinitionEvent::VersionPublished {
+                label,
+                hash,
+                by,
+                note,
+                ..
+            } => {
+                out.version = label.clone();
+                out.hash = Some(hash.clone());
+                out.by = by.clone();
+                out.note = note.clone();
+            }
+            DefinitionEvent::HeadMoved {
+                from,
+                to,
+                reason,
+                by,
+                ..
+            } => {
+                out.version = to.clone();
+                out.from = from.clone();
+                out.reason = Some(reason.as_str().to_string());
+                out.by = by.clone();
+            }
+            DefinitionEvent::VersionDeprecated {
+                label, by, reason, ..
+            } => {
+                out.version = label.clone();
+                out.reason = reason.clone();
+                out.by = by.clone();
+            }
+        }
+        out
+    }
+}
+
+/// Names a definition: `version` defaults to `latest` (the head).
 #[derive(InputObject, Debug)]
 pub struct DefinitionKey {
     /// `document.namespace`.
@@ -349,5 +510,45 @@ impl RunSummaryNode {
     /// The whole run (loads its history).
     async fn run(&self, ctx: &Context<'_>) -> Result<Run> {
         Run::load(app(ctx)?.store.as_ref(), &self.0.run_id).await
+    }
+}
+
+/// The structural diff of two versions of a definition.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct DefinitionDiff {
+    /// Task changes: removed ones first (by old path), then the others (by new path).
+    pub tasks: Vec<TaskChange>,
+    /// Top-level settings of the workflow that differ (`input`, `use`, `timeout`, ...).
+    pub workflow: Vec<String>,
+}
+
+/// One task's change between two versions.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct TaskChange {
+    /// `added`, `removed`, `changed` or `moved`.
+    pub kind: String,
+    /// The task's path (JSON pointer) in the new version; in the old one for a removed task.
+    pub path: String,
+    /// The task's path in the old version, when it differs.
+    pub from: Option<String>,
+    /// The task's settings that differ, for a changed task.
+    pub fields: Vec<String>,
+}
+
+impl From<cairn_core::dsl::diff::DefinitionDiff> for DefinitionDiff {
+    fn from(d: cairn_core::dsl::diff::DefinitionDiff) -> Self {
+        DefinitionDiff {
+            tasks: d
+                .tasks
+                .into_iter()
+                .map(|t| TaskChange {
+                    kind: t.kind.as_str().to_string(),
+                    path: t.path,
+                    from: t.from,
+                    fields: t.fields,
+                })
+                .collect(),
+            workflow: d.workflow,
+        }
     }
 }

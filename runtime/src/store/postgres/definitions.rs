@@ -5,9 +5,12 @@ use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::Row as _;
 
+use super::log::{event_from_row, EVENT_COLUMNS};
 use super::{PostgresStore, STORE};
 use crate::store::util::unavailable;
-use crate::store::{DefinitionStore, Result, StoreError, StoredDefinition};
+use crate::store::{
+    DefinitionStore, Result, StoreError, StoredDefinition, StoredEvent, DEFINITION_AGGREGATE,
+};
 
 pub(super) fn definition_from_row(row: &PgRow) -> Result<StoredDefinition> {
     let get = |e: sqlx::Error| StoreError::Corrupt(format!("postgres definitions row: {e}"));
@@ -54,39 +57,30 @@ impl DefinitionStore for PostgresStore {
         row.as_ref().map(definition_from_row).transpose()
     }
 
-    async fn find_definition(
-        &self,
-        namespace: &str,
-        name: &str,
-        version: &str,
-    ) -> Result<Option<StoredDefinition>> {
-        // `latest` is resolved in Rust: SQL cannot order by semantic version.
-        let rows = sqlx::query(
-            "SELECT hash, namespace, name, version, source, deployed FROM definitions \
-             WHERE namespace = $1 AND name = $2 AND ($3 = 'latest' OR version = $3) AND deployed \
-             ORDER BY seq",
-        )
-        .bind(namespace)
-        .bind(name)
-        .bind(version)
+    async fn definition_events(&self) -> Result<Vec<StoredEvent>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE aggregate_type = $1 \
+             ORDER BY aggregate_id, sequence"
+        ))
+        .bind(DEFINITION_AGGREGATE)
         .fetch_all(&self.pool)
         .await
-        .map_err(|e| unavailable(STORE, "find_definition", e))?;
-        let defs = rows
-            .iter()
-            .map(definition_from_row)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(crate::store::util::pick_latest(defs))
+        .map_err(|e| unavailable(STORE, "definition_events", e))?;
+        rows.iter().map(event_from_row).collect()
     }
 
-    async fn list_definitions(&self) -> Result<Vec<StoredDefinition>> {
+    async fn unpublished_definitions(&self) -> Result<Vec<StoredDefinition>> {
+        // Sequence 1 of the stream: the unique index of `events` answers it.
         let rows = sqlx::query(
-            "SELECT hash, namespace, name, version, source, deployed FROM definitions \
-             WHERE deployed ORDER BY namespace, name, seq",
+            "SELECT d.hash, d.namespace, d.name, d.version, d.source, d.deployed \
+             FROM definitions d WHERE d.deployed AND NOT EXISTS (SELECT 1 FROM events e \
+             WHERE e.aggregate_type = $1 AND e.aggregate_id = d.namespace || '/' || d.name \
+             AND e.sequence = 1) ORDER BY d.seq",
         )
+        .bind(DEFINITION_AGGREGATE)
         .fetch_all(&self.pool)
         .await
-        .map_err(|e| unavailable(STORE, "list_definitions", e))?;
+        .map_err(|e| unavailable(STORE, "unpublished_definitions", e))?;
         rows.iter().map(definition_from_row).collect()
     }
 }

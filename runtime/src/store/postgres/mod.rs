@@ -235,12 +235,14 @@ impl PostgresStore {
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(options.connect_timeout)
             .connect_lazy_with(connect);
-        Ok(PostgresStore {
+        let store = PostgresStore {
             pool,
             notices: tokio::sync::broadcast::channel(4096).0,
             listening: Arc::new(AtomicBool::new(false)),
             background: Arc::default(),
-        })
+        };
+        crate::store::legacy::publish_deployed_rows(&store).await?;
+        Ok(store)
     }
 
     /// The connection pool. For benchmarks that measure the raw insert rate of the same table

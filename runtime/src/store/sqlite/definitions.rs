@@ -5,9 +5,12 @@ use serde_json::Value;
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row as _;
 
+use super::log::{event_from_row, EVENT_COLUMNS};
 use super::{SqliteStore, STORE};
 use crate::store::util::unavailable;
-use crate::store::{DefinitionStore, Result, StoreError, StoredDefinition};
+use crate::store::{
+    DefinitionStore, Result, StoreError, StoredDefinition, StoredEvent, DEFINITION_AGGREGATE,
+};
 
 pub(super) fn definition_from_row(row: &SqliteRow) -> Result<StoredDefinition> {
     let get = |e: sqlx::Error| StoreError::Corrupt(format!("sqlite definitions row: {e}"));
@@ -54,48 +57,30 @@ impl DefinitionStore for SqliteStore {
         row.as_ref().map(definition_from_row).transpose()
     }
 
-    async fn find_definition(
-        &self,
-        namespace: &str,
-        name: &str,
-        version: &str,
-    ) -> Result<Option<StoredDefinition>> {
-        let rows = if version == "latest" {
-            sqlx::query(
-                "SELECT hash, namespace, name, version, source, deployed FROM definitions \
-                 WHERE namespace = ? AND name = ? AND deployed = 1 ORDER BY seq",
-            )
-            .bind(namespace)
-            .bind(name)
-            .fetch_all(&self.reader)
-            .await
-        } else {
-            sqlx::query(
-                "SELECT hash, namespace, name, version, source, deployed FROM definitions \
-                 WHERE namespace = ? AND name = ? AND version = ? AND deployed = 1 ORDER BY seq",
-            )
-            .bind(namespace)
-            .bind(name)
-            .bind(version)
-            .fetch_all(&self.reader)
-            .await
-        }
-        .map_err(|e| unavailable(STORE, "find_definition", e))?;
-        let defs = rows
-            .iter()
-            .map(definition_from_row)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(crate::store::util::pick_latest(defs))
-    }
-
-    async fn list_definitions(&self) -> Result<Vec<StoredDefinition>> {
-        let rows = sqlx::query(
-            "SELECT hash, namespace, name, version, source, deployed FROM definitions \
-             WHERE deployed = 1 ORDER BY namespace, name, seq",
-        )
+    async fn definition_events(&self) -> Result<Vec<StoredEvent>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE aggregate_type = ? \
+             ORDER BY aggregate_id, sequence"
+        ))
+        .bind(DEFINITION_AGGREGATE)
         .fetch_all(&self.reader)
         .await
-        .map_err(|e| unavailable(STORE, "list_definitions", e))?;
+        .map_err(|e| unavailable(STORE, "definition_events", e))?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn unpublished_definitions(&self) -> Result<Vec<StoredDefinition>> {
+        // Sequence 1 of the stream: the unique index of `events` answers it.
+        let rows = sqlx::query(
+            "SELECT d.hash, d.namespace, d.name, d.version, d.source, d.deployed \
+             FROM definitions d WHERE d.deployed = 1 AND NOT EXISTS (SELECT 1 FROM events e \
+             WHERE e.aggregate_type = ? AND e.aggregate_id = d.namespace || '/' || d.name \
+             AND e.sequence = 1) ORDER BY d.seq",
+        )
+        .bind(DEFINITION_AGGREGATE)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(|e| unavailable(STORE, "unpublished_definitions", e))?;
         rows.iter().map(definition_from_row).collect()
     }
 }

@@ -103,13 +103,15 @@ impl SqliteStore {
             .connect_with(base.read_only(true))
             .await
             .map_err(|e| unavailable(STORE, &format!("open {} for reading", path.display()), e))?;
-        Ok(SqliteStore {
+        let store = SqliteStore {
             writer,
             reader,
             path,
             notices: tokio::sync::broadcast::channel(4096).0,
             read_only: false,
-        })
+        };
+        crate::store::legacy::publish_deployed_rows(&store).await?;
+        Ok(store)
     }
 
     /// Opens an existing store for reading only, as the read-only commands (`cairn status`,
