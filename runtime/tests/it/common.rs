@@ -50,6 +50,17 @@ pub struct TestStore {
 impl TestStore {
     /// Another, independent store on the same database (its own connections).
     pub async fn open_again(&self) -> Arc<dyn EventStore> {
+        // A second SQLite store is a second process's connection: on a loaded machine its
+        // appends can wait on the first one's write lock for longer than the default 5 s. The
+        // tests are about what the stores do, not how long a busy machine takes, so they wait
+        // as long as needed.
+        if let Some(path) = self.url.strip_prefix("sqlite://") {
+            return Arc::new(
+                SqliteStore::open_with(path, patient())
+                    .await
+                    .expect("reopen test store"),
+            );
+        }
         cairn_runtime::store::open(&self.url)
             .await
             .expect("reopen test store")
@@ -90,11 +101,21 @@ impl Drop for Guard {
 }
 
 /// A fresh SQLite store in a temporary directory.
+/// SQLite options for tests: a store waits as long as needed for another's write lock.
+fn patient() -> cairn_runtime::store::sqlite::SqliteOptions {
+    cairn_runtime::store::sqlite::SqliteOptions {
+        busy_timeout: std::time::Duration::from_secs(120),
+        ..Default::default()
+    }
+}
+
 pub async fn sqlite() -> TestStore {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("nested/dir/cairn.db");
     let path = path.to_str().expect("utf-8 temp path").to_string();
-    let store = SqliteStore::open(&path).await.expect("open sqlite store");
+    let store = SqliteStore::open_with(&path, patient())
+        .await
+        .expect("open sqlite store");
     TestStore {
         kind: "sqlite",
         store: Arc::new(store),
