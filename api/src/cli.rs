@@ -21,9 +21,9 @@ use serde_json::{json, Value};
 use crate::options::{ExprArg, LeaseArg, OutboundArg, DEFAULT_STORE};
 
 mod inspect;
-use inspect::{history, runs, status};
 use crate::secrets::FileSecrets;
 use crate::server::shutdown_signal;
+use inspect::{history, runs, status};
 
 #[derive(Parser)]
 #[command(
@@ -527,11 +527,8 @@ async fn dispatch(cmd: Command) -> Result<u8, Fail> {
             rt.cancel_with(&run, reason, compensate)
                 .await
                 .map_err(runtime_fail)?;
-            let compensating = compensate
-                && rt
-                    .state(&run)
-                    .await
-                    .is_ok_and(|s| s.compensation.is_some());
+            let compensating =
+                compensate && rt.state(&run).await.is_ok_and(|s| s.compensation.is_some());
             rt.shutdown().await;
             if compensating {
                 eprintln!("run {run} cancelled; a worker runs its compensations");
@@ -805,7 +802,10 @@ async fn run(
                     .iter()
                     .map(|f| format!("{} (for {})", f.compensation, f.position))
                     .collect();
-                format!("compensated, but compensations failed: {}", names.join(", "))
+                format!(
+                    "compensated, but compensations failed: {}",
+                    names.join(", ")
+                )
             };
             match error {
                 Some(e) => {

@@ -176,9 +176,14 @@ mod tests {
         for l in StatusLabel::ALL {
             assert_eq!(StatusLabel::parse(l.as_str()), Some(l));
             // Every label is open or ended, never both; active ones are open.
-            assert_ne!(StatusLabel::OPEN.contains(&l), StatusLabel::ENDED.contains(&l));
+            assert_ne!(
+                StatusLabel::OPEN.contains(&l),
+                StatusLabel::ENDED.contains(&l)
+            );
         }
-        assert!(StatusLabel::ACTIVE.iter().all(|l| StatusLabel::OPEN.contains(l)));
+        assert!(StatusLabel::ACTIVE
+            .iter()
+            .all(|l| StatusLabel::OPEN.contains(l)));
         assert_eq!(StatusLabel::parse("Running"), None);
     }
 }

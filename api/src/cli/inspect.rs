@@ -55,7 +55,10 @@ pub(super) async fn status(run: &str, store: &str, as_json: bool) -> Result<u8, 
                 c.remaining + usize::from(c.current.is_some())
             );
             for f in &c.failed {
-                println!("  failed {} for {}: {}", f.compensation, f.position, f.error);
+                println!(
+                    "  failed {} for {}: {}",
+                    f.compensation, f.position, f.error
+                );
             }
         }
     }
@@ -69,9 +72,9 @@ fn compensation_json(s: &cairn_core::state::RunState) -> Value {
         return Value::Null;
     };
     let entry = |i: &usize| {
-        s.compensable.get(*i).map(|e| {
-            json!({"task": e.task, "position": e.position, "compensation": e.compensation})
-        })
+        s.compensable.get(*i).map(
+            |e| json!({"task": e.task, "position": e.position, "compensation": e.compensation}),
+        )
     };
     json!({
         "reason": c.reason,

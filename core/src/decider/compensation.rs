@@ -10,7 +10,12 @@ impl Decider {
     /// What a cancel records: `RunCompensating` when `compensate` is asked for and completed
     /// activations declared compensations, `RunCancelled` otherwise (nothing to undo, or not
     /// asked: a plain cancel stops the run as it always did).
-    pub fn cancel(state: &RunState, reason: Option<String>, compensate: bool, now: Millis) -> RunEvent {
+    pub fn cancel(
+        state: &RunState,
+        reason: Option<String>,
+        compensate: bool,
+        now: Millis,
+    ) -> RunEvent {
         if compensate && !state.compensable.is_empty() && state.compensation.is_none() {
             RunEvent::RunCompensating {
                 error: None,

@@ -560,7 +560,9 @@ impl RunState {
                 self.updated_at = *at;
                 if let Some(c) = &mut self.compensation {
                     let upto = c.remaining.min(self.compensable.len());
-                    if let Some(i) = self.compensable[..upto].iter().rposition(|e| e.task == *task)
+                    if let Some(i) = self.compensable[..upto]
+                        .iter()
+                        .rposition(|e| e.task == *task)
                     {
                         c.remaining = i;
                         c.current = Some((*id, i));

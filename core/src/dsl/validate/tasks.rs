@@ -449,7 +449,9 @@ impl Checker<'_> {
         let Some(name) = v.as_str() else {
             return self.problem(
                 p,
-                format!("`{COMPENSATE_KEY}` must be the name of a task of `use.functions`, not {v}"),
+                format!(
+                    "`{COMPENSATE_KEY}` must be the name of a task of `use.functions`, not {v}"
+                ),
             );
         };
         if !pointer.starts_with("/do/") {
