@@ -211,3 +211,12 @@ fn validate_names_a_compensation_that_is_not_there() {
         o.describe()
     );
 }
+
+#[test]
+fn the_order_saga_example_is_valid() {
+    let sb = Sandbox::new();
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/order-saga.yaml");
+    sb.cairn(&["validate", &example.to_string_lossy()])
+        .expect_code(0);
+}
