@@ -131,8 +131,10 @@ fn cancel_with_compensate_undoes_a_waiting_run_and_a_failed_compensation_is_repo
     let o = sb.cairn(&["start", &f.to_string_lossy(), "--store", &store]);
     o.expect_code(0);
     let run = o.stdout.trim().to_string();
+    // A run that waits for an event lets an `--exit-when-idle` worker exit.
     let worker = sb.spawn(&["worker", "--store", &store, "--exit-when-idle"]);
     wait_for(&sb, &store, &run, "waiting");
+    worker.finish(TIMEOUT).expect_code(0);
 
     let o = sb.cairn(&[
         "cancel",
@@ -144,7 +146,8 @@ fn cancel_with_compensate_undoes_a_waiting_run_and_a_failed_compensation_is_repo
         &store,
     ]);
     o.expect_code(0).expect_message("compensations");
-    let out: Outcome = worker.finish(TIMEOUT);
+    // The compensations need a worker.
+    let out: Outcome = sb.cairn(&["worker", "--store", &store, "--exit-when-idle"]);
     out.expect_code(0);
     let s = wait_for(&sb, &store, &run, "compensation_failed");
     assert_eq!(s["compensation"]["reason"], "customer left", "{s}");
