@@ -15,15 +15,17 @@ use cairn_core::activity::{NoSecrets, Secrets};
 use cairn_core::dsl::{self, Workflow};
 use cairn_core::lifecycle::LifecycleProjector;
 use cairn_runtime::definitions::PublishOptions;
-use cairn_runtime::store::RunQuery;
 use cairn_runtime::{RunOutcome, Runtime, WorkerScope};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde_json::{json, Value};
 
 use crate::definitions_cli::Target;
 use crate::options::{ExprArg, LeaseArg, OutboundArg, DEFAULT_STORE};
+
+mod inspect;
 use crate::secrets::FileSecrets;
 use crate::server::shutdown_signal;
+use inspect::{history, runs, status};
 
 #[derive(Parser)]
 #[command(
@@ -194,6 +196,10 @@ enum Command {
         /// Why
         #[arg(long)]
         reason: Option<String>,
+        /// Undo what the run's completed tasks did first: run the compensations they declare,
+        /// in reverse order of completion (docs/compensation.md)
+        #[arg(long)]
+        compensate: bool,
         #[command(flatten)]
         store: StoreArg,
     },
@@ -547,11 +553,26 @@ async fn dispatch(cmd: Command) -> Result<u8, Fail> {
             eprintln!("run {run} resumed");
             Ok(0)
         }
-        Command::Cancel { run, reason, store } => {
+        Command::Cancel {
+            run,
+            reason,
+            compensate,
+            store,
+        } => {
             let rt = client(&store.store).await?;
-            rt.cancel(&run, reason).await.map_err(runtime_fail)?;
+            rt.cancel_with(&run, reason, compensate)
+                .await
+                .map_err(runtime_fail)?;
+            let compensating =
+                compensate && rt.state(&run).await.is_ok_and(|s| s.compensation.is_some());
             rt.shutdown().await;
-            eprintln!("run {run} cancelled");
+            if compensating {
+                eprintln!("run {run} cancelled; a worker runs its compensations");
+            } else if compensate {
+                eprintln!("run {run} cancelled (no completed task declares a compensation)");
+            } else {
+                eprintln!("run {run} cancelled");
+            }
             Ok(0)
         }
     }
@@ -815,6 +836,31 @@ async fn run(
             eprintln!("run {id} was cancelled");
             3
         }
+        RunOutcome::Compensated { error, failed } => {
+            let how = if failed.is_empty() {
+                "compensated".to_string()
+            } else {
+                let names: Vec<String> = failed
+                    .iter()
+                    .map(|f| format!("{} (for {})", f.compensation, f.position))
+                    .collect();
+                format!(
+                    "compensated, but compensations failed: {}",
+                    names.join(", ")
+                )
+            };
+            match error {
+                Some(e) => {
+                    let _ = writeln!(out, "{}", pretty(&e.to_value()));
+                    eprintln!("run {id} faulted and was {how}: {e}");
+                    1
+                }
+                None => {
+                    eprintln!("run {id} was cancelled and {how}");
+                    3
+                }
+            }
+        }
     };
     Ok(code)
 }
@@ -843,167 +889,4 @@ async fn write_lifecycle(rt: &Runtime, id: &str, path: &Path) -> Result<(), Fail
         .with_context(|| format!("cannot write events file {}", path.display()))
         .map_err(infra)?;
     Ok(())
-}
-
-async fn status(run: &str, store: &str, as_json: bool) -> Result<u8, Fail> {
-    let rt = reader(store).await?;
-    let s = rt.state(run).await.map_err(runtime_fail)?;
-    rt.shutdown().await;
-    let def = s.definition.as_ref();
-    let v = json!({
-        "id": run,
-        "status": s.status_label(),
-        "definition": def.map(|d| json!({"namespace": d.namespace, "name": d.name, "version": d.version, "hash": d.hash})),
-        "input": s.raw_input,
-        "output": s.output,
-        "error": s.error.as_ref().map(|e| e.to_value()),
-        "currentTasks": s.current_tasks(),
-        "startedAt": cairn_core::time::iso8601(s.started_at),
-        "updatedAt": cairn_core::time::iso8601(s.updated_at),
-    });
-    if as_json {
-        println!("{v}");
-    } else {
-        println!("run      {run}");
-        if let Some(d) = def {
-            println!("workflow {}/{} {}", d.namespace, d.name, d.version);
-        }
-        println!("status   {}", s.status_label());
-        let tasks = s.current_tasks();
-        if !tasks.is_empty() {
-            println!("tasks    {}", tasks.join(", "));
-        }
-        if let Some(o) = &s.output {
-            println!("output   {o}");
-        }
-        if let Some(e) = &s.error {
-            println!("error    {e}");
-        }
-    }
-    Ok(0)
-}
-
-async fn history(run: &str, store: &str, as_json: bool) -> Result<u8, Fail> {
-    let rt = reader(store).await?;
-    let h = rt.history(run).await.map_err(runtime_fail)?;
-    rt.shutdown().await;
-    let mut out = std::io::stdout().lock();
-    for e in h {
-        if as_json {
-            let v = json!({
-                "position": e.position,
-                "sequence": e.sequence,
-                "type": e.event.event_type(),
-                "data": e.event.payload(),
-                "metadata": e.metadata,
-            });
-            let _ = writeln!(out, "{v}");
-        } else {
-            let at = e
-                .metadata
-                .get("recorded_at")
-                .and_then(Value::as_i64)
-                .unwrap_or(0);
-            let _ = writeln!(
-                out,
-                "{:>5} {} {:<22} {}",
-                e.sequence,
-                cairn_core::time::iso8601(at),
-                e.event.event_type(),
-                summary(&e.event)
-            );
-        }
-    }
-    Ok(0)
-}
-
-fn summary(e: &cairn_core::RunEvent) -> String {
-    use cairn_core::RunEvent as E;
-    match e {
-        E::TaskStarted { position, .. } | E::TaskSkipped { position, .. } => position.clone(),
-        E::TaskCompleted { id, output, .. } => format!("#{id} -> {}", clip(&output.to_string())),
-        E::TaskFaulted { id, error, .. } => format!("#{id} {error}"),
-        E::ActivityScheduled {
-            id,
-            idempotency_key,
-            ..
-        } => format!("#{id} key {idempotency_key}"),
-        E::TimerScheduled {
-            timer,
-            kind,
-            due_at,
-            ..
-        } => {
-            format!(
-                "timer {timer} {kind:?} due {}",
-                cairn_core::time::iso8601(*due_at)
-            )
-        }
-        E::RunCompleted { output, .. } => clip(&output.to_string()),
-        E::RunFaulted { error, .. } => error.to_string(),
-        other => clip(&other.payload().to_string()),
-    }
-}
-
-fn clip(s: &str) -> String {
-    if s.chars().count() > 100 {
-        let mut t: String = s.chars().take(97).collect();
-        t.push_str("...");
-        t
-    } else {
-        s.to_string()
-    }
-}
-
-async fn runs(
-    status: Option<String>,
-    correlation_id: Option<String>,
-    store: &str,
-    as_json: bool,
-    limit: u64,
-) -> Result<u8, Fail> {
-    use cairn_core::names::StatusLabel;
-    if let Some(s) = &status {
-        if StatusLabel::parse(s).is_none() {
-            let known: Vec<&str> = StatusLabel::ALL.iter().map(|l| l.as_str()).collect();
-            return Err(usage(anyhow::anyhow!(
-                "unknown status `{s}`; expected one of {}",
-                known.join(", ")
-            )));
-        }
-    }
-    check_correlation_id(correlation_id.as_deref())?;
-    let rt = reader(store).await?;
-    // Newest first, as `list_runs`; the query form because only it filters by correlation.
-    let mut q = RunQuery::default();
-    q.statuses = status.into_iter().collect();
-    q.correlation_id = correlation_id;
-    q.limit = limit;
-    let list = rt.store().query_runs(&q).await.map_err(infra)?;
-    rt.shutdown().await;
-    let mut out = std::io::stdout().lock();
-    for r in list {
-        if as_json {
-            let v = json!({
-                "id": r.run_id, "namespace": r.namespace, "name": r.name, "version": r.version,
-                "status": r.status,
-                "createdAt": cairn_core::time::iso8601(r.created_at),
-                "updatedAt": cairn_core::time::iso8601(r.updated_at),
-                "correlationId": r.correlation_id,
-            });
-            let _ = writeln!(out, "{v}");
-        } else {
-            let _ = writeln!(
-                out,
-                "{}  {:<10} {}/{} {}  {}",
-                r.run_id,
-                r.status,
-                r.namespace,
-                r.name,
-                r.version,
-                cairn_core::time::iso8601(r.created_at)
-            );
-        }
-    }
-    Ok(0)
 }

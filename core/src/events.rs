@@ -382,6 +382,12 @@ pub enum RunEvent {
         /// The flow directive taken (`then`, or the matching switch case).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         then: Option<String>,
+        /// The compensation this activation declares (`metadata.cairn.compensate`, the name of a
+        /// task of `use.functions`; docs/compensation.md): the run keeps the activation's input
+        /// and output to run it with, should the run be compensated. Absent when it declares
+        /// none, as in every event written before the extension, so the event's version stays.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        compensation: Option<String>,
         /// Recorded time.
         at: Millis,
     },
@@ -442,6 +448,58 @@ pub enum RunEvent {
         /// Recorded time.
         at: Millis,
     },
+
+    // ----- Compensation (a Cairn extension of the DSL, docs/compensation.md) ---------------
+    /// The run stops what it was doing and undoes the side effects of its completed tasks:
+    /// the compensations they declared run one at a time, in reverse order of completion.
+    /// Decided instead of `RunFaulted` when a run with compensations to run faults without a
+    /// handler, and recorded by `cancel --compensate`.
+    RunCompensating {
+        /// The unhandled error that faulted the run; absent when an operator cancelled it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<WorkflowError>,
+        /// The operator's reason, for a cancel.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// Recorded time.
+        at: Millis,
+    },
+    /// One compensation began: activation `id` (its `TaskStarted` follows) runs the task of
+    /// `use.functions` named `compensation` for the completed activation `task`.
+    CompensationStarted {
+        /// The new activation that runs the compensation.
+        id: FrameId,
+        /// The completed activation it compensates.
+        task: FrameId,
+        /// The JSON pointer of the compensated task.
+        position: String,
+        /// The name of the compensation in `use.functions`.
+        compensation: String,
+        /// Recorded time.
+        at: Millis,
+    },
+    /// Every compensation has run: the run ended, compensated (`failed` empty) or with the
+    /// compensations that faulted.
+    RunCompensated {
+        /// The compensations that faulted, in the order they ran.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        failed: Vec<CompensationFailure>,
+        /// Recorded time.
+        at: Millis,
+    },
+}
+
+/// A compensation that faulted ([`RunEvent::RunCompensated`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CompensationFailure {
+    /// The completed activation it was to compensate.
+    pub task: FrameId,
+    /// The JSON pointer of the compensated task.
+    pub position: String,
+    /// The name of the compensation in `use.functions`.
+    pub compensation: String,
+    /// The error it faulted with.
+    pub error: WorkflowError,
 }
 
 /// A field that is present is `Some`, even when it holds `null` (which a plain `Option` would
@@ -509,6 +567,9 @@ impl RunEvent {
             RunEvent::RunCompleted { .. } => event::RUN_COMPLETED,
             RunEvent::RunFaulted { .. } => event::RUN_FAULTED,
             RunEvent::RunCancelled { .. } => event::RUN_CANCELLED,
+            RunEvent::RunCompensating { .. } => event::RUN_COMPENSATING,
+            RunEvent::CompensationStarted { .. } => event::COMPENSATION_STARTED,
+            RunEvent::RunCompensated { .. } => event::RUN_COMPENSATED,
         }
     }
 
@@ -544,6 +605,7 @@ impl RunEvent {
             RunEvent::RunCompleted { .. }
                 | RunEvent::RunFaulted { .. }
                 | RunEvent::RunCancelled { .. }
+                | RunEvent::RunCompensated { .. }
         )
     }
 }

@@ -59,6 +59,14 @@ pub mod event {
     pub const RUN_FAULTED: &str = "RunFaulted";
     /// `RunCancelled`.
     pub const RUN_CANCELLED: &str = "RunCancelled";
+
+    // Compensation (a Cairn extension of the DSL, docs/compensation.md).
+    /// `RunCompensating`.
+    pub const RUN_COMPENSATING: &str = "RunCompensating";
+    /// `CompensationStarted`.
+    pub const COMPENSATION_STARTED: &str = "CompensationStarted";
+    /// `RunCompensated`.
+    pub const RUN_COMPENSATED: &str = "RunCompensated";
 }
 
 /// The stored type name of each [`crate::definition::DefinitionEvent`] variant (a definition's
@@ -91,34 +99,55 @@ pub enum StatusLabel {
     Faulted,
     /// Cancelled.
     Cancelled,
+    /// Undoing the side effects of its completed tasks (running their compensations), after an
+    /// unhandled fault or a `cancel --compensate`.
+    Compensating,
+    /// Ended after every compensation completed.
+    Compensated,
+    /// Ended after compensating, with at least one compensation that faulted.
+    CompensationFailed,
 }
 
 impl StatusLabel {
     /// Every label, in lifecycle order.
-    pub const ALL: [StatusLabel; 7] = [
+    pub const ALL: [StatusLabel; 10] = [
         StatusLabel::Pending,
         StatusLabel::Running,
         StatusLabel::Waiting,
         StatusLabel::Suspended,
+        StatusLabel::Compensating,
         StatusLabel::Completed,
         StatusLabel::Faulted,
         StatusLabel::Cancelled,
+        StatusLabel::Compensated,
+        StatusLabel::CompensationFailed,
     ];
 
     /// The labels of runs that have not ended.
-    pub const OPEN: [StatusLabel; 4] = [
+    pub const OPEN: [StatusLabel; 5] = [
         StatusLabel::Pending,
         StatusLabel::Running,
         StatusLabel::Waiting,
         StatusLabel::Suspended,
+        StatusLabel::Compensating,
     ];
 
     /// The labels of runs a worker may still have something to do for: open and not suspended
     /// (what `cairn worker --exit-when-idle` watches).
-    pub const ACTIVE: [StatusLabel; 3] = [
+    pub const ACTIVE: [StatusLabel; 4] = [
         StatusLabel::Pending,
         StatusLabel::Running,
         StatusLabel::Waiting,
+        StatusLabel::Compensating,
+    ];
+
+    /// The labels of runs that have ended.
+    pub const ENDED: [StatusLabel; 5] = [
+        StatusLabel::Completed,
+        StatusLabel::Faulted,
+        StatusLabel::Cancelled,
+        StatusLabel::Compensated,
+        StatusLabel::CompensationFailed,
     ];
 
     /// The lowercase label as stored and shown.
@@ -131,6 +160,9 @@ impl StatusLabel {
             StatusLabel::Completed => "completed",
             StatusLabel::Faulted => "faulted",
             StatusLabel::Cancelled => "cancelled",
+            StatusLabel::Compensating => "compensating",
+            StatusLabel::Compensated => "compensated",
+            StatusLabel::CompensationFailed => "compensation_failed",
         }
     }
 
@@ -154,7 +186,15 @@ mod tests {
     fn labels_round_trip() {
         for l in StatusLabel::ALL {
             assert_eq!(StatusLabel::parse(l.as_str()), Some(l));
+            // Every label is open or ended, never both; active ones are open.
+            assert_ne!(
+                StatusLabel::OPEN.contains(&l),
+                StatusLabel::ENDED.contains(&l)
+            );
         }
+        assert!(StatusLabel::ACTIVE
+            .iter()
+            .all(|l| StatusLabel::OPEN.contains(l)));
         assert_eq!(StatusLabel::parse("Running"), None);
     }
 }

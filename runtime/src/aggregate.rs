@@ -277,6 +277,7 @@ do:
                     output: json!({ "ok": true }),
                     context: None,
                     then: None,
+                    compensation: None,
                     at: T + 5,
                 }),
                 RunEventEnvelope(RunEvent::RunCompleted {

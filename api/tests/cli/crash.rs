@@ -13,6 +13,8 @@
 //!    and each history must be well formed (sequences, one result per call, timers fired once
 //!    and never early).
 //!
+//! `crash::compensation` kills a worker while a run's compensation call is in flight.
+//!
 //! Environment: `CAIRN_CRASH_SEED` replays the kill schedule of a seed (printed on every run);
 //! `CAIRN_SOAK=1` runs many more runs and kills; `CAIRN_TEST_POSTGRES_URL` is the PostgreSQL
 //! server (default `postgres://postgres@127.0.0.1:5432/test`), skipped loudly when unreachable
@@ -29,6 +31,8 @@ use crate::common::{
     Outcome, Rng, Sandbox,
 };
 use crate::sink::{Delivery, Sink, SinkLog, Threads};
+
+mod compensation;
 
 /// Time allowed to the last worker to finish every run.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(60);

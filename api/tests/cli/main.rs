@@ -3,6 +3,7 @@
 //! - `common`: running the binary with a timeout, temporary stores, the spec folder.
 //! - `mock`: a loopback HTTP server standing in for the public hosts the CTK calls.
 //! - `ctk`: the Serverless Workflow Conformance Test Kit and smoke runs of the examples.
+//! - `compensation`: the compensation extension through the binary: faults, `cancel --compensate`.
 //! - `contract`: exit codes and messages of the CLI on good and bad input.
 //! - `faults`: the fault test: three workers on a private PostgreSQL (`pgtmp`) under SIGKILL,
 //!   SIGSTOP, database restarts and lost append replies.
@@ -13,6 +14,7 @@
 //! - `sink`: the loopback HTTP sink that the crash and fault tests' workflows call.
 
 mod common;
+mod compensation;
 mod contract;
 mod crash;
 mod ctk;

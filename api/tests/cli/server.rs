@@ -231,6 +231,8 @@ async fn insecure_no_auth_on_sqlite() {
     insecure_no_auth(TestStore::sqlite()).await;
 }
 
+/// `cancelRun(compensate: true)` (docs/compensation.md).
+mod compensation;
 /// Roles and floods (issue 8), on this module's harness.
 #[path = "server_guard.rs"]
 mod guard;

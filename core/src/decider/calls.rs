@@ -19,7 +19,19 @@ impl Decider {
             self.build_call(f, call, vars)?
         };
         let attempt = self.attempt_of(s, f.parent);
-        let idempotency_key = format!("{}:{}:{}", s.run_id, f.id, attempt);
+        let idempotency_key = match s.compensation.as_ref().and_then(|c| c.current) {
+            // A compensation's call is keyed by the activation it compensates, so the service
+            // can tie the undo to what it undoes.
+            Some((top, entry)) => {
+                let task = s.compensable.get(entry).map_or(f.id, |e| e.task);
+                if top == f.id {
+                    format!("{}:compensate:{task}:{attempt}", s.run_id)
+                } else {
+                    format!("{}:compensate:{task}:{}:{attempt}", s.run_id, f.id)
+                }
+            }
+            None => format!("{}:{}:{}", s.run_id, f.id, attempt),
+        };
         Self::emit(
             s,
             out,

@@ -49,6 +49,11 @@ impl Decider {
                 out,
             ),
             Next::Index(_) | Next::Finished => self.list_finished(s, f, seq.data.clone(), inp, out),
+            // In a compensation, `end` ends the compensation, not the workflow (which is over).
+            Next::End if s.status == RunStatus::Compensating => {
+                let top = self.compensation_root(s, f);
+                self.complete(s, &top, seq.data.clone(), None, inp, out)
+            }
             Next::End => self.end_workflow(s, seq.data.clone(), inp, out),
         }
     }
@@ -122,13 +127,40 @@ impl Decider {
         out: &mut Out,
     ) {
         let position = format!("{list_ptr}/{index}/{}", escape_pointer(&named.name));
-        let task = &named.task;
+        self.start_task_at(
+            s,
+            parent,
+            index,
+            &named.name,
+            &named.task,
+            position,
+            raw_input,
+            inp,
+            out,
+        );
+    }
+
+    /// [`Decider::start_task`] of a task at `position`: one of a list, or a task of
+    /// `use.functions` (a compensation).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn start_task_at(
+        &self,
+        s: &mut RunState,
+        parent: FrameId,
+        index: usize,
+        name: &str,
+        task: &Task,
+        position: String,
+        raw_input: Value,
+        inp: &mut DecideInput<'_>,
+        out: &mut Out,
+    ) {
         let mut vars = self.scope_vars(s, parent);
         vars.extend(self.base_vars(s, &raw_input, inp));
         vars.insert(
             "task".into(),
             json!({
-                "name": named.name,
+                "name": name,
                 "reference": position,
                 "input": raw_input,
                 "startedAt": datetime(inp.now),
@@ -143,7 +175,7 @@ impl Decider {
             parent,
             index,
             position: position.clone(),
-            name: named.name.clone(),
+            name: name.to_string(),
             kind: task.kind.keyword().to_string(),
             raw_input: (!passed).then(|| raw_input.clone()),
             input: (input != raw_input).then_some(input),
@@ -156,7 +188,7 @@ impl Decider {
                 }
             }
             if let Some(schema) = task.base.input.as_ref().and_then(|i| i.schema.as_ref()) {
-                let what = format!("the input of task {}", named.name);
+                let what = format!("the input of task {name}");
                 crate::data_schema::check(schema, &raw_input, &what)?;
             }
             match task.base.input.as_ref().and_then(|i| i.from.as_ref()) {
@@ -388,6 +420,13 @@ impl Decider {
             }
             Ok((output, context))
         })();
+        // Only the workflow's own tasks register compensations, never a running compensation's.
+        let compensation = match task.base.compensation() {
+            Some(name) if s.status == RunStatus::Running && f.position.starts_with("/do/") => {
+                Some(name.to_string())
+            }
+            _ => None,
+        };
         match r {
             Ok((output, context)) => Self::emit(
                 s,
@@ -397,6 +436,7 @@ impl Decider {
                     output,
                     context,
                     then: then.map(|t| directive_text(&t)),
+                    compensation,
                     at: inp.now,
                 },
             ),

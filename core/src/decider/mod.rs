@@ -28,6 +28,7 @@ use crate::state::{Branch, Frame, FrameKind, RunState, RunStatus, Seq, TryPhase,
 use crate::time::{datetime, iso8601};
 
 mod calls;
+mod compensation;
 mod faults;
 mod flow;
 mod listen;
@@ -182,7 +183,17 @@ impl Decider {
         out.events.push(e);
     }
 
+    /// The run faults without a handler: it compensates instead when completed tasks declared
+    /// compensations (docs/compensation.md), and ends faulted otherwise.
     fn run_faulted(s: &mut RunState, out: &mut Out, error: WorkflowError, at: Millis) {
+        if !s.compensable.is_empty() && s.compensation.is_none() {
+            let e = RunEvent::RunCompensating {
+                error: Some(error),
+                reason: None,
+                at,
+            };
+            return Self::emit(s, out, e);
+        }
         Self::emit(
             s,
             out,
@@ -198,6 +209,9 @@ impl Decider {
     fn step(&self, s: &mut RunState, inp: &mut DecideInput<'_>, out: &mut Out) {
         if s.status.is_terminal() || s.status == RunStatus::Suspended || s.definition.is_none() {
             return;
+        }
+        if s.status == RunStatus::Compensating {
+            return self.compensation_step(s, inp, out);
         }
         if s.input.is_none() {
             return self.accept_input(s, inp, out);
@@ -333,14 +347,22 @@ impl Decider {
 
     // ----- lookups and variables -------------------------------------------------------------
 
-    /// The task list at a JSON pointer such as `/do`, `/do/0/a/try`, `/do/1/b/fork/branches`.
+    /// The task list at a JSON pointer such as `/do`, `/do/0/a/try`, `/do/1/b/fork/branches`,
+    /// or inside a task of `use.functions` (a compensation): `/use/functions/refund/do`.
     pub fn list_at(&self, ptr: &str) -> Option<&TaskList> {
         let segs: Vec<String> = ptr.split('/').skip(1).map(unescape_pointer).collect();
         let mut it = segs.iter().map(String::as_str);
-        if it.next()? != "do" {
-            return None;
-        }
-        let mut list = &self.def.do_;
+        let mut list = match it.next()? {
+            "do" => &self.def.do_,
+            "use" => {
+                if it.next()? != "functions" {
+                    return None;
+                }
+                let task = self.function(it.next()?)?;
+                sublist(task, &mut it)?
+            }
+            _ => return None,
+        };
         loop {
             let Some(idx) = it.next() else {
                 return Some(list);
@@ -351,29 +373,22 @@ impl Decider {
             if nt.name != name {
                 return None;
             }
-            list = match (&nt.task.kind, it.next()?) {
-                (TaskKind::Do(l), "do") => l,
-                (TaskKind::For(f), "do") => &f.do_,
-                (TaskKind::Try(t), "try") => &t.try_,
-                (TaskKind::Try(t), "catch") => {
-                    if it.next()? != "do" {
-                        return None;
-                    }
-                    t.catch.do_.as_ref()?
-                }
-                (TaskKind::Fork(f), "fork") => {
-                    if it.next()? != "branches" {
-                        return None;
-                    }
-                    &f.branches
-                }
-                _ => return None,
-            };
+            list = sublist(&nt.task, &mut it)?;
         }
+    }
+
+    /// The task of `use.functions` named `name`.
+    fn function(&self, name: &str) -> Option<&Task> {
+        self.def.use_.as_ref()?.functions.as_ref()?.get(name)
     }
 
     /// The task an activation runs.
     fn task_of(&self, f: &Frame) -> Option<&Task> {
+        if let Some(name) = f.position.strip_prefix("/use/functions/") {
+            if !name.contains('/') {
+                return self.function(&unescape_pointer(name));
+            }
+        }
         let (list, rest) = f.position.rsplit_once('/')?;
         let (list, idx) = list.rsplit_once('/')?;
         let idx: usize = idx.parse().ok()?;
@@ -434,6 +449,29 @@ impl Decider {
             }
         }
     }
+}
+
+/// The list a task holds under the pointer segments that follow it (`do`, `try`,
+/// `catch/do`, `fork/branches`).
+fn sublist<'t, 'p>(task: &'t Task, it: &mut impl Iterator<Item = &'p str>) -> Option<&'t TaskList> {
+    Some(match (&task.kind, it.next()?) {
+        (TaskKind::Do(l), "do") => l,
+        (TaskKind::For(f), "do") => &f.do_,
+        (TaskKind::Try(t), "try") => &t.try_,
+        (TaskKind::Try(t), "catch") => {
+            if it.next()? != "do" {
+                return None;
+            }
+            t.catch.do_.as_ref()?
+        }
+        (TaskKind::Fork(f), "fork") => {
+            if it.next()? != "branches" {
+                return None;
+            }
+            &f.branches
+        }
+        _ => return None,
+    })
 }
 
 fn not_supported(what: &str, position: &str) -> WorkflowError {

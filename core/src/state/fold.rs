@@ -138,6 +138,14 @@ impl RunState {
                 );
             }
             RunEvent::TaskSkipped { parent, index, .. } => {
+                // A compensation whose `if` is false is done: there was nothing to undo.
+                if self.status == RunStatus::Compensating && *parent == ROOT {
+                    if let Some(c) = &mut self.compensation {
+                        if let Some((_, entry)) = c.current.take() {
+                            c.completed.push(entry);
+                        }
+                    }
+                }
                 if let Some(p) = self.frames.get_mut(parent) {
                     if let FrameKind::Fork { branches } = &mut p.kind {
                         if branches.len() <= *index {
@@ -365,11 +373,28 @@ impl RunState {
                 output,
                 context,
                 then,
+                compensation,
                 at,
             } => {
                 self.updated_at = *at;
                 if let Some(c) = context {
                     self.context = c.clone();
+                }
+                if let (Some(name), Some(f)) = (compensation, self.frames.get(id)) {
+                    self.compensable.push(Compensable {
+                        task: *id,
+                        position: f.position.clone(),
+                        name: f.name.clone(),
+                        compensation: name.clone(),
+                        input: f.input.clone(),
+                        output: output.clone(),
+                    });
+                }
+                if let Some(c) = &mut self.compensation {
+                    if let Some((_, entry)) = c.current.filter(|(cur, _)| cur == id) {
+                        c.completed.push(entry);
+                        c.current = None;
+                    }
                 }
                 if let Some(f) = self.remove_frame(*id) {
                     if let Some(p) = self.frames.get_mut(&f.parent) {
@@ -388,7 +413,23 @@ impl RunState {
                 }
             }
             RunEvent::TaskFaulted { id, error, at } => {
-                if self.fault_origin.is_none() && self.frames.contains_key(id) {
+                if let Some(c) = &mut self.compensation {
+                    if let Some((_, entry)) = c.current.filter(|(cur, _)| cur == id) {
+                        if let Some(e) = self.compensable.get(entry) {
+                            c.failed.push(CompensationFailure {
+                                task: e.task,
+                                position: e.position.clone(),
+                                compensation: e.compensation.clone(),
+                                error: error.clone(),
+                            });
+                        }
+                        c.current = None;
+                    }
+                }
+                if self.fault_origin.is_none()
+                    && self.status != RunStatus::Compensating
+                    && self.frames.contains_key(id)
+                {
                     let mut before = self.clone();
                     before.events_applied -= 1;
                     self.fault_origin = Some((Box::new(before), *id));
@@ -430,7 +471,11 @@ impl RunState {
             RunEvent::RunResumed { at } => {
                 self.updated_at = *at;
                 if self.status == RunStatus::Suspended {
-                    self.status = RunStatus::Running;
+                    self.status = if self.compensation.is_some() {
+                        RunStatus::Compensating
+                    } else {
+                        RunStatus::Running
+                    };
                 }
             }
             RunEvent::RunCompleted { output, at } => {
@@ -491,6 +536,50 @@ impl RunState {
             RunEvent::RunCancelled { at, .. } => {
                 self.finish(*at);
                 self.status = RunStatus::Cancelled;
+            }
+            RunEvent::RunCompensating { error, reason, at } => {
+                // What was running stops (a late result of it is dropped, as after a cancel);
+                // the workflow's timeout no longer applies.
+                self.finish(*at);
+                self.timed_out = false;
+                self.fault_origin = None;
+                self.status = RunStatus::Compensating;
+                if error.is_some() {
+                    self.error = error.clone();
+                }
+                self.compensation = Some(Compensation {
+                    error: error.clone(),
+                    reason: reason.clone(),
+                    remaining: self.compensable.len(),
+                    current: None,
+                    completed: Vec::new(),
+                    failed: Vec::new(),
+                });
+            }
+            RunEvent::CompensationStarted { id, task, at, .. } => {
+                self.updated_at = *at;
+                if let Some(c) = &mut self.compensation {
+                    let upto = c.remaining.min(self.compensable.len());
+                    if let Some(i) = self.compensable[..upto]
+                        .iter()
+                        .rposition(|e| e.task == *task)
+                    {
+                        c.remaining = i;
+                        c.current = Some((*id, i));
+                    }
+                }
+            }
+            RunEvent::RunCompensated { failed, at } => {
+                self.finish(*at);
+                self.status = if failed.is_empty() {
+                    RunStatus::Compensated
+                } else {
+                    RunStatus::CompensationFailed
+                };
+                if let Some(c) = &mut self.compensation {
+                    c.current = None;
+                    c.failed = failed.clone();
+                }
             }
         }
     }

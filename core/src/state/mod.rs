@@ -13,7 +13,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::WorkflowError;
-use crate::events::{ActivityCall, DefinitionRef, FrameId, Millis, ParentRef, RunEvent, TimerKind};
+use crate::events::{
+    ActivityCall, CompensationFailure, DefinitionRef, FrameId, Millis, ParentRef, RunEvent,
+    TimerKind,
+};
 use crate::expr::Vars;
 use crate::names::StatusLabel;
 
@@ -42,6 +45,13 @@ pub enum RunStatus {
     Faulted,
     /// Cancelled.
     Cancelled,
+    /// Running the compensations of its completed tasks (docs/compensation.md).
+    Compensating,
+    /// Ended after running every compensation, none of which faulted.
+    Compensated,
+    /// Ended after running every compensation, at least one of which faulted.
+    #[serde(rename = "compensation_failed")]
+    CompensationFailed,
 }
 
 impl RunStatus {
@@ -49,7 +59,11 @@ impl RunStatus {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            RunStatus::Completed | RunStatus::Faulted | RunStatus::Cancelled
+            RunStatus::Completed
+                | RunStatus::Faulted
+                | RunStatus::Cancelled
+                | RunStatus::Compensated
+                | RunStatus::CompensationFailed
         )
     }
 
@@ -67,6 +81,9 @@ impl RunStatus {
             RunStatus::Completed => StatusLabel::Completed,
             RunStatus::Faulted => StatusLabel::Faulted,
             RunStatus::Cancelled => StatusLabel::Cancelled,
+            RunStatus::Compensating => StatusLabel::Compensating,
+            RunStatus::Compensated => StatusLabel::Compensated,
+            RunStatus::CompensationFailed => StatusLabel::CompensationFailed,
         }
     }
 }
@@ -133,6 +150,49 @@ pub struct RunState {
     /// How many times an operator retried the run.
     #[serde(default)]
     pub retries: u32,
+    /// The completed activations that declare a compensation, in order of completion: what a
+    /// compensation of the run would undo (docs/compensation.md). Skipped when empty, so
+    /// snapshots of runs without any keep their shape.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compensable: Vec<Compensable>,
+    /// The compensation of the run, once it began (`RunCompensating`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compensation: Option<Compensation>,
+}
+
+/// A completed activation that declares a compensation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Compensable {
+    /// The completed activation.
+    pub task: FrameId,
+    /// JSON pointer of its task.
+    pub position: String,
+    /// The task's name.
+    pub name: String,
+    /// The name of its compensation in `use.functions`.
+    pub compensation: String,
+    /// The activation's transformed input.
+    pub input: Value,
+    /// Its transformed output.
+    pub output: Value,
+}
+
+/// The progress of a run's compensation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Compensation {
+    /// The unhandled error that started it; `None` for a cancel.
+    pub error: Option<WorkflowError>,
+    /// The operator's reason, for a cancel.
+    pub reason: Option<String>,
+    /// How many entries of [`RunState::compensable`] have not started yet: the next to run is
+    /// the entry just below this index (they run in reverse order of completion).
+    pub remaining: usize,
+    /// The compensation running now: its activation and the index of its entry.
+    pub current: Option<(FrameId, usize)>,
+    /// The entries whose compensation completed, by index.
+    pub completed: Vec<usize>,
+    /// The compensations that faulted, in the order they ran.
+    pub failed: Vec<CompensationFailure>,
 }
 
 /// Reads a field that is present as `Some`, even when it is `null`: an input or output that is
@@ -482,8 +542,16 @@ impl RunState {
 
     /// [`RunState::status_label`] as a [`StatusLabel`].
     pub fn label(&self) -> StatusLabel {
-        if self.status == RunStatus::Running
-            && !self.frames.is_empty()
+        if self.status == RunStatus::Running && self.only_waiting() {
+            return StatusLabel::Waiting;
+        }
+        self.status.label()
+    }
+
+    /// Whether every live activation waits for something from outside or for a timer (a
+    /// compensating run that does so keeps its label, but needs no worker until then).
+    fn only_waiting(&self) -> bool {
+        !self.frames.is_empty()
             && self.pending_activities().is_empty()
             && self.frames.values().any(|f| {
                 matches!(
@@ -497,10 +565,6 @@ impl RunState {
                     }
                 )
             })
-        {
-            return StatusLabel::Waiting;
-        }
-        self.status.label()
     }
 
     /// When the run next needs a worker (ms since epoch), for the scheduling of runs across
@@ -527,7 +591,7 @@ impl RunState {
         if self.status == RunStatus::Suspended {
             return busy.then_some(self.updated_at);
         }
-        if busy || self.label() != StatusLabel::Waiting {
+        if busy || !self.only_waiting() {
             return Some(self.updated_at);
         }
         self.next_timer().map(|(_, due)| due)

@@ -16,6 +16,16 @@ impl Inner {
                     RunStatus::Faulted => Err(state.error.clone().unwrap_or_else(|| {
                         WorkflowError::new(ErrorKind::Runtime, "sub-workflow faulted")
                     })),
+                    // A compensated child failed: its parent sees the error that started the
+                    // compensation (or the cancel), its side effects undone.
+                    RunStatus::Compensated | RunStatus::CompensationFailed => {
+                        Err(state.error.clone().unwrap_or_else(|| {
+                            WorkflowError::new(
+                                ErrorKind::Runtime,
+                                "sub-workflow was cancelled and compensated",
+                            )
+                        }))
+                    }
                     _ => Err(WorkflowError::new(
                         ErrorKind::Runtime,
                         "sub-workflow was cancelled",

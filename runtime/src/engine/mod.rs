@@ -66,6 +66,13 @@ pub enum RunOutcome {
     Faulted(WorkflowError),
     /// Cancelled.
     Cancelled,
+    /// Ended after running the compensations of its completed tasks (docs/compensation.md).
+    Compensated {
+        /// The unhandled error that started the compensation; `None` after a cancel.
+        error: Option<WorkflowError>,
+        /// The compensations that faulted (none when the run is fully compensated).
+        failed: Vec<cairn_core::events::CompensationFailure>,
+    },
 }
 
 /// An event as it was appended, broadcast to live subscribers.
@@ -385,8 +392,21 @@ impl Runtime {
             .await
     }
 
-    /// Cancels a run.
+    /// Cancels a run. Cancelling a run that is compensating stops its compensations.
     pub async fn cancel(&self, run_id: &str, reason: Option<String>) -> Result<()> {
+        self.cancel_with(run_id, reason, false).await
+    }
+
+    /// Cancels a run, and with `compensate` undoes what its completed tasks did first: the
+    /// compensations they declared run in reverse order of completion and the run ends
+    /// `compensated` or `compensation_failed` (docs/compensation.md). A run with nothing to
+    /// compensate is simply cancelled; one already compensating is refused.
+    pub async fn cancel_with(
+        &self,
+        run_id: &str,
+        reason: Option<String>,
+        compensate: bool,
+    ) -> Result<()> {
         let s = self.state(run_id).await?;
         if s.status.is_terminal() {
             return Err(Error::RunEnded {
@@ -394,15 +414,15 @@ impl Runtime {
                 status: s.status,
             });
         }
-        self.inner
-            .advance(
-                run_id,
-                vec![RunEvent::RunCancelled {
-                    reason,
-                    at: now_ms(),
-                }],
-            )
-            .await
+        if compensate && s.compensation.is_some() {
+            return Err(Error::WrongStatus {
+                run_id: run_id.to_string(),
+                status: s.status_label().to_string(),
+                expected: "the run is already compensating",
+            });
+        }
+        let fact = cairn_core::decider::Decider::cancel(&s, reason, compensate, now_ms());
+        self.inner.advance(run_id, vec![fact]).await
     }
 
     /// Suspends a run: nothing new starts until it is resumed (calls in flight still record their
@@ -621,6 +641,14 @@ pub(super) fn outcome_of(s: &RunState) -> Option<RunOutcome> {
             WorkflowError::new(ErrorKind::Runtime, "faulted without an error")
         }))),
         RunStatus::Cancelled => Some(RunOutcome::Cancelled),
+        RunStatus::Compensated | RunStatus::CompensationFailed => Some(RunOutcome::Compensated {
+            error: s.error.clone(),
+            failed: s
+                .compensation
+                .as_ref()
+                .map(|c| c.failed.clone())
+                .unwrap_or_default(),
+        }),
         _ => None,
     }
 }

@@ -484,6 +484,8 @@ pub(super) fn still_applies(s: &RunState, fact: &RunEvent) -> bool {
         }
         RunEvent::RunSuspended { .. } => s.status != RunStatus::Suspended,
         RunEvent::RunResumed { .. } => s.status == RunStatus::Suspended,
+        // A second `cancel --compensate` that raced the first.
+        RunEvent::RunCompensating { .. } => s.compensation.is_none(),
         _ => true,
     }
 }

@@ -65,9 +65,6 @@ pub(crate) fn streams(groups: &[Vec<AppendRequest>]) -> Vec<StreamKey<'_>> {
     out
 }
 
-/// The statuses of an ended run.
-const ENDED: [&str; 3] = ["completed", "faulted", "cancelled"];
-
 /// The owner a run's row gets when the upsert inserts it: the appender of a new run that needs a
 /// worker now ([`Lease::New`], or [`Lease::Held`]), else nobody. (An existing row keeps its owner
 /// while the run needs a worker and loses it otherwise; see [`Lease`].)
@@ -92,7 +89,8 @@ pub(crate) fn notices<'a>(summaries: &[(&'a RunSummary, &'a Lease)]) -> Vec<&'a 
             out.push(s.run_id.as_str());
         }
         if let Some(parent) = &s.parent_run_id {
-            if ENDED.contains(&s.status.as_str()) {
+            let ended = cairn_core::names::StatusLabel::ENDED;
+            if ended.iter().any(|l| l.as_str() == s.status) {
                 out.push(parent.as_str());
             }
         }

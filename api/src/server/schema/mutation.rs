@@ -276,17 +276,21 @@ impl RunMutations {
         Run::load(app.store.as_ref(), &id).await
     }
 
-    /// Cancels a run.
+    /// Cancels a run. With `compensate: true`, the compensations its completed tasks declare
+    /// run first, in reverse order of completion, and the run ends `COMPENSATED` or
+    /// `COMPENSATION_FAILED` (docs/compensation.md); a run with nothing to compensate is
+    /// simply cancelled.
     #[graphql(guard = "Require(Permission::Operate)")]
     async fn cancel_run(
         &self,
         ctx: &Context<'_>,
         id: String,
         reason: Option<String>,
+        #[graphql(default = false)] compensate: bool,
     ) -> Result<Run> {
         let app = app(ctx)?;
         app.runtime
-            .cancel(&id, reason)
+            .cancel_with(&id, reason, compensate)
             .await
             .map_err(|e| errors::runtime("cancel run", e))?;
         Run::load(app.store.as_ref(), &id).await

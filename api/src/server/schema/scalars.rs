@@ -50,6 +50,13 @@ pub enum RunStatus {
     Faulted,
     /// Cancelled.
     Cancelled,
+    /// Undoing the side effects of its completed tasks: their compensations run
+    /// (docs/compensation.md).
+    Compensating,
+    /// Ended after every compensation completed.
+    Compensated,
+    /// Ended after compensating, with at least one compensation that faulted.
+    CompensationFailed,
 }
 
 impl RunStatus {
@@ -62,6 +69,9 @@ impl RunStatus {
             Some(StatusLabel::Completed) => RunStatus::Completed,
             Some(StatusLabel::Faulted) => RunStatus::Faulted,
             Some(StatusLabel::Cancelled) => RunStatus::Cancelled,
+            Some(StatusLabel::Compensating) => RunStatus::Compensating,
+            Some(StatusLabel::Compensated) => RunStatus::Compensated,
+            Some(StatusLabel::CompensationFailed) => RunStatus::CompensationFailed,
             Some(StatusLabel::Running) | None => RunStatus::Running,
         }
     }
@@ -76,6 +86,9 @@ impl RunStatus {
             RunStatus::Completed => StatusLabel::Completed,
             RunStatus::Faulted => StatusLabel::Faulted,
             RunStatus::Cancelled => StatusLabel::Cancelled,
+            RunStatus::Compensating => StatusLabel::Compensating,
+            RunStatus::Compensated => StatusLabel::Compensated,
+            RunStatus::CompensationFailed => StatusLabel::CompensationFailed,
         }
         .as_str()
     }

@@ -435,6 +435,34 @@ impl Run {
     async fn retries(&self) -> u32 {
         self.state.retries
     }
+    /// The undoing of its completed tasks' side effects, once it began (docs/compensation.md).
+    async fn compensation(&self) -> Option<Compensation> {
+        let c = self.state.compensation.as_ref()?;
+        let entry = |i: &usize| {
+            self.state.compensable.get(*i).map(|e| CompensationEntry {
+                task: e.task,
+                position: e.position.clone(),
+                compensation: e.compensation.clone(),
+                error: None,
+            })
+        };
+        Some(Compensation {
+            reason: c.reason.clone(),
+            completed: c.completed.iter().filter_map(entry).collect(),
+            running: c.current.and_then(|(_, i)| entry(&i)),
+            remaining: u32::try_from(c.remaining).unwrap_or(u32::MAX),
+            failed: c
+                .failed
+                .iter()
+                .map(|f| CompensationEntry {
+                    task: f.task,
+                    position: f.position.clone(),
+                    compensation: f.compensation.clone(),
+                    error: Some(Json(f.error.to_value())),
+                })
+                .collect(),
+        })
+    }
     /// Global position of its last event: subscribe with `after` set to it to follow on.
     async fn last_position(&self) -> u64 {
         self.events.last().map_or(0, |(e, _)| e.position)
@@ -468,6 +496,34 @@ impl Run {
         );
         Ok(conn)
     }
+}
+
+/// A run's compensation (docs/compensation.md).
+#[derive(SimpleObject)]
+pub struct Compensation {
+    /// The operator's reason, when a cancel started it (none after a fault: see `Run.error`).
+    pub reason: Option<String>,
+    /// The compensations that completed, in the order they ran.
+    pub completed: Vec<CompensationEntry>,
+    /// The compensation running now.
+    pub running: Option<CompensationEntry>,
+    /// How many have not started yet.
+    pub remaining: u32,
+    /// The compensations that faulted, in the order they ran, with their errors.
+    pub failed: Vec<CompensationEntry>,
+}
+
+/// One compensation of a run: what it compensates.
+#[derive(SimpleObject)]
+pub struct CompensationEntry {
+    /// The completed task activation it compensates.
+    pub task: u64,
+    /// The JSON pointer of the compensated task.
+    pub position: String,
+    /// The name of the compensation in `use.functions`.
+    pub compensation: String,
+    /// The error it faulted with (RFC 7807 shape), for a failed one.
+    pub error: Option<Json<Value>>,
 }
 
 /// A row of the runs list.

@@ -79,6 +79,17 @@ pub struct TaskBase {
     pub metadata: Option<Object>,
 }
 
+/// The metadata key of Cairn's compensation extension (docs/compensation.md): on a task, the
+/// name of the task of `use.functions` that undoes its side effects.
+pub const COMPENSATE_KEY: &str = "cairn.compensate";
+
+impl TaskBase {
+    /// The compensation this task declares (`metadata."cairn.compensate"`), when it names one.
+    pub fn compensation(&self) -> Option<&str> {
+        self.metadata.as_ref()?.get(COMPENSATE_KEY)?.as_str()
+    }
+}
+
 /// The kind-specific part of a task.
 #[derive(Debug, Clone, PartialEq)]
 // A definition is decoded once and kept; boxing would only make it harder to match on.

@@ -62,6 +62,7 @@ impl Checker<'_> {
         if let Some(to) = &b.timeout {
             self.timeout(to, &format!("{pointer}/timeout"), scope);
         }
+        self.compensation(b, pointer);
         match &t.kind {
             TaskKind::Call(c) => self.call(c, pointer, scope),
             TaskKind::Do(l) => self.list(l, &format!("{pointer}/do"), scope),
@@ -434,6 +435,46 @@ impl Checker<'_> {
                 Some(v @ Value::Object(_)) => self.values(v, &format!("{p}/input"), scope),
                 Some(_) => self.problem(format!("{p}/input"), "`input` must be an object"),
             }
+        }
+    }
+
+    /// `metadata."cairn.compensate"`, Cairn's compensation extension (docs/compensation.md): it
+    /// names a task of `use.functions`, and only the tasks of the workflow's `do` declare one
+    /// (a compensation that declared its own would have nothing to run it).
+    fn compensation(&mut self, b: &TaskBase, pointer: &str) {
+        let Some(v) = b.metadata.as_ref().and_then(|m| m.get(COMPENSATE_KEY)) else {
+            return;
+        };
+        let p = format!("{pointer}/metadata/{}", escape(COMPENSATE_KEY));
+        let Some(name) = v.as_str() else {
+            return self.problem(
+                p,
+                format!(
+                    "`{COMPENSATE_KEY}` must be the name of a task of `use.functions`, not {v}"
+                ),
+            );
+        };
+        if !pointer.starts_with("/do/") {
+            return self.problem(
+                p,
+                format!(
+                    "only the tasks of the workflow's `do` may declare a compensation; this task \
+                     is outside it (`{COMPENSATE_KEY}: {name}`)"
+                ),
+            );
+        }
+        let declared = self
+            .use_
+            .and_then(|u| u.functions.as_ref())
+            .is_some_and(|m| m.contains_key(name));
+        if !declared {
+            self.problem(
+                p,
+                format!(
+                    "unknown compensation `{name}`: `{COMPENSATE_KEY}` names a task of \
+                     `use.functions`, and `use.functions` has no `{name}`"
+                ),
+            );
         }
     }
 }

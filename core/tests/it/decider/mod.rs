@@ -87,5 +87,6 @@ fn folding_a_history_twice_gives_the_same_state() {
     }
 }
 
+mod compensation;
 mod property;
 mod snapshot;

@@ -69,7 +69,7 @@ proptest! {
             events: vec![],
             children: Default::default(),
             secrets: Default::default(),
-            expect: Expect { output: None, error: None, tasks: None, calls: None, elapsed_ms: None, context: None },
+            expect: Expect { output: None, error: None, tasks: None, calls: None, elapsed_ms: None, context: None, status: None, failed_compensations: None },
             def: Some(std::sync::Arc::new(def)),
         };
         let rec = sim::simulate(&case).map_err(TestCaseError::fail)?;

@@ -60,6 +60,12 @@ pub struct Expect {
     /// Subset of the final `$context`.
     #[serde(default)]
     pub context: Option<Value>,
+    /// The run's final status label, when not completed or faulted (`compensated`, ...).
+    #[serde(default)]
+    pub status: Option<String>,
+    /// The compensations that faulted, by name, in the order they ran.
+    #[serde(default)]
+    pub failed_compensations: Option<Vec<String>>,
 }
 
 /// A recorded run: its events and the inputs of every decision.
@@ -105,8 +111,29 @@ impl Case {
                 ));
             }
         }
+        if let Some(want) = &self.expect.status {
+            if s.status_label() != want {
+                return Err(format!(
+                    "status: expected {want}, got {} {:?}",
+                    s.status_label(),
+                    s.error
+                ));
+            }
+        }
+        if let Some(want) = &self.expect.failed_compensations {
+            let have: Vec<String> = s
+                .compensation
+                .iter()
+                .flat_map(|c| c.failed.iter().map(|f| f.compensation.clone()))
+                .collect();
+            if &have != want {
+                return Err(format!(
+                    "failed compensations: expected {want:?}, got {have:?}"
+                ));
+            }
+        }
         if let Some(e) = &self.expect.error {
-            if s.status != RunStatus::Faulted {
+            if s.status != RunStatus::Faulted && self.expect.status.is_none() {
                 return Err(format!(
                     "expected a fault {e}, got {:?} output {:?}",
                     s.status, s.output
