@@ -59,6 +59,8 @@ pub mod event {
     pub const RUN_FAULTED: &str = "RunFaulted";
     /// `RunCancelled`.
     pub const RUN_CANCELLED: &str = "RunCancelled";
+    /// `RunMigrated`.
+    pub const RUN_MIGRATED: &str = "RunMigrated";
 }
 
 /// The label of a run in the runs index and everywhere a run's status is shown: its

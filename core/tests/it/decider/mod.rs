@@ -88,4 +88,5 @@ fn folding_a_history_twice_gives_the_same_state() {
 }
 
 mod property;
+mod replay;
 mod snapshot;
