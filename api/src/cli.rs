@@ -94,7 +94,13 @@ enum Command {
         files: Vec<PathBuf>,
         #[command(flatten)]
         store: StoreArg,
+        /// The check of each new version against the unfinished runs of its definition
+        #[command(flatten)]
+        check: crate::replay::CheckArgs,
     },
+    /// Replay a run's history against its own definition or another, decision by decision:
+    /// exit 0 and `identical`, or exit 1 and the first divergence (reads an existing store)
+    Replay(crate::replay::ReplayArgs),
     /// Execute and resume runs until stopped
     Worker {
         #[command(flatten)]
@@ -244,6 +250,15 @@ impl Fail {
     }
 }
 
+impl From<crate::projections::Failure> for Fail {
+    fn from(f: crate::projections::Failure) -> Self {
+        Fail {
+            code: f.code,
+            error: f.error,
+        }
+    }
+}
+
 fn usage(e: impl Into<anyhow::Error>) -> Fail {
     Fail {
         code: 2,
@@ -327,7 +342,11 @@ fn wants_json(cmd: &Command) -> bool {
             | Command::History { json: true, .. }
             | Command::Runs { json: true, .. }
             | Command::Validate { json: true, .. }
-    )
+    ) || match cmd {
+        Command::Replay(a) => a.json,
+        Command::Deploy { check, .. } => check.json,
+        _ => false,
+    }
 }
 
 /// `--config FILE` of `cairn serve` and `cairn worker`: fills what neither a flag nor a
@@ -385,10 +404,8 @@ async fn dispatch(cmd: Command) -> Result<u8, Fail> {
             code: f.code,
             error: f.error,
         }),
-        Command::Projections(cmd) => crate::projections::run(cmd).await.map_err(|f| Fail {
-            code: f.code,
-            error: f.error,
-        }),
+        Command::Projections(cmd) => crate::projections::run(cmd).await.map_err(Fail::from),
+        Command::Replay(args) => crate::replay::replay(args).await.map_err(Fail::from),
         Command::Run {
             file,
             input,
@@ -432,7 +449,11 @@ async fn dispatch(cmd: Command) -> Result<u8, Fail> {
             println!("{id}");
             Ok(0)
         }
-        Command::Deploy { files, store } => {
+        Command::Deploy {
+            files,
+            store,
+            check,
+        } => {
             let rt = client(&store.store).await?;
             for f in files {
                 let def = load(&f)?;
@@ -440,8 +461,19 @@ async fn dispatch(cmd: Command) -> Result<u8, Fail> {
                     "{}/{} {}",
                     def.document.namespace, def.document.name, def.document.version
                 );
+                // The deploy-time check (`crate::replay`), before anything is published.
+                let report = crate::replay::check(&rt, &def, &check)
+                    .await
+                    .map_err(Fail::from)?;
+                if crate::replay::refused(report.as_ref(), &check) {
+                    rt.shutdown().await;
+                    return Ok(1);
+                }
                 rt.deploy(def).await.map_err(infra)?;
                 eprintln!("deployed {name}");
+                crate::replay::after(&rt, report, &check)
+                    .await
+                    .map_err(Fail::from)?;
             }
             rt.shutdown().await;
             Ok(0)

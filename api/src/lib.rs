@@ -10,5 +10,6 @@
 pub mod cli;
 pub mod options;
 mod projections;
+mod replay;
 mod secrets;
 pub mod server;

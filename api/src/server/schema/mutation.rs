@@ -31,8 +31,11 @@ pub struct DeployResult {
     pub ok: bool,
     /// The recorded definition.
     pub definition: Option<Definition>,
-    /// What is wrong with the source (empty when `ok`).
+    /// What is wrong with the source (empty when `ok`), or why the check refused it.
     pub problems: Vec<Problem>,
+    /// The check against the unfinished runs of the definition, when asked for (`check`,
+    /// `requireCompatible` or `migrate`).
+    pub check: Option<super::replay::DeployCheck>,
 }
 
 /// Mutations on definitions.
@@ -41,9 +44,21 @@ pub struct DefinitionMutations;
 
 #[Object]
 impl DefinitionMutations {
-    /// Validates and records a definition (YAML or JSON). Problems come back as data.
+    /// Validates and records a definition (YAML or JSON). Problems come back as data. With
+    /// `check` (implied by the other two), the new version is first replayed against the
+    /// unfinished runs of its definition on other versions (all, or a random `sample`);
+    /// `requireCompatible` refuses the deploy if one diverges (nothing is published);
+    /// `migrate` moves every compatible run onto it (and needs the right to operate runs).
     #[graphql(guard = "Require(Permission::Deploy)")]
-    async fn deploy_definition(&self, ctx: &Context<'_>, source: String) -> Result<DeployResult> {
+    async fn deploy_definition(
+        &self,
+        ctx: &Context<'_>,
+        source: String,
+        #[graphql(default)] check: bool,
+        #[graphql(default)] require_compatible: bool,
+        #[graphql(default)] migrate: bool,
+        sample: Option<u32>,
+    ) -> Result<DeployResult> {
         let app = app(ctx)?;
         let def = match load_source(source).await? {
             Ok(d) => d,
@@ -52,9 +67,30 @@ impl DefinitionMutations {
                     ok: false,
                     definition: None,
                     problems: e.problems.iter().map(Problem::from).collect(),
+                    check: None,
                 })
             }
         };
+        let asked = super::replay::CheckAsked {
+            check,
+            require_compatible,
+            migrate,
+            sample: sample.map(|n| n as usize),
+        };
+        let report = super::replay::before_deploy(ctx, app, &def, asked).await?;
+        if super::replay::refuses(report.as_ref(), asked) {
+            return Ok(DeployResult {
+                ok: false,
+                definition: None,
+                problems: vec![Problem {
+                    pointer: String::new(),
+                    line: None,
+                    column: None,
+                    message: super::replay::refusal(report.as_ref()),
+                }],
+                check: report.as_ref().map(super::replay::DeployCheck::from),
+            });
+        }
         let r = app
             .runtime
             .deploy(def)
@@ -66,10 +102,12 @@ impl DefinitionMutations {
             .await
             .map_err(|e| errors::store("deploy definition", e))?
             .ok_or_else(|| errors::internal("deploy definition", "deployed but not found"))?;
+        let check = super::replay::after_deploy(app, report, asked).await?;
         Ok(DeployResult {
             ok: true,
             definition: Some(Definition(stored)),
             problems: Vec::new(),
+            check,
         })
     }
 }
