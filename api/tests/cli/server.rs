@@ -237,6 +237,8 @@ mod guard;
 /// Hostile expressions under their budget through `cairn run`, `cairn worker`, `cairn
 /// validate` and `cairn serve`.
 mod hostile;
+/// Replay and the deploy-time check through `cairn replay`, `cairn deploy` and GraphQL.
+mod replay;
 /// The outbound guard (SSRF) through `cairn serve`, `cairn run` and `cairn worker`.
 mod ssrf;
 

@@ -60,6 +60,10 @@ impl DefinitionMutations {
         sample: Option<u32>,
     ) -> Result<DeployResult> {
         let app = app(ctx)?;
+        if migrate {
+            // Moving runs in flight is operating them, whatever the source turns out to be.
+            crate::server::auth::require(ctx, Permission::Operate)?;
+        }
         let def = match load_source(source).await? {
             Ok(d) => d,
             Err(e) => {
@@ -77,7 +81,7 @@ impl DefinitionMutations {
             migrate,
             sample: sample.map(|n| n as usize),
         };
-        let report = super::replay::before_deploy(ctx, app, &def, asked).await?;
+        let report = super::replay::before_deploy(app, &def, asked).await?;
         if super::replay::refuses(report.as_ref(), asked) {
             return Ok(DeployResult {
                 ok: false,
