@@ -31,6 +31,8 @@ use crate::{Error, Result, Runtime};
 const LOAD_CONCURRENCY: usize = 16;
 /// Runs replayed per blocking task by the check.
 const CHUNK: usize = 256;
+/// Chunks of the check in flight at once (loading or replaying).
+const PIPELINE: usize = 3;
 /// Runs listed per page of the runs index.
 const PAGE: u64 = 1_000;
 /// How many times a migration checks a run again that moved on while it was being checked.
@@ -222,9 +224,9 @@ impl Runtime {
         let mut known = HashMap::new();
         if one.is_none() {
             for h in hashes(&loaded.batches) {
-                if !known.contains_key(&h) {
-                    let d = defs.decider(&h).await?;
-                    known.insert(h, d);
+                if let std::collections::hash_map::Entry::Vacant(slot) = known.entry(h) {
+                    let d = defs.decider(slot.key()).await?;
+                    slot.insert(d);
                 }
             }
         }
@@ -254,28 +256,44 @@ impl Runtime {
         }
         let decider = Arc::new(Decider::new(Arc::new(def.clone())));
         let secrets = Arc::new(secrets);
-        let mut runs = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(CHUNK) {
-            let loaded: Vec<(String, Result<Loaded>)> = futures::stream::iter(chunk.to_vec())
-                .map(|id| {
-                    let store = store.clone();
-                    async move {
-                        let l = load(store.as_ref(), &id).await;
-                        (id, l)
-                    }
-                })
-                .buffered(LOAD_CONCURRENCY)
-                .collect()
-                .await;
-            let (d, s, h) = (decider.clone(), secrets.clone(), hash.clone());
-            let checked = blocking(move || {
-                loaded
-                    .into_iter()
-                    .filter_map(|(id, l)| check_one(&id, l, &d, &s, &h))
-                    .collect::<Result<Vec<_>>>()
+        // Chunks are loaded and replayed in a pipeline: while one chunk replays on a blocking
+        // thread, the next ones load.
+        let chunks: Vec<Vec<String>> = ids.chunks(CHUNK).map(<[String]>::to_vec).collect();
+        let checked: Vec<Result<Vec<RunCheck>>> = futures::stream::iter(chunks)
+            .map(|chunk| {
+                let (store, d, s, h) = (
+                    store.clone(),
+                    decider.clone(),
+                    secrets.clone(),
+                    hash.clone(),
+                );
+                async move {
+                    let loaded: Vec<(String, Result<Loaded>)> = futures::stream::iter(chunk)
+                        .map(|id| {
+                            let store = store.clone();
+                            async move {
+                                let l = load(store.as_ref(), &id).await;
+                                (id, l)
+                            }
+                        })
+                        .buffered(LOAD_CONCURRENCY)
+                        .collect()
+                        .await;
+                    blocking(move || {
+                        loaded
+                            .into_iter()
+                            .filter_map(|(id, l)| check_one(&id, l, &d, &s, &h))
+                            .collect::<Result<Vec<_>>>()
+                    })
+                    .await?
+                }
             })
-            .await??;
-            runs.extend(checked);
+            .buffered(PIPELINE)
+            .collect()
+            .await;
+        let mut runs = Vec::with_capacity(ids.len());
+        for c in checked {
+            runs.extend(c?);
         }
         Ok(CheckReport {
             namespace: doc.namespace.clone(),
@@ -318,14 +336,16 @@ impl Runtime {
 /// The unfinished runs of a definition, by id, in the order of the runs index.
 async fn unfinished(store: &dyn EventStore, namespace: &str, name: &str) -> Result<Vec<String>> {
     let mut out = Vec::new();
-    let mut q = RunQuery::default();
-    q.statuses = StatusLabel::OPEN
-        .iter()
-        .map(|s| s.as_str().to_string())
-        .collect();
-    q.namespace = Some(namespace.to_string());
-    q.name = Some(name.to_string());
-    q.limit = PAGE;
+    let mut q = RunQuery {
+        statuses: StatusLabel::OPEN
+            .iter()
+            .map(|s| s.as_str().to_string())
+            .collect(),
+        namespace: Some(namespace.to_string()),
+        name: Some(name.to_string()),
+        limit: PAGE,
+        ..Default::default()
+    };
     loop {
         let page = store.query_runs(&q).await?;
         let Some(last) = page.last() else {
