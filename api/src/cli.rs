@@ -109,6 +109,9 @@ enum Command {
         note: Option<String>,
         #[command(flatten)]
         store: StoreArg,
+        /// The check of each new version against the unfinished runs of its definition
+        #[command(flatten)]
+        check: crate::replay::CheckArgs,
     },
     /// Deployed definitions: list, history, show, diff, deprecate
     #[command(subcommand)]
@@ -116,6 +119,9 @@ enum Command {
     /// Move a definition's head back (or forward) to a published version: new runs that name no
     /// version start on it; runs in flight keep the version they started with
     Rollback(crate::definitions_cli::RollbackArgs),
+    /// Replay a run's history against its own definition or another, decision by decision:
+    /// exit 0 and `identical`, or exit 1 and the first divergence (reads an existing store)
+    Replay(crate::replay::ReplayArgs),
     /// Execute and resume runs until stopped
     Worker {
         #[command(flatten)]
@@ -269,6 +275,15 @@ impl Fail {
     }
 }
 
+impl From<crate::projections::Failure> for Fail {
+    fn from(f: crate::projections::Failure) -> Self {
+        Fail {
+            code: f.code,
+            error: f.error,
+        }
+    }
+}
+
 fn usage(e: impl Into<anyhow::Error>) -> Fail {
     Fail {
         code: 2,
@@ -352,7 +367,12 @@ fn wants_json(cmd: &Command) -> bool {
             | Command::History { json: true, .. }
             | Command::Runs { json: true, .. }
             | Command::Validate { json: true, .. }
-    ) || matches!(cmd, Command::Definitions(c) if c.json())
+    ) || match cmd {
+        Command::Definitions(c) => c.json(),
+        Command::Replay(a) => a.json,
+        Command::Deploy { check, .. } => check.json,
+        _ => false,
+    }
 }
 
 /// `--config FILE` of `cairn serve` and `cairn worker`: fills what neither a flag nor a
@@ -424,6 +444,7 @@ async fn dispatch(cmd: Command) -> Result<u8, Fail> {
                 code: f.code,
                 error: f.error,
             }),
+        Command::Replay(args) => crate::replay::replay(args).await.map_err(Fail::from),
         Command::Run {
             file,
             input,
@@ -466,7 +487,12 @@ async fn dispatch(cmd: Command) -> Result<u8, Fail> {
             println!("{id}");
             Ok(0)
         }
-        Command::Deploy { files, note, store } => {
+        Command::Deploy {
+            files,
+            note,
+            store,
+            check,
+        } => {
             let rt = client(&store.store).await?;
             for f in files {
                 let def = load(&f)?;
@@ -474,6 +500,14 @@ async fn dispatch(cmd: Command) -> Result<u8, Fail> {
                     "{}/{} {}",
                     def.document.namespace, def.document.name, def.document.version
                 );
+                // The deploy-time check (`crate::replay`), before anything is published.
+                let report = crate::replay::check(&rt, &def, &check)
+                    .await
+                    .map_err(Fail::from)?;
+                if crate::replay::refused(report.as_ref(), &check) {
+                    rt.shutdown().await;
+                    return Ok(1);
+                }
                 let opts = PublishOptions {
                     by: "cli".into(),
                     note: note.clone(),
@@ -484,6 +518,9 @@ async fn dispatch(cmd: Command) -> Result<u8, Fail> {
                 } else {
                     eprintln!("{name} is already published with this content: nothing changed");
                 }
+                crate::replay::after(&rt, report, &check)
+                    .await
+                    .map_err(Fail::from)?;
             }
             rt.shutdown().await;
             Ok(0)

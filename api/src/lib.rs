@@ -11,5 +11,6 @@ pub mod cli;
 mod definitions_cli;
 pub mod options;
 mod projections;
+mod replay;
 mod secrets;
 pub mod server;

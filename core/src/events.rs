@@ -28,7 +28,8 @@ pub type Millis = i64;
 /// allocate the same ids. `0` is the workflow itself.
 pub type FrameId = u64;
 
-/// Which definition a run executes: pinned at start, never changes.
+/// Which definition a run executes: pinned at start, changed only by an operator's
+/// [`RunEvent::RunMigrated`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DefinitionRef {
     /// `document.namespace`.
@@ -487,6 +488,20 @@ pub enum RunEvent {
         /// Recorded time.
         at: Millis,
     },
+    /// An operator moved the unfinished run onto another version of its definition (`cairn
+    /// deploy --migrate`), after a replay showed that version decides everything the run
+    /// recorded the same way. From here on the run is decided by `to_hash`; what came before
+    /// was decided by `from_hash`, which is what a replay uses for it.
+    RunMigrated {
+        /// Content hash of the version the run was on.
+        from_hash: String,
+        /// Content hash of the version it is on from now.
+        to_hash: String,
+        /// `document.version` of the new version.
+        to_version: String,
+        /// Recorded time.
+        at: Millis,
+    },
 }
 
 /// A compensation that faulted ([`RunEvent::RunCompensated`]).
@@ -570,6 +585,7 @@ impl RunEvent {
             RunEvent::RunCompensating { .. } => event::RUN_COMPENSATING,
             RunEvent::CompensationStarted { .. } => event::COMPENSATION_STARTED,
             RunEvent::RunCompensated { .. } => event::RUN_COMPENSATED,
+            RunEvent::RunMigrated { .. } => event::RUN_MIGRATED,
         }
     }
 

@@ -14,6 +14,8 @@
 //! - [`data_schema`]: JSON Schema checks of data at run time (`input.schema`, `output.schema`).
 //! - [`limits`]: what a run accepts from outside (input and event sizes, CloudEvents).
 //! - [`names`]: run event type names and run status labels, spelled once.
+//! - [`replay`]: a run's recorded history decided again, decision by decision, reporting the
+//!   first divergence (determinism checks, the deploy-time check, the CI fixtures).
 //! - [`sealed`]: secrets in call arguments, recorded as placeholders and revealed at send time.
 //! - [`time`]: points in time as RFC 3339 text and the spec's date-time descriptor.
 //! - [`error`]: workflow errors in the DSL's RFC 7807 shape ([`error::WorkflowError`]).
@@ -31,6 +33,7 @@ pub mod expr;
 pub mod lifecycle;
 pub mod limits;
 pub mod names;
+pub mod replay;
 pub mod schemas;
 pub mod sealed;
 pub mod state;

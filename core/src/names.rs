@@ -67,6 +67,8 @@ pub mod event {
     pub const COMPENSATION_STARTED: &str = "CompensationStarted";
     /// `RunCompensated`.
     pub const RUN_COMPENSATED: &str = "RunCompensated";
+    /// `RunMigrated`.
+    pub const RUN_MIGRATED: &str = "RunMigrated";
 }
 
 /// The stored type name of each [`crate::definition::DefinitionEvent`] variant (a definition's

@@ -15,6 +15,9 @@
 //! - [`metrics`]: Prometheus collectors (runs finished, task durations, append latency and
 //!   conflicts, projection lag).
 //! - [`projections`]: the `runs` index as a projection of the log, and rebuilding it.
+//! - [`replay`]: runs replayed from the store against their own versions or another one
+//!   (`Runtime::replay`), the deploy-time check of a new version (`Runtime::check_deploy`) and
+//!   moving compatible runs onto it (`Runtime::migrate`).
 //! - [`snapshots`]: snapshots of runs, so that loading a long run folds only its last events.
 //! - [`tail`]: reading the global log in order: a cursor for replays, and the one shared
 //!   follower of new appends per process.
@@ -27,6 +30,7 @@ pub mod engine;
 pub mod functions;
 pub mod metrics;
 pub mod projections;
+pub mod replay;
 pub mod snapshots;
 pub mod store;
 pub mod tail;
@@ -231,6 +235,20 @@ pub enum Error {
         /// Why.
         source: cairn_core::state::SnapshotError,
     },
+    /// A run's history could not be replayed.
+    #[error("replay of run {run_id}: {source}")]
+    Replay {
+        /// The run.
+        run_id: String,
+        /// Why.
+        source: cairn_core::replay::ReplayError,
+    },
+    /// A replay's task failed (a bug).
+    #[error("internal error: a replay task: {message}")]
+    ReplayTask {
+        /// What the task's join said.
+        message: String,
+    },
     /// The metrics could not be registered (a bug).
     #[error("internal error: metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -262,7 +280,11 @@ impl Error {
             Error::RunNotFound { .. }
             | Error::DefinitionNotFound { .. }
             | Error::DefinitionNotDeployed { .. }
-            | Error::Store(S::Missing(_)) => ErrorClass::NotFound,
+            | Error::Store(S::Missing(_))
+            | Error::Replay {
+                source: cairn_core::replay::ReplayError::UnknownDefinition { .. },
+                ..
+            } => ErrorClass::NotFound,
             Error::Input(_)
             | Error::CorrelationId { .. }
             | Error::IdempotencyKey { .. }
@@ -286,6 +308,8 @@ impl Error {
             | Error::CorruptDefinitionEvent { .. }
             | Error::Serialize { .. }
             | Error::Snapshot { .. }
+            | Error::Replay { .. }
+            | Error::ReplayTask { .. }
             | Error::Metrics(_) => ErrorClass::Internal,
         }
     }

@@ -239,6 +239,8 @@ mod guard;
 /// Hostile expressions under their budget through `cairn run`, `cairn worker`, `cairn
 /// validate` and `cairn serve`.
 mod hostile;
+/// Replay and the deploy-time check through `cairn replay`, `cairn deploy` and GraphQL.
+mod replay;
 /// The outbound guard (SSRF) through `cairn serve`, `cairn run` and `cairn worker`.
 mod ssrf;
 /// Definitions as streams (issue 10): immutable labels, history, diff, rollback, deprecation,

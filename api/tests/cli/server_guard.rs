@@ -441,6 +441,18 @@ async fn access_matrix(store: TestStore) {
                 call(f, &types, &[("source", "String", json!(QUICK))]),
             ));
         }
+        if f.name == "replayRun" {
+            variants.push((
+                "query replayRun(source:)".to_string(),
+                call(f, &types, &[("source", "String", json!(QUICK))]),
+            ));
+        }
+        if f.name == "deployDefinition" {
+            variants.push((
+                "mutation deployDefinition(migrate:)".to_string(),
+                call(f, &types, &[("migrate", "Boolean", json!(true))]),
+            ));
+        }
         for (label, (doc, vars)) in variants {
             let mut allowed = [false; 4];
             for (i, t) in tokens.iter().enumerate() {
@@ -480,7 +492,9 @@ async fn access_matrix(store: TestStore) {
         if op.starts_with("mutation") {
             assert!(!allowed[3], "a viewer may {op}");
         }
-        if (op.starts_with("query") || op.starts_with("subscription")) && !op.contains("apiTokens")
+        if (op.starts_with("query") || op.starts_with("subscription"))
+            && !op.contains("apiTokens")
+            && !op.contains("(source:)")
         {
             assert_eq!(allowed, &[true; 4], "every role reads {op}");
         }
@@ -495,6 +509,20 @@ async fn access_matrix(store: TestStore) {
     assert!(
         !source_row.1[2],
         "an operator may run text that is not deployed"
+    );
+    // Replaying text runs it too; moving runs in flight is operating them.
+    let row = |name: &str| {
+        matrix
+            .iter()
+            .find(|(op, _)| op == name)
+            .map(|(_, a)| *a)
+            .unwrap_or_else(|| panic!("a {name} row"))
+    };
+    assert_eq!(row("query replayRun(source:)"), [true, true, false, false]);
+    assert_eq!(row("query replayRun"), [true; 4]);
+    assert_eq!(
+        row("mutation deployDefinition(migrate:)"),
+        [true, false, false, false]
     );
 
     let table = render(&matrix);

@@ -581,6 +581,19 @@ impl RunState {
                     c.failed = failed.clone();
                 }
             }
+            RunEvent::RunMigrated {
+                to_hash,
+                to_version,
+                ..
+            } => {
+                // Only the definition changes: frames, timers and data stay as they are, which
+                // is what the replay before the migration showed the new version agrees with.
+                // `updated_at` stays too, so that the run's claims and wake time are unmoved.
+                if let Some(d) = &mut self.definition {
+                    d.hash = to_hash.clone();
+                    d.version = to_version.clone();
+                }
+            }
         }
     }
 

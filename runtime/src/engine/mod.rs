@@ -217,6 +217,22 @@ impl Runtime {
         &self.inner.metrics
     }
 
+    /// What replaying runs needs of this runtime (`crate::replay`): the store, the definitions
+    /// and the secrets bound as `$secrets`.
+    pub(crate) fn replay_parts(
+        &self,
+    ) -> (
+        Arc<dyn EventStore>,
+        Definitions,
+        serde_json::Map<String, Value>,
+    ) {
+        (
+            self.inner.store.clone(),
+            self.inner.defs.clone(),
+            self.inner.secrets.all(),
+        )
+    }
+
     /// Records a definition so that runs and sub-workflows (`run: workflow`) can find it by
     /// namespace, name and version; its version becomes the head (see
     /// [`crate::definitions::Definitions::publish`]).

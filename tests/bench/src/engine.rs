@@ -97,6 +97,10 @@ enum BenchCommand {
     /// and 4 workers beside the raw insert rate, memory and timer delay of many waiting runs,
     /// and recovery of in-flight runs after a SIGKILL of the only worker
     Cluster(crate::cluster::ClusterArgs),
+    /// The deploy-time replay check of a new version against many unfinished runs (10,000 of a
+    /// 10-task definition by default): runs checked per second, and the check's time beside
+    /// just loading their histories
+    Check(crate::check::CheckArgs),
 }
 
 /// A failure of `cairn-bench` with its exit code (2 bad usage, 4 store or runtime).
@@ -152,6 +156,7 @@ pub async fn run(args: BenchArgs) -> Result<u8, BenchFail> {
         Some(BenchCommand::Subscribers(a)) => return crate::subscribers::run(a).await,
         Some(BenchCommand::Snapshots(a)) => return crate::snapshots::run(a).await,
         Some(BenchCommand::Cluster(a)) => return crate::cluster::run(a).await,
+        Some(BenchCommand::Check(a)) => return crate::check::run(a).await,
         None => {}
     }
     if args.runs == 0 {

@@ -5,11 +5,13 @@
 //!   store (docs/benchmarks.md);
 //! - `subscribers`: the GraphQL server under WebSocket subscribers (docs/benchmarks-server.md);
 //! - `snapshots`: loading a long run from its snapshot against folding every event;
-//! - `cluster`: runs distributed over `cairn worker` processes on one PostgreSQL.
+//! - `cluster`: runs distributed over `cairn worker` processes on one PostgreSQL;
+//! - `check`: the deploy-time replay check on many unfinished runs, beside loading them.
 //!
 //! Built only on what a user of Cairn has: `cairn_runtime`, `cairn_connectors`, `cairn_core`
 //! and `cairn_api`'s library (the server as a component, the command line for the workers).
 
+mod check;
 mod cluster;
 mod engine;
 mod snapshots;

@@ -377,3 +377,36 @@ fn bench_snapshots_reports_the_ratio() {
     sb.bench(&["snapshots", "--events", "10", "--store", &store])
         .expect_code(2);
 }
+
+/// `cairn-bench check` on a few runs: every run is found compatible and every figure reported
+/// (no timing asserted); bad arguments are usage errors.
+#[test]
+fn bench_check_reports_runs_per_second_and_the_ratio() {
+    let sb = Sandbox::new();
+    let store = sb.store_named("checkbench");
+    let report = bench_report(
+        &sb,
+        &["check", "--store", &store, "--runs", "50"],
+        Duration::from_secs(120),
+    );
+    assert_eq!(report["runs"], 50, "{report:#}");
+    assert_eq!(report["compatible"], 50, "{report:#}");
+    assert_eq!(report["tasks"], 10, "{report:#}");
+    assert!(
+        report["events_per_run"].as_u64().is_some_and(|n| n > 10),
+        "{report:#}"
+    );
+    for f in [
+        "baseline_seconds",
+        "check_seconds",
+        "check_runs_per_second",
+        "check_vs_baseline",
+    ] {
+        assert!(
+            report[f].as_f64().is_some_and(|v| v > 0.0),
+            "{f} in {report:#}"
+        );
+    }
+    sb.bench(&["check", "--runs", "0", "--store", &store])
+        .expect_code(2);
+}

@@ -10,6 +10,7 @@ pub mod app;
 mod mutation;
 pub mod pagination;
 mod query;
+mod replay;
 pub mod scalars;
 pub mod types;
 

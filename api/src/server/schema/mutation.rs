@@ -33,13 +33,16 @@ pub struct DeployResult {
     pub ok: bool,
     /// The recorded definition.
     pub definition: Option<Definition>,
-    /// What is wrong with the source (empty when `ok`).
+    /// What is wrong with the source (empty when `ok`), or why the check refused it.
     pub problems: Vec<Problem>,
     /// False when this version was already published with exactly this content: nothing was
     /// recorded and the head did not move (null when not `ok`).
     pub published: Option<bool>,
     /// What happened, in words (null when not `ok`).
     pub message: Option<String>,
+    /// The check against the unfinished runs of the definition, when asked for (`check`,
+    /// `requireCompatible` or `migrate`).
+    pub check: Option<super::replay::DeployCheck>,
 }
 
 /// Mutations on definitions.
@@ -52,15 +55,29 @@ impl DefinitionMutations {
     /// version already published with other content is refused (`BAD_USER_INPUT`: a version
     /// label is immutable); the same content again changes nothing (`published: false`). The
     /// token's name is recorded as who deployed it, with the optional `note`. Problems come
-    /// back as data.
+    /// back as data. With `check` (implied by the other two), the new version is first
+    /// replayed against the unfinished runs of its definition on other versions (all, or a
+    /// random `sample`); `requireCompatible` refuses the deploy if one diverges (nothing is
+    /// published); `migrate` moves every compatible run onto it (and needs the right to
+    /// operate runs).
     #[graphql(guard = "Require(Permission::Deploy)")]
+    // Each argument is an argument of the GraphQL field; a struct would change the schema.
+    #[allow(clippy::too_many_arguments)]
     async fn deploy_definition(
         &self,
         ctx: &Context<'_>,
         source: String,
         note: Option<String>,
+        #[graphql(default)] check: bool,
+        #[graphql(default)] require_compatible: bool,
+        #[graphql(default)] migrate: bool,
+        sample: Option<u32>,
     ) -> Result<DeployResult> {
         let app = app(ctx)?;
+        if migrate {
+            // Moving runs in flight is operating them, whatever the source turns out to be.
+            crate::server::auth::require(ctx, Permission::Operate)?;
+        }
         let def = match load_source(source).await? {
             Ok(d) => d,
             Err(e) => {
@@ -70,9 +87,32 @@ impl DefinitionMutations {
                     problems: e.problems.iter().map(Problem::from).collect(),
                     published: None,
                     message: None,
+                    check: None,
                 })
             }
         };
+        let asked = super::replay::CheckAsked {
+            check,
+            require_compatible,
+            migrate,
+            sample: sample.map(|n| n as usize),
+        };
+        let report = super::replay::before_deploy(app, &def, asked).await?;
+        if super::replay::refuses(report.as_ref(), asked) {
+            return Ok(DeployResult {
+                ok: false,
+                definition: None,
+                problems: vec![Problem {
+                    pointer: String::new(),
+                    line: None,
+                    column: None,
+                    message: super::replay::refusal(report.as_ref()),
+                }],
+                published: None,
+                message: None,
+                check: report.as_ref().map(super::replay::DeployCheck::from),
+            });
+        }
         let opts = PublishOptions {
             by: actor(ctx),
             note,
@@ -97,12 +137,14 @@ impl DefinitionMutations {
                 r.namespace, r.name, r.version
             )
         };
+        let check = super::replay::after_deploy(app, report, asked).await?;
         Ok(DeployResult {
             ok: true,
             definition: Some(Definition(stored)),
             problems: Vec::new(),
             published: Some(d.published),
             message: Some(message),
+            check,
         })
     }
 

@@ -21,6 +21,7 @@ use super::types::*;
 pub struct QueryRoot(
     DefinitionQueries,
     RunQueries,
+    super::replay::ReplayQueries,
     crate::server::tokens::TokenQueries,
 );
 

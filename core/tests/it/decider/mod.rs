@@ -89,4 +89,5 @@ fn folding_a_history_twice_gives_the_same_state() {
 
 mod compensation;
 mod property;
+mod replay;
 mod snapshot;

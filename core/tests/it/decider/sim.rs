@@ -7,6 +7,7 @@ use std::sync::Arc;
 use cairn_core::decider::{DecideInput, Decider};
 use cairn_core::dsl::{self, Workflow};
 use cairn_core::events::{ActivityCall, DefinitionRef, RunEvent};
+use cairn_core::replay::{Batch, Deciders};
 use cairn_core::state::{RunState, RunStatus};
 use cairn_core::WorkflowError;
 use serde::{Deserialize, Serialize};
@@ -88,7 +89,12 @@ pub struct Decision {
 impl Case {
     pub fn read(path: &Path) -> Result<Case, String> {
         let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-        let mut c: Case = serde_norway::from_str(&text).map_err(|e| e.to_string())?;
+        Case::parse(&text)
+    }
+
+    /// A case from its YAML text.
+    pub fn parse(text: &str) -> Result<Case, String> {
+        let mut c: Case = serde_norway::from_str(text).map_err(|e| e.to_string())?;
         let src = serde_json::to_string(&c.workflow).map_err(|e| e.to_string())?;
         let def = dsl::load_str(&src, dsl::SourceFormat::Json).map_err(|e| e.to_string())?;
         c.def = Some(Arc::new(def));
@@ -357,44 +363,52 @@ pub fn simulate(case: &Case) -> Result<Recorded, String> {
     Err("did not end within 10000 rounds".into())
 }
 
-/// Replays a recorded history: at every recorded decision point, deciding again from the
-/// folded prefix with the same time and entropy must produce exactly the recorded events.
+/// Replays a recorded history through the runtime's replayer ([`cairn_core::replay`]): the
+/// decision points, their times and what each produced are the ones recorded here.
 pub fn replay(case: &Case, rec: &Recorded) -> Result<(), String> {
     let decider = Decider::new(case.def.clone().unwrap());
-    for d in &rec.decisions {
-        if d.after > rec.events.len() {
-            return Err(format!("decision after {} is beyond the history", d.after));
-        }
-        let state = RunState::from_events(&rec.events[..d.after]);
-        let mut pool = d.entropy.iter().copied();
-        let mut entropy = || pool.next().unwrap_or(0);
-        let mut inp = DecideInput {
-            now: d.now,
-            secrets: &case.secrets,
-            entropy: &mut entropy,
-        };
-        let got = decider.decide(&state, &mut inp);
-        let want = &rec.events[d.after..d.after + d.produced];
-        // Compared by meaning: a history recorded by an older event version writes out values
-        // that the current one leaves for the fold to recover (`RunState::explicit`).
-        let same = got.len() == want.len() && {
-            let mut st = state.clone();
-            got.iter().zip(want).all(|(g, w)| {
-                let same = st.explicit(g) == st.explicit(w);
-                st.apply(w);
-                same
-            })
-        };
-        if !same {
-            return Err(format!(
-                "at event {}: decided {} events, recorded {}; first difference: got {:?}, recorded {:?}",
-                d.after,
-                got.len(),
-                want.len(),
-                got.iter().zip(want).find(|(a, b)| a != b).map(|(a, _)| a),
-                got.iter().zip(want).find(|(a, b)| a != b).map(|(_, b)| b),
-            ));
-        }
+    let batches = rec.batches()?;
+    let report = cairn_core::replay::replay(&batches, Deciders::One(&decider), &case.secrets)
+        .map_err(|e| e.to_string())?;
+    match report.divergence {
+        None => Ok(()),
+        Some(d) => Err(format!(
+            "{d}\n  recorded: {}\n  new:      {}",
+            d.recorded
+                .as_ref()
+                .map(|x| x.event.to_string())
+                .unwrap_or_default(),
+            d.new
+                .as_ref()
+                .map(|x| x.event.to_string())
+                .unwrap_or_default(),
+        )),
     }
-    Ok(())
+}
+
+impl Recorded {
+    /// The appends of this history: the facts before each decision point, then what it
+    /// produced, at its time.
+    pub fn batches(&self) -> Result<Vec<Batch>, String> {
+        let mut out = Vec::new();
+        let mut from = 0;
+        for d in &self.decisions {
+            let end = d.after + d.produced;
+            if d.after < from || end > self.events.len() {
+                return Err(format!("decision after {} is outside the history", d.after));
+            }
+            out.push(Batch {
+                now: d.now,
+                events: self.events[from..end].to_vec(),
+            });
+            from = end;
+        }
+        if from < self.events.len() {
+            out.push(Batch {
+                now: self.decisions.last().map_or(T0, |d| d.now),
+                events: self.events[from..].to_vec(),
+            });
+        }
+        Ok(out)
+    }
 }
