@@ -127,7 +127,7 @@ impl LogFeed {
         };
         let follower = Follower {
             store,
-            tail: tail.subscribe(),
+            tail: tail.subscribe_prompt(),
             metrics,
             feed: feed.clone(),
         };
