@@ -15,6 +15,8 @@ use cairn_core::activity::{NoSecrets, Secrets};
 use cairn_core::dsl::{self, Workflow};
 use cairn_core::lifecycle::LifecycleProjector;
 use cairn_runtime::definitions::PublishOptions;
+
+use crate::failure::{infra, redact, runtime as runtime_fail, usage, Failure as Fail};
 use cairn_runtime::{RunOutcome, Runtime, WorkerScope};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde_json::{json, Value};
@@ -255,49 +257,6 @@ enum Command {
     },
 }
 
-/// A failure with its exit code.
-struct Fail {
-    code: u8,
-    error: anyhow::Error,
-}
-
-impl Fail {
-    /// The stable code of this failure, as the GraphQL API's `extensions.code` says it
-    /// (`docs/errors.md`): from the runtime error's class when there is one, otherwise from the
-    /// exit code.
-    fn wire_code(&self) -> &'static str {
-        use crate::server::errors::Code;
-        match self.error.downcast_ref::<cairn_runtime::Error>() {
-            Some(e) => Code::from(e.class()).as_str(),
-            None if self.code == 2 => Code::BadUserInput.as_str(),
-            None => Code::Internal.as_str(),
-        }
-    }
-}
-
-impl From<crate::projections::Failure> for Fail {
-    fn from(f: crate::projections::Failure) -> Self {
-        Fail {
-            code: f.code,
-            error: f.error,
-        }
-    }
-}
-
-fn usage(e: impl Into<anyhow::Error>) -> Fail {
-    Fail {
-        code: 2,
-        error: e.into(),
-    }
-}
-
-fn infra(e: impl Into<anyhow::Error>) -> Fail {
-    Fail {
-        code: 4,
-        error: e.into(),
-    }
-}
-
 /// Runs `cairn` with the process's arguments; the exit code of the contract above.
 pub fn main() -> ExitCode {
     main_from(std::env::args_os())
@@ -426,25 +385,11 @@ async fn dispatch(cmd: Command) -> Result<u8, Fail> {
             code: e.exit_code(),
             error: e.into(),
         }),
-        Command::Token(cmd) => crate::server::token_command(cmd).await.map_err(|f| Fail {
-            code: f.code,
-            error: f.error,
-        }),
-        Command::Projections(cmd) => crate::projections::run(cmd).await.map_err(|f| Fail {
-            code: f.code,
-            error: f.error,
-        }),
-        Command::Definitions(cmd) => crate::definitions_cli::run(cmd).await.map_err(|f| Fail {
-            code: f.code,
-            error: f.error,
-        }),
-        Command::Rollback(args) => crate::definitions_cli::rollback(args)
-            .await
-            .map_err(|f| Fail {
-                code: f.code,
-                error: f.error,
-            }),
-        Command::Replay(args) => crate::replay::replay(args).await.map_err(Fail::from),
+        Command::Token(cmd) => crate::server::token_command(cmd).await,
+        Command::Projections(cmd) => crate::projections::run(cmd).await,
+        Command::Definitions(cmd) => crate::definitions_cli::run(cmd).await,
+        Command::Rollback(args) => crate::definitions_cli::rollback(args).await,
+        Command::Replay(args) => crate::replay::replay(args).await,
         Command::Run {
             file,
             input,
@@ -501,9 +446,7 @@ async fn dispatch(cmd: Command) -> Result<u8, Fail> {
                     def.document.namespace, def.document.name, def.document.version
                 );
                 // The deploy-time check (`crate::replay`), before anything is published.
-                let report = crate::replay::check(&rt, &def, &check)
-                    .await
-                    .map_err(Fail::from)?;
+                let report = crate::replay::check(&rt, &def, &check).await?;
                 if crate::replay::refused(report.as_ref(), &check) {
                     rt.shutdown().await;
                     return Ok(1);
@@ -518,9 +461,7 @@ async fn dispatch(cmd: Command) -> Result<u8, Fail> {
                 } else {
                     eprintln!("{name} is already published with this content: nothing changed");
                 }
-                crate::replay::after(&rt, report, &check)
-                    .await
-                    .map_err(Fail::from)?;
+                crate::replay::after(&rt, report, &check).await?;
             }
             rt.shutdown().await;
             Ok(0)
@@ -621,26 +562,6 @@ fn check_correlation_id(id: Option<&str>) -> Result<(), Fail> {
         Some(Err(m)) => Err(usage(anyhow::anyhow!("--correlation-id: {m}"))),
         _ => Ok(()),
     }
-}
-
-fn runtime_fail(e: cairn_runtime::Error) -> Fail {
-    use cairn_runtime::ErrorClass as C;
-    match e.class() {
-        C::NotFound | C::BadInput | C::Conflict => usage(e),
-        _ => infra(e),
-    }
-}
-
-fn redact(url: &str) -> String {
-    // postgres://user:password@host/db -> postgres://user:***@host/db
-    if let Some((scheme, rest)) = url.split_once("://") {
-        if let Some((auth, host)) = rest.split_once('@') {
-            if let Some((user, _)) = auth.split_once(':') {
-                return format!("{scheme}://{user}:***@{host}");
-            }
-        }
-    }
-    url.to_string()
 }
 
 /// Reads, parses and validates a definition file; `.json` files are JSON, anything else YAML.

@@ -14,9 +14,10 @@ use cairn_core::dsl::Workflow;
 use cairn_core::time::iso8601;
 use cairn_runtime::definitions::{DefinitionHistoryEntry, Definitions};
 use cairn_runtime::store::{self, StoreError};
-use cairn_runtime::{ErrorClass, Runtime, StartOptions};
+use cairn_runtime::{Runtime, StartOptions};
 use serde_json::{json, Value};
 
+use crate::failure::{self, Failure};
 use crate::options::DEFAULT_STORE;
 
 /// The store argument of these commands.
@@ -115,31 +116,8 @@ pub struct RollbackArgs {
     pub store: StoreUrl,
 }
 
-/// A failure with the exit code of the CLI contract (2 bad usage or input, 4 the store failed).
-pub struct Failure {
-    /// Exit code.
-    pub code: u8,
-    /// What happened (a `cairn_runtime::Error` inside, when there is one, so that `--json`
-    /// names its class).
-    pub error: anyhow::Error,
-}
-
 fn usage(message: String) -> Failure {
-    Failure {
-        code: 2,
-        error: anyhow::anyhow!(message),
-    }
-}
-
-fn failed(e: cairn_runtime::Error) -> Failure {
-    let code = match e.class() {
-        ErrorClass::NotFound | ErrorClass::BadInput | ErrorClass::Conflict => 2,
-        _ => 4,
-    };
-    Failure {
-        code,
-        error: anyhow::Error::new(e),
-    }
+    failure::usage(anyhow::anyhow!(message))
 }
 
 /// A definition reference: namespace, name and the version if one was given.
@@ -273,7 +251,7 @@ async fn open(url: &str, read_only: bool) -> Result<Definitions, Failure> {
     };
     let s = s.map_err(|e| match e {
         StoreError::InvalidUrl { .. } | StoreError::Missing(_) => usage(e.to_string()),
-        e => failed(e.into()),
+        e => failure::runtime(e.into()),
     })?;
     Ok(Definitions::new(s))
 }
@@ -289,7 +267,7 @@ pub async fn rollback(args: RollbackArgs) -> Result<u8, Failure> {
     let (state, moved) = defs
         .roll_back(&r.namespace, &r.name, &args.to, "cli")
         .await
-        .map_err(failed)?;
+        .map_err(failure::runtime)?;
     if moved {
         eprintln!(
             "{}/{}: the head is now {} (new runs start on it; runs in flight keep their version)",
@@ -311,7 +289,7 @@ pub async fn run(cmd: DefinitionsCommand) -> Result<u8, Failure> {
     match cmd {
         DefinitionsCommand::List { store, json } => {
             let defs = open(&store.store, true).await?;
-            let all = defs.list().await.map_err(failed)?;
+            let all = defs.list().await.map_err(failure::runtime)?;
             if json {
                 let v: Vec<Value> = all
                     .iter()
@@ -355,13 +333,18 @@ pub async fn run(cmd: DefinitionsCommand) -> Result<u8, Failure> {
         } => {
             let r = reference(&definition, "NS/NAME", Some(false))?;
             let defs = open(&store.store, true).await?;
-            let (state, history) = defs.load(&r.namespace, &r.name).await.map_err(failed)?;
+            let (state, history) = defs
+                .load(&r.namespace, &r.name)
+                .await
+                .map_err(failure::runtime)?;
             if state.sequence == 0 {
-                return Err(failed(cairn_runtime::Error::DefinitionNotDeployed {
-                    namespace: r.namespace,
-                    name: r.name,
-                    version: LATEST.into(),
-                }));
+                return Err(failure::runtime(
+                    cairn_runtime::Error::DefinitionNotDeployed {
+                        namespace: r.namespace,
+                        name: r.name,
+                        version: LATEST.into(),
+                    },
+                ));
             }
             if json {
                 print(&Value::Array(history.iter().map(history_json).collect()));
@@ -383,7 +366,7 @@ pub async fn run(cmd: DefinitionsCommand) -> Result<u8, Failure> {
             let (state, stored) = defs
                 .show(&r.namespace, &r.name, r.version_or_latest())
                 .await
-                .map_err(failed)?;
+                .map_err(failure::runtime)?;
             let v = state.version(&stored.version);
             if json {
                 print(&json!({
@@ -434,7 +417,7 @@ pub async fn run(cmd: DefinitionsCommand) -> Result<u8, Failure> {
             let d = defs
                 .diff(&r.namespace, &r.name, &from, &to)
                 .await
-                .map_err(failed)?;
+                .map_err(failure::runtime)?;
             if json {
                 print(&serde_json::to_value(&d).unwrap_or(Value::Null));
             } else {
@@ -469,7 +452,7 @@ pub async fn run(cmd: DefinitionsCommand) -> Result<u8, Failure> {
             let (_, changed) = defs
                 .deprecate(&r.namespace, &r.name, &version, reason, "cli")
                 .await
-                .map_err(failed)?;
+                .map_err(failure::runtime)?;
             if changed {
                 eprintln!(
                     "{}/{} {version} is deprecated: it starts no new runs (runs in flight go on)",

@@ -9,6 +9,7 @@
 
 pub mod cli;
 mod definitions_cli;
+mod failure;
 pub mod options;
 mod projections;
 mod replay;

@@ -9,6 +9,8 @@ use std::io::Write as _;
 use cairn_runtime::projections::{self, RUNS_PROJECTION};
 use cairn_runtime::store::{self, StoreError};
 
+use crate::failure::{redact, Failure};
+
 /// `cairn projections ...`
 #[derive(clap::Subcommand, Clone, Debug)]
 pub enum ProjectionsCommand {
@@ -23,14 +25,6 @@ pub enum ProjectionsCommand {
     },
 }
 
-/// A failure with the exit code of the CLI contract (2 bad usage, 4 the store failed).
-pub struct Failure {
-    /// Exit code.
-    pub code: u8,
-    /// What happened.
-    pub error: anyhow::Error,
-}
-
 fn store_failed(url: &str, e: cairn_runtime::Error) -> Failure {
     let code = match e {
         cairn_runtime::Error::Store(StoreError::InvalidUrl { .. }) => 2,
@@ -40,18 +34,6 @@ fn store_failed(url: &str, e: cairn_runtime::Error) -> Failure {
         code,
         error: anyhow::anyhow!("store {}: {e}", redact(url)),
     }
-}
-
-fn redact(url: &str) -> String {
-    // postgres://user:password@host/db -> postgres://user:***@host/db
-    if let Some((scheme, rest)) = url.split_once("://") {
-        if let Some((auth, host)) = rest.split_once('@') {
-            if let Some((user, _)) = auth.split_once(':') {
-                return format!("{scheme}://{user}:***@{host}");
-            }
-        }
-    }
-    url.to_string()
 }
 
 /// Runs a `cairn projections` command.

@@ -13,10 +13,10 @@ use std::sync::Arc;
 use cairn_core::activity::{NoSecrets, Secrets};
 use cairn_core::dsl::{self, Workflow};
 use cairn_runtime::replay::{Against, CheckOptions, CheckReport};
-use cairn_runtime::{ErrorClass, Runtime};
+use cairn_runtime::Runtime;
 use serde_json::{json, Map, Value};
 
-use crate::projections::Failure;
+use crate::failure::{self, usage, Failure};
 use crate::secrets::FileSecrets;
 
 /// `cairn replay RUN`.
@@ -61,32 +61,12 @@ pub struct CheckArgs {
     pub secrets: Option<PathBuf>,
 }
 
-fn usage(e: impl Into<anyhow::Error>) -> Failure {
-    Failure {
-        code: 2,
-        error: e.into(),
-    }
-}
-
-/// A runtime error with the exit code of its class (docs/errors.md), kept as the source so
-/// that `--json` names its code.
-fn failed(e: cairn_runtime::Error) -> Failure {
-    let code = match e.class() {
-        ErrorClass::NotFound | ErrorClass::BadInput | ErrorClass::Conflict => 2,
-        _ => 4,
-    };
-    Failure {
-        code,
-        error: anyhow::Error::new(e),
-    }
-}
-
 fn store_failed(e: cairn_runtime::Error) -> Failure {
     match e {
         cairn_runtime::Error::Store(cairn_runtime::store::StoreError::Missing(m)) => {
             usage(anyhow::anyhow!("{m}"))
         }
-        other => failed(other),
+        other => failure::runtime(other),
     }
 }
 
@@ -136,7 +116,7 @@ pub async fn replay(args: ReplayArgs) -> Result<u8, Failure> {
         .map_err(store_failed)?;
     let report = rt.replay(&args.run, against).await;
     rt.shutdown().await;
-    let report = report.map_err(failed)?;
+    let report = report.map_err(failure::runtime)?;
     let mut out = std::io::stdout().lock();
     if args.json {
         let mut v = serde_json::to_value(&report).unwrap_or(Value::Null);
@@ -178,7 +158,7 @@ pub async fn check(
     let report = rt
         .check_deploy(def, &options(args)?)
         .await
-        .map_err(failed)?;
+        .map_err(failure::runtime)?;
     Ok((!report.runs.is_empty()).then_some(report))
 }
 
@@ -226,7 +206,9 @@ pub async fn after(
         return Ok(());
     };
     if args.migrate {
-        rt.migrate(&mut r, &options(args)?).await.map_err(failed)?;
+        rt.migrate(&mut r, &options(args)?)
+            .await
+            .map_err(failure::runtime)?;
     }
     print(&r, args.json);
     let moved = r.runs.iter().filter(|x| x.migrated == Some(true)).count();

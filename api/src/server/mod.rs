@@ -67,12 +67,7 @@ use self::metrics::Metrics;
 use self::schema::{App, CairnSchema};
 
 /// A failure of `cairn token`, with the exit code of the CLI contract.
-pub(crate) struct ServeFailure {
-    /// 2 bad usage, 4 the store, the network or the runtime failed.
-    pub code: u8,
-    /// What happened.
-    pub error: anyhow::Error,
-}
+pub(crate) use crate::failure::{redact, Failure as ServeFailure};
 
 pub(crate) fn fail(code: u8, error: impl Into<anyhow::Error>) -> ServeFailure {
     ServeFailure {
@@ -414,18 +409,6 @@ async fn build_runtime(
             }) => ServerError::invalid(&e),
             other => ServerError::Failed(format!("store {}: {other}", redact(&args.store))),
         })
-}
-
-fn redact(url: &str) -> String {
-    // postgres://user:password@host/db -> postgres://user:***@host/db
-    if let Some((scheme, rest)) = url.split_once("://") {
-        if let Some((auth, host)) = rest.split_once('@') {
-            if let Some((user, _)) = auth.split_once(':') {
-                return format!("{scheme}://{user}:***@{host}");
-            }
-        }
-    }
-    url.to_string()
 }
 
 fn router(shared: Arc<Shared>, metrics: Metrics, body_limit: usize, timeout: Duration) -> Router {
